@@ -1,0 +1,71 @@
+"""The experiment: one frozen config per stage, with the original repo's values.
+
+Scripts override fields by name (`--epochs 3` sets `epochs`); an unknown name is an error, so a
+typo never silently runs the default. The resolved config is written as JSON next to every artifact.
+"""
+import dataclasses
+from dataclasses import dataclass
+
+SEED = 123  # seeds TensorFlow, NumPy and Python in every script
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Stage 1: train the dense 784-512-512-10 classifier."""
+    input_size: int = 784                    # flattened 28x28 pixels
+    num_classes: int = 10
+    hidden_sizes: tuple = (512, 512)         # units of each hidden ReLU layer
+    dropout: float = 0.5                     # drop probability after each hidden layer
+    weight_decay: float = 5e-4               # L2: decay x sum of squared kernel entries (no biases)
+    momentum: float = 0.9                    # SGD momentum
+    batch_size: int = 100
+    epochs: int = 25
+    lr_boundaries: tuple = (10, 20)          # epochs after which the learning rate steps down
+    lr_values: tuple = (1e-2, 1e-3, 1e-4)    # learning rate before/between/after the boundaries
+    init_stddev: float = 0.01                # truncated-normal stddev of the kernels
+    init_bias: float = 0.1                   # constant initial bias
+    seed: int = SEED
+    model_dir: str = "saved_models/network_dense"
+
+
+@dataclass(frozen=True)
+class PrunedConfig(DenseConfig):
+    """Stage 2: prune the stage-1 weights at a magnitude threshold, then fine-tune under the mask."""
+    dropout: float = 0.0
+    weight_decay: float = 1e-4
+    threshold: float = 0.03                  # weights with |w| < threshold are set to zero
+    epochs: int = 20
+    lr_boundaries: tuple = (10,)
+    lr_values: tuple = (1e-3, 1e-4)
+    model_dir: str = "saved_models/network_dense_pruned"
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """Stage 3: deploy the pruned network with sparse weight matrices."""
+    batch_size: int = 100                    # evaluation batch
+    seed: int = SEED
+    model_dir: str = "saved_models/network_sparse"
+
+
+QUICK = dict(train_size=2000, val_size=500, test_size=1000, epochs=1)  # --quick: smoke-test scale
+
+
+def override(config, **changes):
+    """Return `config` with the named fields replaced; `None` values are ignored.
+
+    Raises ValueError naming the field when it does not exist, so a mistyped flag fails loudly.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for {type(config).__name__}; "
+                         f"valid: {sorted(fields)}")
+    return dataclasses.replace(config, **changes)
+
+
+def learning_rate(config, epoch):
+    """Learning rate for 0-based `epoch`: a piecewise-constant schedule over epochs."""
+    passed = sum(epoch >= boundary for boundary in config.lr_boundaries)
+    return config.lr_values[passed]

@@ -1,0 +1,89 @@
+"""Stage 2: prune the dense network at a magnitude threshold and fine-tune it under the mask.
+
+    python prune_network.py                       # threshold 0.03, 20 epochs (the original)
+    python prune_network.py --threshold 0.05 --epochs 5
+    python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
+
+Needs the checkpoint of train_network_dense.py. Writes <model-dir>/model.keras, masks.npz and
+config.json, and three weight-distribution plots in pics/.
+"""
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import configs
+from networks.network_base import evaluate, logits_function
+from networks.network_dense import build_dense_network
+from utils import cli
+from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.plot_utils import plot_weight_distribution
+from utils.pruning import apply_masks, dense_kernels, sparsity_lines, threshold_masks
+from utils.training import fit
+
+
+def load_dense(dense_dir, config):
+    """The stage-1 weights and momentum, in a network built with the pruning-stage config."""
+    trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
+    model = build_dense_network(config)  # no dropout, smaller weight decay
+    model.set_weights(trained.get_weights())
+    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
+    optimizer.build(model.trainable_variables)
+    for mine, theirs in zip(optimizer.momentums, trained.optimizer.momentums):
+        mine.assign(theirs)
+    return model, optimizer
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--threshold", type=float, help="prune weights with |w| below this (default 0.03)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 20)")
+    p.add_argument("--dense-dir", default=configs.DenseConfig.model_dir,
+                   help="stage-1 checkpoint folder (default %(default)s)")
+    p.add_argument("--model-dir", help=f"output folder (default {configs.PrunedConfig.model_dir})")
+    p.add_argument("--pics-dir", default="pics", help="where the plots go (default %(default)s)")
+    args = p.parse_args()
+    epochs = args.epochs or (configs.QUICK["epochs"] if args.quick else None)
+    config = configs.override(configs.PrunedConfig(), threshold=args.threshold, epochs=epochs,
+                              model_dir=args.model_dir, seed=args.seed)
+    keras.utils.set_random_seed(config.seed)
+    pics = Path(args.pics_dir)
+
+    model, optimizer = load_dense(args.dense_dir, config)
+    data = cli.load_data(args)
+    logits_fn = logits_function(model)
+    dense_acc, _ = evaluate(logits_fn, *data["test"])
+    plot_weight_distribution(dense_kernels(model), pics / "weights_distribution_before_pruning.png",
+                             "Weights before pruning")
+
+    masks = threshold_masks(model, config.threshold)
+    apply_masks(model, masks, optimizer)
+    pruned_acc, pruned_loss = evaluate(logits_fn, *data["test"])
+    print(f"pruned at |w| < {config.threshold}:", *sparsity_lines(masks), sep="\n")
+    print(f"test accuracy {dense_acc:.4f} dense -> {pruned_acc:.4f} pruned, before fine-tuning")
+    plot_weight_distribution(dense_kernels(model), pics / "weights_distribution_after_pruning.png",
+                             f"Weights after pruning at |w| < {config.threshold}")
+
+    start = time.perf_counter()
+    history = fit(model, optimizer, config, data, masks=masks)
+    seconds = time.perf_counter() - start
+    for kernel in dense_kernels(model):  # the masked step guarantees this; a checkpoint must too
+        assert not np.asarray(kernel)[~masks[kernel.path]].any(), f"{kernel.path} grew back"
+    test_acc, test_loss = evaluate(logits_fn, *data["test"])
+    plot_weight_distribution(dense_kernels(model),
+                             pics / "weights_distribution_after_fine_tuning.png",
+                             "Weights after pruning and fine-tuning")
+
+    nonzero = sum(int(m.sum()) for m in masks.values())
+    save_checkpoint(config.model_dir, model, optimizer, config, masks=masks, results=dict(
+        dense_test_accuracy=dense_acc, pruned_test_accuracy_before_fine_tuning=pruned_acc,
+        pruned_test_loss_before_fine_tuning=pruned_loss, test_accuracy=test_acc,
+        test_loss=test_loss, nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history))
+    print(f"after fine-tuning: test accuracy {test_acc:.4f}  loss {test_loss:.4f}  "
+          f"({nonzero:,} non-zero weights, {seconds:.1f} s)")
+    print(f"saved {config.model_dir}/ and 3 plots in {pics}/")
+
+
+if __name__ == "__main__":
+    cli.run(main)

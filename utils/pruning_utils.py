@@ -1,0 +1,68 @@
+"""Pruning maths, NumPy in and NumPy out: masks, sparsity, sparse conversion, byte counts.
+
+Everything here works on plain arrays so it can be checked by hand on tiny examples; the Keras
+side (applying masks to variables, masked training) lives in `networks/network_base.py`.
+"""
+import numpy as np
+
+BYTES_FLOAT32 = 4
+BYTES_INDEX = 2          # int16 row/col indices, as the original stored them
+BYTES_SHAPE = 2 * 4      # dense shape: two int32
+
+
+def threshold_mask(weights, threshold):
+    """Boolean mask keeping the weights with |w| >= threshold (the original's criterion)."""
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+    return np.abs(weights) >= threshold
+
+
+def check_masks(masks, names):
+    """Raise ValueError when a mask removes every weight of a layer: the network would be dead."""
+    for name, mask in zip(names, masks):
+        if not mask.any():
+            raise ValueError(f"the pruning removes every weight of layer {name}: "
+                             f"choose a smaller threshold")
+
+
+def sparsity(mask):
+    """Fraction of pruned (zero) entries."""
+    return 1.0 - np.count_nonzero(mask) / mask.size
+
+
+def to_coo(weights):
+    """Sparse form of a 2-D matrix: float32 values, int16 (row, col) indices, dense shape.
+
+    Indices are int16 as in the original repo: every dimension here is < 32,768.
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or max(weights.shape) > np.iinfo(np.int16).max:
+        raise ValueError(f"to_coo needs a 2-D matrix with both dims <= 32767, got {weights.shape}")
+    rows, cols = np.nonzero(weights)
+    return {
+        "values": weights[rows, cols].astype(np.float32),
+        "indices": np.stack([rows, cols], axis=1).astype(np.int16),
+        "shape": np.array(weights.shape, np.int32),
+    }
+
+
+def from_coo(coo):
+    """Dense matrix back from `to_coo`'s dict (for tests and checks; deployment never densifies)."""
+    dense = np.zeros(coo["shape"], np.float32)
+    dense[coo["indices"][:, 0], coo["indices"][:, 1]] = coo["values"]
+    return dense
+
+
+def dense_bytes(layers):
+    """Bytes of the dense float32 model: every weight-matrix and bias entry.
+
+    `layers` are `to_coo` dicts with a "bias" entry added (only shapes and sizes are read).
+    """
+    return BYTES_FLOAT32 * sum(int(np.prod(l["shape"])) + l["bias"].size for l in layers)
+
+
+def coo_bytes(layers):
+    """Bytes of the sparse model: values + (row, col) indices + shapes, plus the dense biases."""
+    per_entry = BYTES_FLOAT32 + 2 * BYTES_INDEX
+    return sum(per_entry * len(l["values"]) + BYTES_SHAPE + BYTES_FLOAT32 * l["bias"].size
+               for l in layers)
