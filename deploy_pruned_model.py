@@ -25,7 +25,7 @@ LOGITS_TOLERANCE = 1e-4  # sparse and dense products sum in different orders
 
 def sparse_layers(model):
     """Every Dense layer as a `to_coo` dict plus its name and bias."""
-    return [dict(name=layer.name, bias=np.asarray(layer.bias), **pruning_utils.to_coo(layer.kernel))
+    return [dict(name=layer.name, bias=layer.bias.numpy(), **pruning_utils.to_coo(layer.kernel.numpy()))
             for layer in dense_layers(model)]
 
 

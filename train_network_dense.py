@@ -23,8 +23,8 @@ def main():
     p.add_argument("--epochs", type=int, help="training epochs (default 25)")
     p.add_argument("--model-dir", help=f"output folder (default {configs.DenseConfig.model_dir})")
     args = p.parse_args()
-    epochs = args.epochs or (configs.QUICK["epochs"] if args.quick else None)
-    config = configs.override(configs.DenseConfig(), epochs=epochs,
+    quick = configs.QUICK if args.quick else {}
+    config = configs.override(configs.DenseConfig(), epochs=args.epochs or quick.get("epochs"),
                               model_dir=args.model_dir, seed=args.seed)
     keras.utils.set_random_seed(config.seed)
 

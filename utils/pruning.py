@@ -16,7 +16,7 @@ def dense_kernels(model):
 def threshold_masks(model, threshold):
     """{kernel path: bool mask} keeping |w| >= threshold; ValueError if a layer would be emptied."""
     kernels = dense_kernels(model)
-    masks = [pruning_utils.threshold_mask(np.asarray(k), threshold) for k in kernels]
+    masks = [pruning_utils.threshold_mask(k.numpy(), threshold) for k in kernels]
     pruning_utils.check_masks(masks, [layer_name(k.path) for k in kernels])
     return {k.path: m for k, m in zip(kernels, masks)}
 
@@ -32,9 +32,9 @@ def apply_masks(model, masks, optimizer=None):
     for kernel in dense_kernels(model):
         if kernel.path in masks:
             mask = masks[kernel.path].astype(np.float32)
-            kernel.assign(np.asarray(kernel) * mask)
+            kernel.assign(kernel.numpy() * mask)
             if kernel.path in momentums:
-                momentums[kernel.path].assign(np.asarray(momentums[kernel.path]) * mask)
+                momentums[kernel.path].assign(momentums[kernel.path].numpy() * mask)
 
 
 def layer_name(kernel_path):

@@ -1,0 +1,23 @@
+"""Tiny networks and data shared by the tests."""
+import keras
+import numpy as np
+
+import configs
+from networks.network_dense import build_dense_network
+
+TINY = configs.DenseConfig(input_size=20, hidden_sizes=(16, 8), num_classes=3, batch_size=10,
+                           epochs=2, init_stddev=0.3)
+
+
+def tiny_data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, TINY.input_size)).astype(np.float32)
+    y = (x[:, 0] * 3).astype(np.int32) % 3
+    return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20])}
+
+
+def tiny_model(config=TINY):
+    keras.utils.set_random_seed(0)
+    model = build_dense_network(config)
+    optimizer = keras.optimizers.SGD(0.1, momentum=config.momentum)
+    return model, optimizer

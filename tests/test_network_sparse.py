@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from deploy_pruned_model import sparse_layers
+from networks.network_base import logits_function
+from networks.network_sparse import SparseNetwork
+from tests.helpers import TINY, tiny_data, tiny_model
+from utils.pruning import apply_masks, threshold_masks
+
+
+def pruned_tiny_model():
+    model, _ = tiny_model()
+    apply_masks(model, threshold_masks(model, 0.25))
+    return model
+
+
+def test_sparse_logits_equal_dense_logits():
+    model = pruned_tiny_model()
+    x = tiny_data()["test"][0]
+    network = SparseNetwork(sparse_layers(model))
+    np.testing.assert_allclose(network(x).numpy(), logits_function(model)(x).numpy(), atol=1e-5)
+
+
+def test_sparse_layers_hold_only_the_kept_weights():
+    model = pruned_tiny_model()
+    layers = sparse_layers(model)
+    assert [l["name"] for l in layers] == ["fc1", "fc2", "fc3"]
+    assert [len(l["values"]) for l in layers] == [
+        np.count_nonzero(k.numpy()) for k in (layer.kernel for layer in model.layers
+                                              if hasattr(layer, "kernel"))]
+    assert all(l["indices"].dtype == np.int16 for l in layers)
+
+
+def test_saved_model_predicts_without_this_repository(tmp_path):
+    model = pruned_tiny_model()
+    x = tiny_data()["test"][0]
+    network = SparseNetwork(sparse_layers(model))
+    network.save(tmp_path / "saved_model")
+    np.save(tmp_path / "x.npy", x)
+    # A fresh interpreter in an empty folder: only TensorFlow, none of this repo's modules.
+    code = ("import numpy as np, tensorflow as tf\n"
+            "m = tf.saved_model.load('saved_model')\n"
+            "out = m.signatures['serving_default'](pixels=tf.constant(np.load('x.npy')))\n"
+            "np.save('logits.npy', list(out.values())[0].numpy())\n")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), network(x).numpy(), atol=1e-6)
+    assert TINY.input_size == x.shape[1]

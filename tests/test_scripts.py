@@ -1,0 +1,72 @@
+"""The three stages as a user runs them: subprocesses in quick mode, in a temporary folder."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run(script, *args, cwd):
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run train -> prune -> deploy once in --quick mode; the folder they worked in."""
+    cwd = tmp_path_factory.mktemp("pipeline")
+    for script in ("train_network_dense.py", "prune_network.py", "deploy_pruned_model.py"):
+        result = run(script, "--quick", cwd=cwd)
+        assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
+    return cwd
+
+
+def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
+    for path in ["saved_models/network_dense/model.keras",
+                 "saved_models/network_dense_pruned/model.keras",
+                 "saved_models/network_dense_pruned/masks.npz",
+                 "saved_models/network_sparse/saved_model/saved_model.pb",
+                 "saved_models/network_sparse/sparse_weights.npz",
+                 "saved_models/network_sparse/compression_report.txt",
+                 "pics/weights_distribution_before_pruning.png",
+                 "pics/weights_distribution_after_pruning.png",
+                 "pics/weights_distribution_after_fine_tuning.png"]:
+        assert (pipeline / path).stat().st_size > 0, path
+    assert "compression:" in (pipeline / "saved_models/network_sparse/compression_report.txt").read_text()
+
+
+def test_sparse_stage_matches_the_pruned_stage(pipeline):
+    pruned = json.loads((pipeline / "saved_models/network_dense_pruned/config.json").read_text())
+    sparse = json.loads((pipeline / "saved_models/network_sparse/config.json").read_text())
+    assert sparse["results"]["test_accuracy"] == pruned["results"]["test_accuracy"]
+    assert sparse["results"]["max_logit_difference"] <= 1e-4
+    assert sum(sparse["results"]["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path):
+    result = run("prune_network.py", "--quick", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert error_lines(result) == [
+        "error: no checkpoint in saved_models/network_dense/: run train_network_dense.py first"]
+    result = run("deploy_pruned_model.py", "--quick", cwd=tmp_path)
+    assert result.returncode != 0 and "run prune_network.py first" in error_lines(result)[0]
+
+
+def test_threshold_that_prunes_everything_is_one_clear_line(pipeline, tmp_path):
+    result = run("prune_network.py", "--quick", "--threshold", "10", "--dense-dir",
+                 str(pipeline / "saved_models/network_dense"), "--model-dir", str(tmp_path / "p"),
+                 cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1 and "removes every weight" in error_lines(result)[0]
+    assert not (tmp_path / "p").exists()
+
+
+def test_unknown_flag_and_help(tmp_path):
+    assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
+    assert run("train_network_dense.py", "--epochs", "x", cwd=tmp_path).returncode != 0

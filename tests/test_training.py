@@ -1,0 +1,46 @@
+import numpy as np
+
+import configs
+from tests.helpers import TINY, tiny_data, tiny_model
+from utils.pruning import apply_masks, dense_kernels, threshold_masks
+from utils.training import fit
+
+
+def quiet(*_):
+    pass
+
+
+def test_learning_rate_schedule_follows_the_epoch_boundaries():
+    rates = [configs.learning_rate(configs.DenseConfig(), e) for e in range(25)]
+    assert rates[:10] == [1e-2] * 10 and rates[10:20] == [1e-3] * 10 and rates[20:] == [1e-4] * 5
+
+
+def test_training_lowers_the_loss():
+    model, optimizer = tiny_model()
+    history = fit(model, optimizer, configs.override(TINY, epochs=5), tiny_data(), log=quiet)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_masked_fine_tuning_keeps_pruned_weights_exactly_zero():
+    model, optimizer = tiny_model()
+    data = tiny_data()
+    fit(model, optimizer, TINY, data, log=quiet)  # leaves non-zero momentum everywhere
+    masks = threshold_masks(model, 0.2)
+    apply_masks(model, masks, optimizer)
+    nonzero_before = sum(np.count_nonzero(k) for k in dense_kernels(model))
+    fit(model, optimizer, configs.override(TINY, epochs=3), data, masks=masks, log=quiet)
+    for kernel in dense_kernels(model):
+        w = kernel.numpy()
+        assert np.all(w[~masks[kernel.path]] == 0.0)
+    assert sum(np.count_nonzero(k) for k in dense_kernels(model)) == nonzero_before
+
+
+def test_apply_masks_zeroes_momentum_of_pruned_entries():
+    model, optimizer = tiny_model()
+    fit(model, optimizer, TINY, tiny_data(), log=quiet)
+    masks = threshold_masks(model, 0.2)
+    apply_masks(model, masks, optimizer)
+    momentum = dict(zip((v.path for v in model.trainable_variables), optimizer.momentums))
+    for path, mask in masks.items():
+        assert np.all(momentum[path].numpy()[~mask] == 0.0)
+        assert np.any(momentum[path].numpy()[mask] != 0.0)
