@@ -15,18 +15,12 @@ import numpy as np
 
 import configs
 from networks.network_base import evaluate, logits_function, predict
-from networks.network_dense import dense_layers, export_saved_model
-from networks.network_sparse import SparseNetwork
+from networks.network_dense import export_saved_model
+from networks.network_sparse import SparseNetwork, sparse_layers
 from utils import cli, pruning_utils
 from utils.checkpoints import atomic_directory, load_checkpoint, write_json
 
 LOGITS_TOLERANCE = 1e-4  # sparse and dense products sum in different orders
-
-
-def sparse_layers(model):
-    """Every Dense layer as a `to_coo` dict plus its name and bias."""
-    return [dict(name=layer.name, bias=layer.bias.numpy(), **pruning_utils.to_coo(layer.kernel.numpy()))
-            for layer in dense_layers(model)]
 
 
 def directory_bytes(path):

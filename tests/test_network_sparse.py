@@ -2,10 +2,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from deploy_pruned_model import sparse_layers
 from networks.network_base import logits_function
-from networks.network_sparse import SparseNetwork
+from networks.network_sparse import SparseNetwork, sparse_layers
 from tests.helpers import TINY, tiny_data, tiny_model
 from utils.pruning import apply_masks, threshold_masks
 
@@ -48,3 +48,17 @@ def test_saved_model_predicts_without_this_repository(tmp_path):
                    env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"})
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), network(x).numpy(), atol=1e-6)
     assert TINY.input_size == x.shape[1]
+
+
+@pytest.mark.parametrize("kernel", ["coo", "csr", "gather", "auto"])
+@pytest.mark.parametrize("batch", [1, 17, 40])
+def test_every_kernel_matches_dense_at_every_batch_size(kernel, batch):
+    model = pruned_tiny_model()
+    x = tiny_data(n=batch)["train"][0]
+    network = SparseNetwork(sparse_layers(model), kernel=kernel)
+    np.testing.assert_allclose(network(x).numpy(), logits_function(model)(x).numpy(), atol=1e-5)
+
+
+def test_unknown_kernel_is_rejected():
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        SparseNetwork(sparse_layers(pruned_tiny_model()), kernel="blas")

@@ -1,0 +1,78 @@
+"""Inference time of the dense pruned network against every sparse kernel and the SavedModel.
+
+    python benchmarks/bench_inference.py            # needs ./run_experiments.sh (or stages 2-3) first
+    python benchmarks/bench_inference.py --batches 1 100 --repeats 5
+
+Times batches of MNIST test images (several repetitions after a warm-up: median, min, max per
+call), prints a table and writes benchmarks/results/inference-<cpu|gpu>.json with the machine's
+facts. "ideal" is the dense time x density: the time if skipping the zeros were free.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import configs  # noqa: E402
+from benchmarks.timing import machine_facts, time_calls, write_results  # noqa: E402
+from networks.network_base import logits_function  # noqa: E402
+from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers  # noqa: E402
+from utils import cli  # noqa: E402
+from utils.checkpoints import load_checkpoint  # noqa: E402
+from utils.mnist import load_mnist  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000, 10000])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--variants", nargs="+", help="subset of: dense, sparse-<kernel>, savedmodel")
+    p.add_argument("--pruned-dir", default=configs.PrunedConfig.model_dir)
+    p.add_argument("--sparse-dir", default=configs.SparseConfig.model_dir)
+    p.add_argument("--data-dir")
+    args = p.parse_args()
+
+    model, _, _ = load_checkpoint(args.pruned_dir, made_by="prune_network.py")
+    layers = sparse_layers(model)
+    density = sum(len(l["values"]) for l in layers) / sum(int(np.prod(l["shape"])) for l in layers)
+    saved = Path(args.sparse_dir) / "saved_model"
+    if not saved.is_dir():
+        raise FileNotFoundError(f"no SavedModel in {saved}: run deploy_pruned_model.py first")
+    serving = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    variants = {"dense": logits_function(model),
+                **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS},
+                "savedmodel": lambda x: serving(pixels=x)}
+    variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
+    x_test, y_test = load_mnist(args.data_dir)["test"]
+
+    results = dict(machine=machine_facts(), density=density, timings={}, accuracy={})
+    for name, fn in variants.items():
+        logits = np.asarray(next(iter(fn(tf.constant(x_test)).values()))
+                            if name == "savedmodel" else fn(tf.constant(x_test)))
+        results["accuracy"][name] = float(np.mean(logits.argmax(1) == y_test))
+    print(f"density {density:.2%}; {results['machine']['cpu']}, {results['machine']['cores']} "
+          f"cores, TF {tf.__version__} on {results['machine']['device']}")
+    print(f"{'batch':>6s} {'variant':14s} {'median ms':>10s} {'min-max ms':>16s} "
+          f"{'vs dense':>9s} {'vs ideal':>9s}")
+    for batch in args.batches:
+        x = tf.constant(np.resize(x_test, (batch, x_test.shape[1])))
+        calls = {name: (lambda fn=fn: [v.numpy() for v in fn(x).values()]) if name == "savedmodel"
+                 else (lambda fn=fn: fn(x).numpy()) for name, fn in variants.items()}
+        timings = results["timings"][str(batch)] = time_calls(calls, args.repeats)
+        dense = timings["dense"]["median_s"]
+        for name, t in timings.items():
+            t["speedup_vs_dense"] = dense / t["median_s"]
+            t["ratio_to_ideal"] = t["median_s"] / (dense * density)
+            print(f"{batch:6d} {name:14s} {t['median_s'] * 1e3:10.3f} "
+                  f"{t['min_s'] * 1e3:7.3f}-{t['max_s'] * 1e3:<8.3f} "
+                  f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x")
+    print(f"accuracy: {results['accuracy']}")
+    print(f"wrote {write_results('inference', results)}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,63 @@
+"""What both benchmarks share: a repeatable timer, the machine's facts, writing results."""
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def time_calls(fns, repeats=7, min_seconds=0.1, warmup=2):
+    """Per-call seconds of each `fns[name]()`: median and spread (min, max) over `repeats`.
+
+    The variants are timed round-robin (repetition 1 of every variant, then repetition 2, ...),
+    so a slow spell of the machine hits all of them alike instead of one. Each repetition calls
+    a variant often enough to last about `min_seconds`, so that short calls are measurable.
+    """
+    calls = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
+    per_call = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            per_call[name].append((time.perf_counter() - start) / calls[name])
+    return {name: dict(median_s=float(np.median(t)), min_s=min(t), max_s=max(t), repeats=repeats,
+                       calls_per_repeat=calls[name]) for name, t in per_call.items()}
+
+
+def device_name():
+    """'gpu' when TensorFlow sees a GPU (it then places the ops there), else 'cpu'."""
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def machine_facts():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    gpus = tf.config.list_physical_devices("GPU")
+    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=cpu,
+                cores=os.cpu_count(), tensorflow=tf.__version__, python=platform.python_version(),
+                device=device_name(), gpus=[tf.config.experimental.get_device_details(g).get(
+                    "device_name", g.name) for g in gpus])
+
+
+def write_results(name, results):
+    """Write `results` as JSON to benchmarks/results/<name>-<device>.json (atomically)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{device_name()}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
