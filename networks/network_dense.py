@@ -3,24 +3,54 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package="pruning")
+class ByteDropout(keras.layers.Layer):
+    """Inverted dropout drawing one random byte per unit instead of one random float.
+
+    Why not keras.layers.Dropout: on this 2-core CPU TensorFlow's random generator is the
+    bottleneck of dropout (measured ~120 us per 100x512 activations, a quarter of the training
+    step's non-matmul time); a byte per unit needs a quarter of the random bits. The drop rate is
+    rounded to a multiple of 1/256 (0.5 is exact).
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate, self.seed = rate, seed
+        self.threshold = round(rate * 256)  # drop a unit when its random byte is below this
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.threshold == 0:
+            return inputs
+        words = tf.random.stateless_uniform(
+            [tf.size(inputs) // 4], seed=self.seed_generator.next(), minval=None, maxval=None,
+            dtype=tf.int32)  # full-range int32: four random bytes each
+        keep = tf.reshape(tf.bitcast(words, tf.uint8), tf.shape(inputs)) >= self.threshold
+        return tf.where(keep, inputs / (1 - self.threshold / 256), tf.zeros_like(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 def build_dense_network(config):
     """Fully connected ReLU network `fc1 .. fcN` with dropout after every hidden layer.
 
-    Weight decay is a Keras L2 regulariser on the kernels (decay x sum of squares, biases not
-    decayed), so `model.losses` carries it into whatever training loop is used.
+    Weight decay is not in the model: the training step adds its gradient (see
+    `utils.training.Trainer`), which is cheaper than a Keras regulariser and the same maths.
     """
     def dense(units, name, activation=None):
         return keras.layers.Dense(
             units, activation=activation, name=name,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.init_stddev),
-            bias_initializer=keras.initializers.Constant(config.init_bias),
-            kernel_regularizer=keras.regularizers.L2(config.weight_decay))
+            bias_initializer=keras.initializers.Constant(config.init_bias))
 
     layers = [keras.Input((config.input_size,), name="pixels")]
     for i, units in enumerate(config.hidden_sizes, start=1):
         layers.append(dense(units, f"fc{i}", "relu"))
         if config.dropout:
-            layers.append(keras.layers.Dropout(config.dropout, name=f"dropout{i}"))
+            layers.append(ByteDropout(config.dropout, seed=config.seed + i, name=f"dropout{i}"))
     layers.append(dense(config.num_classes, f"fc{len(config.hidden_sizes) + 1}"))
     return keras.Sequential(layers, name="network_dense")
 

@@ -1,8 +1,8 @@
 import numpy as np
+import pytest
 
 import configs
-from networks.network_dense import build_dense_network, dense_layers
-from tests.helpers import TINY, tiny_model
+from networks.network_dense import ByteDropout, build_dense_network, dense_layers
 
 
 def test_original_network_shapes():
@@ -19,8 +19,15 @@ def test_pruned_config_has_no_dropout_and_biases_start_at_init_bias():
     np.testing.assert_allclose(dense_layers(model)[0].bias.numpy(), 0.1)
 
 
-def test_weight_decay_is_l2_on_kernels_only():
-    model, _ = tiny_model()
-    model(np.zeros((1, TINY.input_size), np.float32))
-    expected = TINY.weight_decay * sum(float(np.sum(np.square(l.kernel))) for l in dense_layers(model))
-    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+@pytest.mark.parametrize("rate", [0.25, 0.5])
+def test_byte_dropout_drops_the_rate_and_rescales(rate):
+    layer = ByteDropout(rate, seed=1)
+    out = layer(np.ones((200, 512), np.float32), training=True).numpy()
+    assert abs(np.mean(out == 0) - rate) < 0.01
+    np.testing.assert_allclose(out[out != 0], 1 / (1 - rate))
+    np.testing.assert_array_equal(layer(np.ones((2, 4), np.float32), training=False), 1.0)
+
+
+def test_byte_dropout_rejects_a_rate_of_one():
+    with pytest.raises(ValueError, match="dropout rate must be in"):
+        ByteDropout(1.0)

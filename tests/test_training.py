@@ -1,9 +1,10 @@
+import keras
 import numpy as np
 
 import configs
 from tests.helpers import TINY, tiny_data, tiny_model
 from utils.pruning import apply_masks, dense_kernels, threshold_masks
-from utils.training import fit
+from utils.training import Trainer, fit
 
 
 def quiet(*_):
@@ -19,6 +20,23 @@ def test_training_lowers_the_loss():
     model, optimizer = tiny_model()
     history = fit(model, optimizer, configs.override(TINY, epochs=5), tiny_data(), log=quiet)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_weight_decay_adds_its_gradient_to_kernels_only():
+    """One plain SGD step with decay d moves every kernel by an extra -lr * 2d * w, biases not."""
+    config = configs.override(TINY, dropout=0.0, momentum=0.0, epochs=1, batch_size=60)
+    data = tiny_data()
+    after = {}
+    for decay in (0.0, 0.5):
+        model, _ = tiny_model(config)
+        start = [v.numpy() for v in model.trainable_variables]
+        optimizer = keras.optimizers.SGD(0.1)
+        Trainer(model, optimizer, *data["train"], weight_decay=decay).train_epoch(
+            60, np.random.default_rng(0))
+        after[decay] = [v.numpy() for v in model.trainable_variables]
+    for w0, plain, decayed in zip(start, after[0.0], after[0.5]):
+        extra = -0.1 * 2 * 0.5 * w0 if w0.ndim == 2 else 0.0
+        np.testing.assert_allclose(decayed - plain, extra, atol=1e-5)
 
 
 def test_masked_fine_tuning_keeps_pruned_weights_exactly_zero():
