@@ -33,7 +33,15 @@ class PrunedConfig(DenseConfig):
     """Stage 2: prune the stage-1 weights at a magnitude threshold, then fine-tune under the mask."""
     dropout: float = 0.0
     weight_decay: float = 1e-4
-    threshold: float = 0.03                  # weights with |w| < threshold are set to zero
+    criterion: str = "threshold"             # threshold | std | layer-sparsity | global-sparsity
+    threshold: float = 0.03                  # threshold: prune |w| < threshold
+    quality: float = 1.0                     # std: prune |w| < quality x std of the layer
+    sparsity: float = 0.95                   # layer-/global-sparsity: fraction of weights pruned
+    schedule: str = "one-shot"               # one-shot | iterative | gradual (utils/schedules.py)
+    rounds: int = 3                          # iterative: prune -> fine-tune rounds
+    initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
+    prune_every: int = 100                   # gradual: steps between mask updates
+    ramp_fraction: float = 0.5               # gradual: share of the fine-tuning steps spent ramping
     epochs: int = 20
     lr_boundaries: tuple = (10,)
     lr_values: tuple = (1e-3, 1e-4)

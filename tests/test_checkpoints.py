@@ -3,14 +3,14 @@ import pytest
 
 from tests.helpers import TINY, tiny_data, tiny_model
 from utils.checkpoints import CheckpointError, atomic_directory, load_checkpoint, save_checkpoint
-from utils.pruning import threshold_masks
+from utils.pruning import compute_masks
 from utils.training import fit
 
 
 def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
     model, optimizer = tiny_model()
     fit(model, optimizer, TINY, tiny_data(), log=lambda *_: None)
-    masks = threshold_masks(model, 0.1)
+    masks = compute_masks(model, "threshold", 0.1)
     save_checkpoint(tmp_path / "ckpt", model, optimizer, TINY, results={"acc": 0.5}, masks=masks)
 
     loaded, loaded_masks, meta = load_checkpoint(tmp_path / "ckpt", made_by="x.py")

@@ -7,12 +7,12 @@ import pytest
 from networks.network_base import logits_function
 from networks.network_sparse import SparseNetwork, sparse_layers
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.pruning import apply_masks, threshold_masks
+from utils.pruning import prune
 
 
 def pruned_tiny_model():
     model, _ = tiny_model()
-    apply_masks(model, threshold_masks(model, 0.25))
+    prune(model, "threshold", 0.25)
     return model
 
 

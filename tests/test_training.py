@@ -3,7 +3,7 @@ import numpy as np
 
 import configs
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.pruning import apply_masks, dense_kernels, threshold_masks
+from utils.pruning import dense_kernels, prune
 from utils.training import Trainer, fit
 
 
@@ -18,7 +18,7 @@ def test_learning_rate_schedule_follows_the_epoch_boundaries():
 
 def test_training_lowers_the_loss():
     model, optimizer = tiny_model()
-    history = fit(model, optimizer, configs.override(TINY, epochs=5), tiny_data(), log=quiet)
+    history, _ = fit(model, optimizer, configs.override(TINY, epochs=5), tiny_data(), log=quiet)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
@@ -43,8 +43,7 @@ def test_masked_fine_tuning_keeps_pruned_weights_exactly_zero():
     model, optimizer = tiny_model()
     data = tiny_data()
     fit(model, optimizer, TINY, data, log=quiet)  # leaves non-zero momentum everywhere
-    masks = threshold_masks(model, 0.2)
-    apply_masks(model, masks, optimizer)
+    masks = prune(model, "threshold", 0.2, optimizer)
     nonzero_before = sum(np.count_nonzero(k) for k in dense_kernels(model))
     fit(model, optimizer, configs.override(TINY, epochs=3), data, masks=masks, log=quiet)
     for kernel in dense_kernels(model):
@@ -53,11 +52,10 @@ def test_masked_fine_tuning_keeps_pruned_weights_exactly_zero():
     assert sum(np.count_nonzero(k) for k in dense_kernels(model)) == nonzero_before
 
 
-def test_apply_masks_zeroes_momentum_of_pruned_entries():
+def test_prune_zeroes_momentum_of_pruned_entries():
     model, optimizer = tiny_model()
     fit(model, optimizer, TINY, tiny_data(), log=quiet)
-    masks = threshold_masks(model, 0.2)
-    apply_masks(model, masks, optimizer)
+    masks = prune(model, "threshold", 0.2, optimizer)
     momentum = dict(zip((v.path for v in model.trainable_variables), optimizer.momentums))
     for path, mask in masks.items():
         assert np.all(momentum[path].numpy()[~mask] == 0.0)

@@ -1,9 +1,19 @@
-"""Keras side of magnitude pruning: masks for a model's Dense kernels, applied to weights and momentum.
+"""Magnitude pruning for any Keras 3 model built from Dense layers.
 
-Works on any Keras 3 model built from Dense layers; the maths itself is in `pruning_utils`.
+    masks = prune(model, "global-sparsity", 0.95, optimizer)   # zero weights (and momentum)
+    fit(model, optimizer, config, data, masks=masks)            # pruned weights stay exactly 0
+
+The maths is NumPy in `pruning_utils`; this module applies it to a model's kernels and its SGD
+momentum. `GradualSchedule` is Zhu & Gupta's (2017) sparsity ramp, which `utils.training.Trainer`
+applies inside its compiled step; `utils.schedules` strings these into one-shot, iterative and
+gradual pruning runs. (No maintained library offers this for Keras 3: the TF Model Optimization
+Toolkit needs the legacy Keras 2.)
 """
+import dataclasses
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from utils import pruning_utils
 
@@ -13,10 +23,19 @@ def dense_kernels(model):
     return [layer.kernel for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def threshold_masks(model, threshold):
-    """{kernel path: bool mask} keeping |w| >= threshold; ValueError if a layer would be emptied."""
+def layer_name(kernel_path):
+    """'network_dense/fc1/kernel' -> 'fc1'."""
+    return kernel_path.split("/")[-2]
+
+
+def compute_masks(model, criterion, value, previous=None):
+    """{kernel path: bool mask} by a `pruning_utils.CRITERIA` criterion, nested in `previous`.
+
+    Raises ValueError if a layer would lose every weight.
+    """
     kernels = dense_kernels(model)
-    masks = [pruning_utils.threshold_mask(k.numpy(), threshold) for k in kernels]
+    old = None if previous is None else [previous[k.path] for k in kernels]
+    masks = pruning_utils.criterion_masks([k.numpy() for k in kernels], criterion, value, old)
     pruning_utils.check_masks(masks, [layer_name(k.path) for k in kernels])
     return {k.path: m for k, m in zip(kernels, masks)}
 
@@ -27,8 +46,7 @@ def apply_masks(model, masks, optimizer=None):
     The momentum must be zeroed too: a pruned weight with leftover momentum would move away
     from zero on the next step even with a zero gradient.
     """
-    momentums = dict(zip((v.path for v in model.trainable_variables),
-                         optimizer.momentums)) if optimizer is not None else {}
+    momentums = momentum_of(model, optimizer)
     for kernel in dense_kernels(model):
         if kernel.path in masks:
             mask = masks[kernel.path].astype(np.float32)
@@ -37,9 +55,18 @@ def apply_masks(model, masks, optimizer=None):
                 momentums[kernel.path].assign(momentums[kernel.path].numpy() * mask)
 
 
-def layer_name(kernel_path):
-    """'network_dense/fc1/kernel' -> 'fc1'."""
-    return kernel_path.split("/")[-2]
+def prune(model, criterion="threshold", value=0.03, optimizer=None, previous=None):
+    """Compute masks by `criterion` and apply them to the model (and momentum); the masks."""
+    masks = compute_masks(model, criterion, value, previous)
+    apply_masks(model, masks, optimizer)
+    return masks
+
+
+def momentum_of(model, optimizer):
+    """{trainable variable path: its momentum slot} for an SGD optimizer with momentum, else {}."""
+    if optimizer is None or not getattr(optimizer, "momentums", None):
+        return {}
+    return dict(zip((v.path for v in model.trainable_variables), optimizer.momentums))
 
 
 def sparsity_lines(masks):
@@ -52,3 +79,66 @@ def sparsity_lines(masks):
                      f"sparsity {pruning_utils.sparsity(mask):6.1%}")
     lines.append(f"  {'total':6s} {'':12s} {kept:9,d} kept  sparsity {1 - kept / total:6.1%}")
     return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class GradualSchedule:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(T - t0))^3 for t0 <= t <= T.
+
+    The masks are recomputed every `frequency` steps from step t0 (`begin_step`) to T
+    (`end_step`), by `criterion` ("layer-sparsity" or "global-sparsity") at sparsity s_t, and
+    only ever shrink; after T they stay fixed while training goes on.
+    """
+    final_sparsity: float
+    end_step: int
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    frequency: int = 100
+    criterion: str = "global-sparsity"
+
+    def __post_init__(self):
+        if not 0 <= self.initial_sparsity <= self.final_sparsity < 1:
+            raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got "
+                             f"{self.initial_sparsity} and {self.final_sparsity}")
+        if self.end_step <= self.begin_step or self.frequency < 1:
+            raise ValueError(f"need end_step > begin_step and frequency >= 1, got "
+                             f"{self.begin_step}, {self.end_step}, {self.frequency}")
+        if self.criterion not in ("layer-sparsity", "global-sparsity"):
+            raise ValueError(f"gradual pruning needs criterion layer-sparsity or global-sparsity, "
+                             f"got {self.criterion!r}")
+
+    def sparsity(self, step):
+        """Target sparsity at `step` (a Python number or a scalar tensor)."""
+        progress = (step - self.begin_step) / (self.end_step - self.begin_step)
+        if isinstance(progress, tf.Tensor):
+            progress = tf.clip_by_value(tf.cast(progress, tf.float32), 0.0, 1.0)
+        else:
+            progress = min(max(progress, 0.0), 1.0)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * \
+            (1.0 - progress) ** 3
+
+    def is_update_step(self, step):
+        """Whether masks are recomputed at `step` (a scalar int tensor)."""
+        return ((step >= self.begin_step) & (step <= self.end_step)
+                & ((step - self.begin_step) % self.frequency == 0))
+
+    def masks(self, kernels, step):
+        """New float masks of `kernels` (tensors) for `step`, inside a compiled step.
+
+        The TensorFlow twin of `pruning_utils.{layer,global}_sparsity_masks`: keep the
+        k largest magnitudes via `tf.math.top_k` (ties at the cut may keep a few more).
+        """
+        sparsity = self.sparsity(step)
+        magnitudes = [tf.abs(k) for k in kernels]
+        if self.criterion == "layer-sparsity":
+            return [_keep_top(m, tf.reshape(m, [-1]), sparsity) for m in magnitudes]
+        flat = tf.concat([tf.reshape(m, [-1]) for m in magnitudes], 0)
+        return [_keep_top(m, flat, sparsity) for m in magnitudes]
+
+
+def _keep_top(magnitude, population, sparsity):
+    """1.0 where `magnitude` is among the round((1 - sparsity) x size) largest of `population`."""
+    size = tf.size(population)
+    keep = tf.maximum(1, tf.cast(tf.round((1.0 - sparsity) * tf.cast(size, tf.float32)), tf.int32))
+    cut = tf.math.top_k(population, k=keep, sorted=True).values[-1]
+    return tf.cast((magnitude >= cut) & (magnitude > 0), magnitude.dtype)

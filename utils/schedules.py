@@ -1,0 +1,69 @@
+"""Pruning schedules: when to prune how much, around masked fine-tuning.
+
+  one-shot   (the original) prune once to the target, then fine-tune for all the epochs;
+  iterative  (Han et al. 2015) k rounds of prune -> fine-tune with a rising target, each round's
+             mask inside the previous one, the epochs split evenly between the rounds;
+  gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
+             fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
+All three fine-tune for the same total number of epochs, so they cost the same.
+"""
+import numpy as np
+
+from utils.pruning import GradualSchedule, dense_kernels, prune
+from utils.training import fit
+
+SCHEDULES = ("one-shot", "iterative", "gradual")
+VALUE_OF = {"threshold": "threshold", "std": "quality",
+            "layer-sparsity": "sparsity", "global-sparsity": "sparsity"}
+
+
+def criterion_value(config):
+    """The config field the criterion reads (threshold, quality or sparsity)."""
+    if config.criterion not in VALUE_OF:
+        raise ValueError(f"criterion must be one of {sorted(VALUE_OF)}, got {config.criterion!r}")
+    return getattr(config, VALUE_OF[config.criterion])
+
+
+def round_value(config, r):
+    """Target of iterative round r (1..rounds): thresholds rise linearly to the final one;
+    sparsities so that the kept fraction shrinks geometrically, (1 - s)^(r / rounds)."""
+    value = criterion_value(config)
+    if VALUE_OF[config.criterion] == "sparsity":
+        return 1 - (1 - value) ** (r / config.rounds)
+    return value * r / config.rounds
+
+
+def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print):
+    """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
+    each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    on_prune = on_prune or (lambda r, masks: None)
+    value = criterion_value(config)
+    if config.schedule == "one-shot":
+        masks = prune(model, config.criterion, value, optimizer)
+        on_prune(1, masks)
+        history, masks = fit(model, optimizer, config, data, masks=masks, log=log)
+        return masks, history
+
+    if config.schedule == "iterative":
+        if config.rounds < 1 or config.rounds > config.epochs:
+            raise ValueError(f"rounds must be in [1, epochs={config.epochs}], got {config.rounds}")
+        bounds = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
+        masks, history = None, []
+        for r in range(1, config.rounds + 1):
+            masks = prune(model, config.criterion, round_value(config, r), optimizer, masks)
+            on_prune(r, masks)
+            h, masks = fit(model, optimizer, config, data, masks=masks, log=log,
+                           epochs=range(bounds[r - 1], bounds[r]))
+            history += h
+        return masks, history
+
+    steps = len(data["train"][1]) // config.batch_size * config.epochs
+    schedule = GradualSchedule(
+        final_sparsity=value, end_step=max(1, int(config.ramp_fraction * steps)),
+        initial_sparsity=config.initial_sparsity, frequency=config.prune_every,
+        criterion=config.criterion)
+    dense = {k.path: np.ones(k.shape, bool) for k in dense_kernels(model)}
+    history, masks = fit(model, optimizer, config, data, masks=dense, schedule=schedule, log=log)
+    return masks, history
