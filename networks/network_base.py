@@ -9,8 +9,9 @@ def cross_entropy(labels, logits):
 
 
 def logits_function(model):
-    """Compiled inference (dropout off) of a Keras model: pixels -> logits."""
-    return tf.function(lambda x: model(x, training=False))
+    """Compiled inference (dropout off) of a Keras model: pixels -> logits, any batch size."""
+    return tf.function(lambda x: model(x, training=False), input_signature=[
+        tf.TensorSpec([None, model.input_shape[-1]], tf.float32)])
 
 
 def predict(logits_fn, x, batch_size=5000):

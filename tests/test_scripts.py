@@ -89,3 +89,25 @@ def test_unknown_format_is_one_clear_line(tmp_path):
     result = run("deploy_pruned_model.py", "--quick", "--format", "zip", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "unknown format 'zip'" in error_lines(result)[0]
+
+
+def test_prune_with_a_criterion_and_schedule(pipeline, tmp_path):
+    result = run("prune_network.py", "--quick", "--criterion", "global-sparsity", "--sparsity",
+                 "0.9", "--schedule", "gradual", "--dense-dir",
+                 str(pipeline / "saved_models/network_dense"), "--model-dir", str(tmp_path / "p"),
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "p/config.json").read_text())
+    assert meta["config"]["schedule"] == "gradual"
+    assert meta["results"]["nonzero_weights"] == round(0.1 * (784 * 512 + 512 * 512 + 512 * 10))
+
+
+def test_sweep_runs_in_quick_mode(pipeline, tmp_path):
+    result = run("sweep_pruning.py", "--quick", "--dense-dir",
+                 str(pipeline / "saved_models/network_dense"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (tmp_path / "results/sweep_pruning.csv").read_text().splitlines()
+    assert rows[0].startswith("schedule,") and len(rows) == 1 + 1 + 2 * 3
+    assert (tmp_path / "results/layer_sensitivity.csv").stat().st_size > 0
+    for png in ("accuracy_vs_compression.png", "layer_sensitivity.png"):
+        assert (tmp_path / "pics" / png).stat().st_size > 0

@@ -1,8 +1,9 @@
-"""Plots of the weight distribution, as the original repo drew them."""
+"""The repo's plots: weight distributions (as the original drew them) and the pruning sweep."""
 import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,6 +23,51 @@ def plot_weight_distribution(kernels, path, title, bins=100, value_range=(-0.15,
     ax.set_xlabel("weight value")
     ax.set_ylabel("number of weights")
     ax.set_xlim(*value_range)
+    _save(fig, ax, path)
+
+
+def plot_accuracy_vs_compression(rows, dense_accuracy, original, path):
+    """Test accuracy against compression, one line per schedule; dense baseline and the original.
+
+    `rows`: dicts with schedule, compression, test_accuracy; `original`: one such dict.
+    """
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for schedule in dict.fromkeys(r["schedule"] for r in rows):
+        points = sorted((r["compression"], 100 * r["test_accuracy"]) for r in rows
+                        if r["schedule"] == schedule)
+        ax.plot(*zip(*points), marker="o", label=schedule)
+    ax.axhline(100 * dense_accuracy, color="black", linestyle="--",
+               label=f"dense baseline {100 * dense_accuracy:.2f}%")
+    ax.plot(original["compression"], 100 * original["test_accuracy"], marker="*", markersize=14,
+            color="tab:red", linestyle="none", label="original recipe (|w| < 0.03, one-shot)")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({round(r["compression"], 1) for r in rows}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("compression (dense float32 bytes / coo16 sparse bytes), log scale")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("MNIST 784-512-512-10: accuracy vs compression by pruning schedule")
+    ax.legend()
+    _save(fig, ax, path)
+
+
+def plot_layer_sensitivity(rows, dense_accuracy, path):
+    """Test accuracy when one layer at a time is pruned (no fine-tuning), by sparsity."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        points = [(100 * r["sparsity"], 100 * r["test_accuracy"]) for r in rows
+                  if r["layer"] == layer]
+        ax.plot(*zip(*points), marker="o", label=layer)
+    ax.axhline(100 * dense_accuracy, color="black", linestyle="--", label="dense baseline")
+    ax.set_xlabel("sparsity of the pruned layer (%)")
+    ax.set_ylabel("test accuracy without fine-tuning (%)")
+    ax.set_title("Layer sensitivity: one layer pruned at a time")
+    ax.legend()
+    _save(fig, ax, path)
+
+
+def _save(fig, ax, path):
+    """Grid, tight layout, and an atomic PNG write."""
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

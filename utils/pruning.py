@@ -85,9 +85,10 @@ def sparsity_lines(masks):
 class GradualSchedule:
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(T - t0))^3 for t0 <= t <= T.
 
-    The masks are recomputed every `frequency` steps from step t0 (`begin_step`) to T
-    (`end_step`), by `criterion` ("layer-sparsity" or "global-sparsity") at sparsity s_t, and
-    only ever shrink; after T they stay fixed while training goes on.
+    The masks are recomputed every `frequency` steps from step t0 (`begin_step`), and at T
+    (`end_step`) so that the final sparsity is always reached, by `criterion` ("layer-sparsity"
+    or "global-sparsity") at sparsity s_t; they only ever shrink, and after T they stay fixed
+    while training goes on.
     """
     final_sparsity: float
     end_step: int
@@ -97,15 +98,15 @@ class GradualSchedule:
     criterion: str = "global-sparsity"
 
     def __post_init__(self):
+        if self.criterion not in ("layer-sparsity", "global-sparsity"):
+            raise ValueError(f"gradual pruning needs criterion layer-sparsity or global-sparsity, "
+                             f"got {self.criterion!r}")
         if not 0 <= self.initial_sparsity <= self.final_sparsity < 1:
             raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got "
                              f"{self.initial_sparsity} and {self.final_sparsity}")
         if self.end_step <= self.begin_step or self.frequency < 1:
             raise ValueError(f"need end_step > begin_step and frequency >= 1, got "
                              f"{self.begin_step}, {self.end_step}, {self.frequency}")
-        if self.criterion not in ("layer-sparsity", "global-sparsity"):
-            raise ValueError(f"gradual pruning needs criterion layer-sparsity or global-sparsity, "
-                             f"got {self.criterion!r}")
 
     def sparsity(self, step):
         """Target sparsity at `step` (a Python number or a scalar tensor)."""
@@ -119,8 +120,8 @@ class GradualSchedule:
 
     def is_update_step(self, step):
         """Whether masks are recomputed at `step` (a scalar int tensor)."""
-        return ((step >= self.begin_step) & (step <= self.end_step)
-                & ((step - self.begin_step) % self.frequency == 0))
+        return (((step >= self.begin_step) & (step <= self.end_step)
+                 & ((step - self.begin_step) % self.frequency == 0)) | (step == self.end_step))
 
     def masks(self, kernels, step):
         """New float masks of `kernels` (tensors) for `step`, inside a compiled step.

@@ -39,6 +39,8 @@ class Trainer:
                       if v.path in masks else None for v in model.trainable_variables]
         self.decay = [2 * weight_decay if len(v.shape) >= 2 else 0.0
                       for v in model.trainable_variables]
+        if not optimizer.built:  # its momentum slots must exist for the masks to reach them
+            optimizer.build(model.trainable_variables)
         momentums = pruning.momentum_of(model, optimizer)
         self.momentums = [momentums.get(v.path) for v in model.trainable_variables]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
