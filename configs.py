@@ -30,7 +30,7 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class PrunedConfig(DenseConfig):
-    """Stage 2: prune the stage-1 weights at a magnitude threshold, then fine-tune under the mask."""
+    """Stage 2: prune the stage-1 weights by magnitude, then fine-tune under the mask."""
     dropout: float = 0.0
     weight_decay: float = 1e-4
     criterion: str = "threshold"             # threshold | std | layer-sparsity | global-sparsity
@@ -57,7 +57,7 @@ class SparseConfig:
 
 
 # --quick: smoke-test scale. One epoch on 2,000 images barely moves the weights out of their
-# +-0.02 initial range, so the quick prune uses a lower threshold than 0.03 (which would prune all).
+# +-0.02 initial range, so the quick prune uses a lower threshold than 0.03 (which prunes all).
 QUICK = dict(train_size=2000, val_size=500, test_size=1000, epochs=1, threshold=0.01)
 
 

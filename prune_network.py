@@ -12,28 +12,15 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import build_dense_network
+from networks.network_dense import load_for_fine_tuning
 from utils import cli
-from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.checkpoints import save_checkpoint
 from utils.plot_utils import plot_weight_distribution
 from utils.pruning import dense_kernels, sparsity_lines
 from utils.schedules import SCHEDULES, VALUE_OF, criterion_value, prune_and_fine_tune
-
-
-def load_dense(dense_dir, config):
-    """The stage-1 weights and momentum, in a network built with the pruning-stage config."""
-    trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
-    model = build_dense_network(config)  # no dropout, smaller weight decay
-    model.set_weights(trained.get_weights())
-    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
-    optimizer.build(model.trainable_variables)
-    for mine, theirs in zip(optimizer.momentums, trained.optimizer.momentums):
-        mine.assign(theirs)
-    return model, optimizer
 
 
 def main():
@@ -65,7 +52,7 @@ def main():
     pics = Path(args.pics_dir)
     target = f"{config.criterion} {criterion_value(config)}, {config.schedule}"
 
-    model, optimizer = load_dense(args.dense_dir, config)
+    model, optimizer = load_for_fine_tuning(args.dense_dir, config)
     data = cli.load_data(args)
     logits_fn = logits_function(model)
     dense_acc, _ = evaluate(logits_fn, *data["test"])

@@ -19,8 +19,8 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
+from networks.network_dense import load_for_fine_tuning
 from networks.network_sparse import sparse_layers
-from prune_network import load_dense
 from utils import cli, pruning_utils, sparse_formats
 from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
 from utils.pruning import dense_kernels, layer_name
@@ -34,7 +34,7 @@ def run_point(args, data, **changes):
     """Prune the stage-1 network with a PrunedConfig changed by `changes`; one result row."""
     config = configs.override(configs.PrunedConfig(), seed=args.seed, **changes)
     keras.utils.set_random_seed(config.seed)
-    model, optimizer = load_dense(args.dense_dir, config)
+    model, optimizer = load_for_fine_tuning(args.dense_dir, config)
     start = time.perf_counter()
     masks, _ = prune_and_fine_tune(model, optimizer, config, data, log=lambda *_: None)
     seconds = time.perf_counter() - start
@@ -92,7 +92,7 @@ def main():
         args.sparsities, args.epochs = args.sparsities[:2], configs.QUICK["epochs"]
     data = cli.load_data(args)
 
-    dense_model, _ = load_dense(args.dense_dir, configs.PrunedConfig())
+    dense_model, _ = load_for_fine_tuning(args.dense_dir, configs.PrunedConfig())
     dense_accuracy, _ = evaluate(logits_function(dense_model), *data["test"])
     print(f"dense baseline: test accuracy {dense_accuracy:.4f}")
     sensitivity = layer_sensitivity(dense_model, data,

@@ -1,6 +1,6 @@
 """Inference time of the dense pruned network against every sparse kernel and the SavedModel.
 
-    python benchmarks/bench_inference.py            # needs ./run_experiments.sh (or stages 2-3) first
+    python benchmarks/bench_inference.py            # after ./run_experiments.sh
     python benchmarks/bench_inference.py --batches 1 100 --repeats 5
 
 Times batches of MNIST test images (several repetitions after a warm-up: median, min, max per
@@ -21,7 +21,7 @@ from benchmarks.timing import machine_facts, time_calls, write_results  # noqa: 
 from networks.network_base import logits_function  # noqa: E402
 from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers  # noqa: E402
 from utils import cli  # noqa: E402
-from utils.checkpoints import load_checkpoint  # noqa: E402
+from utils.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
@@ -45,7 +45,7 @@ def main():
     density = sum(len(l["values"]) for l in layers) / sum(int(np.prod(l["shape"])) for l in layers)
     saved = Path(args.sparse_dir) / "saved_model"
     if not saved.is_dir():
-        raise FileNotFoundError(f"no SavedModel in {saved}: run deploy_pruned_model.py first")
+        raise CheckpointError(f"no SavedModel in {saved}: run deploy_pruned_model.py first")
     serving = tf.saved_model.load(str(saved)).signatures["serving_default"]
     variants = {"dense": logits_function(model),
                 **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS},

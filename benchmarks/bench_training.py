@@ -5,9 +5,9 @@
 
 The bound: the same forward and backward matrix products as one training step (x W1, h1 W2,
 h2 W3, the three weight gradients and the two input gradients that backprop needs), timed alone in
-the same compiled-loop structure, in this same run (with the same batch gather as the real step,
-which costs ~1% and keeps the products from being hoisted out of the loop). The fraction printed is bound time / step
-time: the share of the step the matmuls would take if nothing else cost anything.
+the same compiled-loop structure, in this same run (with the real step's batch gather, which
+keeps the products from being hoisted out of the loop). The fraction printed is bound time /
+step time: the share of the step the matmuls would take if nothing else cost anything.
 Writes benchmarks/results/training-<cpu|gpu>.json.
 """
 import argparse

@@ -2,6 +2,9 @@
 import keras
 import tensorflow as tf
 
+import configs
+from utils.checkpoints import load_checkpoint
+
 
 @keras.saving.register_keras_serializable(package="pruning")
 class ByteDropout(keras.layers.Layer):
@@ -53,6 +56,19 @@ def build_dense_network(config):
             layers.append(ByteDropout(config.dropout, seed=config.seed + i, name=f"dropout{i}"))
     layers.append(dense(config.num_classes, f"fc{len(config.hidden_sizes) + 1}"))
     return keras.Sequential(layers, name="network_dense")
+
+
+def load_for_fine_tuning(dense_dir, config):
+    """The stage-1 checkpoint's weights and SGD momentum, in a network built from `config`
+    (the pruning stage's: no dropout, its own weight decay); (model, optimizer)."""
+    trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
+    model = build_dense_network(config)
+    model.set_weights(trained.get_weights())
+    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
+    optimizer.build(model.trainable_variables)
+    for mine, theirs in zip(optimizer.momentums, trained.optimizer.momentums):
+        mine.assign(theirs)
+    return model, optimizer
 
 
 def dense_layers(model):

