@@ -93,11 +93,11 @@ def main():
         lines = layer_lines(layers) + [
             f"dense model: {dense_bytes:,d} bytes (float32 weights + biases); "
             f"SavedModel {dense_disk:,d} bytes on disk",
-            f"{'format':12s} {'bytes':>9s} {'compression':>11s} {'file bytes':>10s} "
+            f"{'format':20s} {'bytes':>9s} {'compression':>11s} {'file bytes':>10s} "
             f"{'test acc':>9s}"]
         for fmt, r in results.items():
             r["compression"] = dense_bytes / r["bytes"]
-            lines.append(f"{fmt:12s} {r['bytes']:9,d} {r['compression']:10.2f}x "
+            lines.append(f"{fmt:20s} {r['bytes']:9,d} {r['compression']:10.2f}x "
                          f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
         lines.append(f"deployed: {args.format}, SavedModel {saved_disk:,d} bytes on disk "
                      f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)")

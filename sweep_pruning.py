@@ -1,6 +1,6 @@
 """How far can pruning go? Accuracy vs compression for each schedule, and layer sensitivity.
 
-    python sweep_pruning.py                     # ~10 minutes on the 2-core CPU
+    python sweep_pruning.py                     # ~7 minutes on the 2-core CPU
     python sweep_pruning.py --sparsities 0.9 0.97 --schedules one-shot gradual --epochs 10
     python sweep_pruning.py --quick             # smoke test
 
@@ -80,12 +80,16 @@ def write_csv(path, rows):
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--sparsities", type=float, nargs="+",
-                   default=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99])
-    p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
-    p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs per point")
-    p.add_argument("--dense-dir", default=configs.DenseConfig.model_dir)
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--pics-dir", default="pics")
+                   default=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
+                   help="target global sparsities (default %(default)s)")
+    p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES),
+                   help="schedules to compare (default: all)")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="fine-tuning epochs per point (default %(default)s)")
+    p.add_argument("--dense-dir", default=configs.DenseConfig.model_dir,
+                   help="stage-1 checkpoint folder (default %(default)s)")
+    p.add_argument("--results-dir", default="results", help="where the CSVs go (%(default)s)")
+    p.add_argument("--pics-dir", default="pics", help="where the plots go (%(default)s)")
     args = p.parse_args()
     args.seed = configs.SEED if args.seed is None else args.seed
     if args.quick:

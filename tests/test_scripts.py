@@ -34,6 +34,7 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
                  "saved_models/network_sparse/saved_model/saved_model.pb",
                  "saved_models/network_sparse/weights.coo16.npz",
                  "saved_models/network_sparse/weights.shared-5bit.npz",
+                 "saved_models/network_sparse/weights.shared-5bit-huffman.npz",
                  "saved_models/network_sparse/compression_report.txt",
                  "pics/weights_distribution_before_pruning.png",
                  "pics/weights_distribution_after_pruning.png",

@@ -104,3 +104,26 @@ def test_bit_packing_round_trip(bits):
 def test_unknown_formats_are_rejected(bad):
     with pytest.raises(ValueError, match="format|bits"):
         sf.encode([random_layer()], bad)
+
+
+@pytest.mark.parametrize("symbols", [[3, 3, 3], [0, 1], list(range(40)) * 3 + [7] * 500])
+def test_huffman_round_trip_and_kraft_equality(symbols):
+    symbols = np.array(symbols, np.uint8)
+    lengths, packed = sf.huffman_encode(symbols)
+    np.testing.assert_array_equal(sf.huffman_decode(lengths, packed, len(symbols)), symbols)
+    used = lengths[lengths > 0].astype(float)
+    assert len(used) == 1 or np.sum(2.0 ** -used) == pytest.approx(1.0)  # a complete prefix code
+
+
+def test_huffman_gives_frequent_symbols_short_codes():
+    lengths = sf.huffman_lengths(np.array([0] * 8 + [1] * 4 + [2] * 2 + [3, 4]))
+    np.testing.assert_array_equal(lengths, [1, 2, 3, 4, 4])
+
+
+def test_huffman_format_decodes_like_shared_and_is_smaller():
+    layers = [random_layer(density=0.2)]
+    plain, coded = sf.encode(layers, "shared-5bit"), sf.encode(layers, "shared-5bit-huffman")
+    a, b = sf.decode(plain, "shared-5bit", ["fc"])[0], sf.decode(coded, "shared-5bit-huffman", ["fc"])[0]
+    np.testing.assert_array_equal(a["values"], b["values"])
+    np.testing.assert_array_equal(a["indices"], b["indices"])
+    assert sf.nbytes(coded) < sf.nbytes(plain)

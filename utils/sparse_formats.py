@@ -11,9 +11,13 @@ arrays whose total `nbytes` is the format's size, and back. Formats:
   bitmask     one bit per weight position (packed) + the kept values in row-major order;
   shared-Nbit csr8's index layout, with each value replaced by an N-bit code into a per-layer
               float32 codebook of 2^N centroids (k-means, linear initialisation; lossy: the error
-              is at most half the gap between neighbouring centroids), codes bit-packed.
+              is at most half the gap between neighbouring centroids), codes bit-packed;
+  shared-Nbit-huffman
+              shared-Nbit with the gap bytes and the codes each Huffman-coded (canonical codes:
+              only the code length of every symbol is stored), as Deep Compression's last stage.
 Biases stay float32 and shapes int32 in every format; both are counted.
 """
+import heapq
 import os
 import re
 from pathlib import Path
@@ -146,20 +150,91 @@ def _decode_shared(arrays):
     return {"values": arrays["codebook"][codes], "indices": indices}
 
 
+# --- shared-Nbit-huffman -------------------------------------------------------------------------
+def huffman_lengths(symbols):
+    """Code length of every symbol 0..max(symbols) in a Huffman code of their frequencies
+    (0 for absent symbols; 1 if only one symbol occurs)."""
+    counts = np.bincount(symbols)
+    heap = [(int(c), [s]) for s, c in enumerate(counts) if c]
+    heapq.heapify(heap)
+    lengths = np.zeros(len(counts), np.uint8)
+    if len(heap) == 1:
+        lengths[heap[0][1]] = 1
+    while len(heap) > 1:  # merge the two rarest groups: each of their symbols gets one bit longer
+        (c1, s1), (c2, s2) = heapq.heappop(heap), heapq.heappop(heap)
+        lengths[s1 + s2] += 1
+        heapq.heappush(heap, (c1 + c2, s1 + s2))
+    return lengths
+
+
+def _canonical_codes(lengths):
+    """{symbol: bit string} of the canonical Huffman code with these lengths."""
+    codes, code, previous = {}, 0, 0
+    for length, symbol in sorted((int(l), s) for s, l in enumerate(lengths) if l):
+        code <<= length - previous
+        codes[symbol] = format(code, f"0{length}b")
+        code, previous = code + 1, length
+    return codes
+
+
+def huffman_encode(symbols):
+    """(code lengths, packed bit stream) of a 1-D array of small non-negative integers."""
+    lengths = huffman_lengths(symbols)
+    codes = _canonical_codes(lengths)
+    bits = "".join(codes[s] for s in symbols.tolist())
+    return lengths, np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0"))
+
+
+def huffman_decode(lengths, packed, count):
+    """The `count` symbols back from `huffman_encode`'s output."""
+    # Why a Python loop: a prefix code must be read bit by bit; ~30k symbols a layer take ms.
+    table = {code: symbol for symbol, code in _canonical_codes(lengths).items()}
+    out, current = [], ""
+    for bit in "".join(map(str, np.unpackbits(packed).tolist())):
+        current += bit
+        if current in table:
+            out.append(table[current])
+            current = ""
+            if len(out) == count:
+                break
+    return np.array(out, np.uint8)
+
+
+def _encode_shared_huffman(layer, bits):
+    arrays = _encode_shared(layer, bits)
+    gaps, codes = arrays.pop("gaps"), unpack_bits(arrays.pop("codes"), bits, len(layer["values"]))
+    arrays["gap_lengths"], arrays["gap_stream"] = huffman_encode(gaps)
+    arrays["code_lengths"], arrays["code_stream"] = huffman_encode(codes)
+    arrays["counts"] = np.array([len(gaps), len(codes)], np.int32)
+    return arrays
+
+
+def _decode_shared_huffman(arrays):
+    gaps = huffman_decode(arrays["gap_lengths"], arrays["gap_stream"], int(arrays["counts"][0]))
+    codes = huffman_decode(arrays["code_lengths"], arrays["code_stream"], int(arrays["counts"][1]))
+    indices = _decode_gaps({"gaps": gaps, "row_ptr": arrays["row_ptr"]})
+    return {"values": arrays["codebook"][codes], "indices": indices}
+
+
 # --- the registry ---------------------------------------------------------------------------------
-FORMATS = ["coo16", "csr8", "csr8-fp16", "bitmask", "shared-4bit", "shared-5bit", "shared-6bit"]
+FORMATS = ["coo16", "csr8", "csr8-fp16", "bitmask", "shared-4bit", "shared-5bit", "shared-6bit",
+           "shared-5bit-huffman"]
 
 
 def codec(fmt):
     """(encoder, decoder) of a format name; ValueError naming the valid ones if unknown."""
-    match = re.fullmatch(r"shared-(\d)bit", fmt)
+    match = re.fullmatch(r"shared-(\d)bit(-huffman)?", fmt)
+    if match and match.group(2):
+        return (lambda layer: _encode_shared_huffman(layer, int(match.group(1))),
+                _decode_shared_huffman)
     if match:
         return (lambda layer: _encode_shared(layer, int(match.group(1)))), _decode_shared
     codecs = {"coo16": (_encode_coo16, _decode_coo16), "csr8": (_encode_csr8, _decode_csr8),
               "csr8-fp16": (lambda layer: _encode_csr8(layer, np.float16), _decode_csr8),
               "bitmask": (_encode_bitmask, _decode_bitmask)}
     if fmt not in codecs:
-        raise ValueError(f"unknown format {fmt!r}: choose one of {FORMATS} (shared-Nbit: N=1..8)")
+        raise ValueError(f"unknown format {fmt!r}: choose one of {FORMATS} "
+                         f"(shared-Nbit[-huffman]: N=1..8)")
     return codecs[fmt]
 
 

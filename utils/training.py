@@ -1,4 +1,5 @@
-"""Compiled SGD training of a Keras classifier, optionally under fixed pruning masks.
+"""Compiled SGD training of a Keras classifier, optionally under pruning masks (fixed, or shrinking
+on a gradual schedule).
 
 Written as a custom loop rather than `model.fit` for two reasons: the pruning masks must be applied
 to the gradients inside the compiled step (fit has no hook for that without subclassing the model),
