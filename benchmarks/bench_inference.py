@@ -1,7 +1,8 @@
 """Inference time of the dense pruned network against every sparse kernel and the SavedModel.
 
     python benchmarks/bench_inference.py            # after ./run_experiments.sh
-    python benchmarks/bench_inference.py --batches 1 100 --repeats 5
+    python benchmarks/bench_inference.py --batches 4 8 16 32 64 --variants dense sparse-coo \
+        sparse-csr --name crossover             # where COO stops beating CSR
 
 Times batches of MNIST test images (several repetitions after a warm-up: median, min, max per
 call), prints a table and writes benchmarks/results/inference-<cpu|gpu>.json with the machine's
@@ -35,6 +36,8 @@ def main():
     p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000, 10000])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--variants", nargs="+", help="subset of: dense, sparse-<kernel>, savedmodel")
+    p.add_argument("--name", default="inference",
+                   help="results file: benchmarks/results/<name>-<device>.json (%(default)s)")
     p.add_argument("--pruned-dir", default=configs.PrunedConfig.model_dir)
     p.add_argument("--sparse-dir", default=configs.SparseConfig.model_dir)
     p.add_argument("--data-dir")
@@ -78,7 +81,7 @@ def main():
                   f"{t['min_s'] * 1e3:7.3f}-{t['max_s'] * 1e3:<8.3f} "
                   f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x")
     print(f"accuracy: {results['accuracy']}")
-    print(f"wrote {write_results('inference', results)}")
+    print(f"wrote {write_results(args.name, results)}")
 
 
 if __name__ == "__main__":

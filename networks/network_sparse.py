@@ -19,7 +19,7 @@ import tensorflow as tf
 from networks.network_dense import dense_layers
 from utils.pruning_utils import to_coo
 
-COO_MAX_BATCH = 16  # measured crossover of COO and CSR on the 2-core CPU (README, benchmarks)
+COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
 KERNELS = ("auto", "coo", "csr", "gather")
 
 
