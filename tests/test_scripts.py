@@ -112,3 +112,15 @@ def test_sweep_runs_in_quick_mode(pipeline, tmp_path):
     assert (tmp_path / "results/layer_sensitivity.csv").stat().st_size > 0
     for png in ("accuracy_vs_compression.png", "layer_sensitivity.png"):
         assert (tmp_path / "pics" / png).stat().st_size > 0
+
+
+def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (data / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)  # header says 0 images
+    result = run("train_network_dense.py", "--quick", "--data-dir", str(data), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert "train-images-idx3-ubyte" in line
