@@ -2,13 +2,15 @@
 
   one-shot   (the original) prune once to the target, then fine-tune for all the epochs;
   iterative  (Han et al. 2015) k rounds of prune -> fine-tune with a rising target, each round's
-             mask inside the previous one, the epochs split evenly between the rounds;
+             mask inside the previous one; the epochs are split evenly between the rounds and
+             each round retrains with the whole learning-rate schedule compressed into its epochs;
   gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
              fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
 All three fine-tune for the same total number of epochs, so they cost the same.
 """
 import numpy as np
 
+import configs
 from utils.pruning import GradualSchedule, dense_kernels, prune
 from utils.training import fit
 
@@ -54,9 +56,12 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         for r in range(1, config.rounds + 1):
             masks = prune(model, config.criterion, round_value(config, r), optimizer, masks)
             on_prune(r, masks)
-            h, masks = fit(model, optimizer, config, data, masks=masks, log=log,
-                           epochs=range(bounds[r - 1], bounds[r]))
-            history += h
+            epochs = int(bounds[r] - bounds[r - 1])
+            round_config = configs.override(
+                config, epochs=epochs, seed=config.seed + r - 1, lr_boundaries=tuple(
+                    round(b * epochs / config.epochs) for b in config.lr_boundaries))
+            h, masks = fit(model, optimizer, round_config, data, masks=masks, log=log)
+            history += [dict(entry, round=r) for entry in h]
         return masks, history
 
     steps = len(data["train"][1]) // config.batch_size * config.epochs

@@ -115,22 +115,21 @@ class Trainer:
         return correct / (steps * batch_size), loss_sum / steps
 
 
-def fit(model, optimizer, config, data, masks=None, schedule=None, epochs=None, log=print):
-    """Train with the config's learning-rate schedule; (history per epoch, final masks).
+def fit(model, optimizer, config, data, masks=None, schedule=None, log=print):
+    """Train `config.epochs` with its learning-rate schedule; (history per epoch, final masks).
 
-    `epochs` are the 0-based epoch numbers to run (default: all `config.epochs`), so a run split
-    into rounds keeps the learning rate of its place in the schedule. After every epoch logs the
-    running train accuracy/loss (dropout on), the validation ones and, when pruning, the sparsity.
+    After every epoch logs the running train accuracy/loss (dropout on), the validation ones and,
+    when pruning, the sparsity.
     """
     if len(data["train"][1]) < config.batch_size:
         raise ValueError(f"batch_size must be <= the number of training examples "
                          f"({len(data['train'][1])}), got {config.batch_size}")
     trainer = Trainer(model, optimizer, *data["train"], masks=masks,
                       weight_decay=config.weight_decay, schedule=schedule)
-    rng = np.random.default_rng(config.seed + (epochs[0] if epochs else 0))
+    rng = np.random.default_rng(config.seed)
     logits_fn = logits_function(model)
     history = []
-    for epoch in epochs if epochs is not None else range(config.epochs):
+    for epoch in range(config.epochs):
         lr = configs.learning_rate(config, epoch)
         optimizer.learning_rate.assign(lr)
         train_acc, train_loss = trainer.train_epoch(
