@@ -32,12 +32,7 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, path):
     `rows`: dicts with schedule, compression, test_accuracy; `original`: one such dict.
     """
     fig, ax = plt.subplots(figsize=(8, 5))
-    for schedule in dict.fromkeys(r["schedule"] for r in rows):
-        points = sorted((r["compression"], 100 * r["test_accuracy"]) for r in rows
-                        if r["schedule"] == schedule)
-        ax.plot(*zip(*points), marker="o", label=schedule)
-    ax.axhline(100 * dense_accuracy, color="black", linestyle="--",
-               label=f"dense baseline {100 * dense_accuracy:.2f}%")
+    _accuracy_lines(ax, rows, "schedule", "compression", dense_accuracy)
     ax.plot(original["compression"], 100 * original["test_accuracy"], marker="*", markersize=14,
             color="tab:red", linestyle="none", label="original recipe (|w| < 0.03, one-shot)")
     ax.set_xscale("log")
@@ -54,16 +49,22 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, path):
 def plot_layer_sensitivity(rows, dense_accuracy, path):
     """Test accuracy when one layer at a time is pruned (no fine-tuning), by sparsity."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-        points = [(100 * r["sparsity"], 100 * r["test_accuracy"]) for r in rows
-                  if r["layer"] == layer]
-        ax.plot(*zip(*points), marker="o", label=layer)
-    ax.axhline(100 * dense_accuracy, color="black", linestyle="--", label="dense baseline")
+    _accuracy_lines(ax, rows, "layer", "sparsity", dense_accuracy, x_scale=100)
     ax.set_xlabel("sparsity of the pruned layer (%)")
     ax.set_ylabel("test accuracy without fine-tuning (%)")
     ax.set_title("Layer sensitivity: one layer pruned at a time")
     ax.legend()
     _save(fig, ax, path)
+
+
+def _accuracy_lines(ax, rows, group, x, dense_accuracy, x_scale=1):
+    """Test accuracy (%) against `x`, one line per value of `group`; the dense baseline."""
+    for name in dict.fromkeys(r[group] for r in rows):
+        points = sorted((x_scale * r[x], 100 * r["test_accuracy"]) for r in rows
+                        if r[group] == name)
+        ax.plot(*zip(*points), marker="o", label=name)
+    ax.axhline(100 * dense_accuracy, color="black", linestyle="--",
+               label=f"dense baseline {100 * dense_accuracy:.2f}%")
 
 
 def _save(fig, ax, path):
