@@ -70,6 +70,8 @@ def main():
                                      pics / "weights_distribution_after_pruning.png",
                                      f"Weights after pruning ({target}, round 1)")
 
+    if config.schedule == "gradual":
+        print("gradual pruning prunes while it fine-tunes: no accuracy or plot between the two")
     start = time.perf_counter()
     masks, history = prune_and_fine_tune(model, optimizer, config, data, report_first_pruning)
     seconds = time.perf_counter() - start
