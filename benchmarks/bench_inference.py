@@ -26,7 +26,7 @@ from utils.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
-# timed after them in the same process, measured 10-30% at batch 1000; so they are timed last.
+# timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.
 TIMED_LAST = ("sparse-coo", "sparse-gather")
 
 
