@@ -44,7 +44,7 @@ def run_point(args, data, **changes):
     coo16 = sparse_formats.nbytes(sparse_formats.encode(layers, "coo16"))
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=criterion_value(config),
-               sparsity=1 - nonzero / sum(m.size for m in masks.values()), nonzeros=nonzero,
+               sparsity=pruning_utils.sparsity(list(masks.values())), nonzeros=nonzero,
                compression=pruning_utils.dense_bytes(layers) / coo16, test_accuracy=accuracy,
                epochs=config.epochs, seconds=seconds)
     print(f"{row['schedule']:10s} target {row['target']:<6} sparsity {row['sparsity']:.2%}  "

@@ -52,14 +52,13 @@ def main():
     serving = tf.saved_model.load(str(saved)).signatures["serving_default"]
     variants = {"dense": logits_function(model),
                 **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS},
-                "savedmodel": lambda x: serving(pixels=x)}
+                "savedmodel": lambda x: serving(pixels=x)["output_0"]}
     variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
     x_test, y_test = load_mnist(args.data_dir)["test"]
 
     results = dict(machine=machine_facts(), density=density, timings={}, accuracy={})
     for name, fn in variants.items():
-        logits = np.asarray(next(iter(fn(tf.constant(x_test)).values()))
-                            if name == "savedmodel" else fn(tf.constant(x_test)))
+        logits = fn(tf.constant(x_test)).numpy()
         results["accuracy"][name] = float(np.mean(logits.argmax(1) == y_test))
     print(f"density {density:.2%}; {results['machine']['cpu']}, {results['machine']['cores']} "
           f"cores, TF {tf.__version__} on {results['machine']['device']}")
@@ -68,9 +67,8 @@ def main():
     for last in (False, True):
         for batch in args.batches:
             x = tf.constant(np.resize(x_test, (batch, x_test.shape[1])))
-            calls = {name: (lambda fn=fn: [v.numpy() for v in fn(x).values()])
-                     if name == "savedmodel" else (lambda fn=fn: fn(x).numpy())
-                     for name, fn in variants.items() if (name in TIMED_LAST) == last}
+            calls = {name: (lambda fn=fn: fn(x).numpy()) for name, fn in variants.items()
+                     if (name in TIMED_LAST) == last}
             results["timings"].setdefault(str(batch), {}).update(time_calls(calls, args.repeats))
     for batch, timings in results["timings"].items():
         dense = timings["dense"]["median_s"]

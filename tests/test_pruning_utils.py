@@ -103,3 +103,8 @@ def test_sparsity_must_be_a_fraction(bad):
 def test_unknown_criterion_is_rejected():
     with pytest.raises(ValueError, match="criterion must be one of"):
         pu.criterion_masks([np.ones(4)], "random", 0.5)
+
+
+def test_sparsity_of_several_masks_counts_them_together():
+    masks = [np.array([True, False]), np.array([False, False, False, True])]
+    assert pu.sparsity(masks) == pytest.approx(4 / 6)

@@ -71,13 +71,14 @@ def momentum_of(model, optimizer):
 
 def sparsity_lines(masks):
     """Printable per-layer and total sparsity of {kernel path: mask}."""
-    lines, kept, total = [], 0, 0
+    lines = []
     for path, mask in masks.items():
         nnz = int(np.count_nonzero(mask))
-        kept, total = kept + nnz, total + mask.size
         lines.append(f"  {layer_name(path):6s} {str(mask.shape):12s} {nnz:9,d} kept  "
                      f"sparsity {pruning_utils.sparsity(mask):6.1%}")
-    lines.append(f"  {'total':6s} {'':12s} {kept:9,d} kept  sparsity {1 - kept / total:6.1%}")
+    kept = sum(int(np.count_nonzero(m)) for m in masks.values())
+    total_sparsity = pruning_utils.sparsity(list(masks.values()))
+    lines.append(f"  {'total':6s} {'':12s} {kept:9,d} kept  sparsity {total_sparsity:6.1%}")
     return lines
 
 

@@ -83,9 +83,10 @@ def check_masks(masks, names):
                              f"choose a smaller threshold")
 
 
-def sparsity(mask):
-    """Fraction of pruned (zero) entries."""
-    return 1.0 - np.count_nonzero(mask) / mask.size
+def sparsity(masks):
+    """Fraction of pruned (zero) entries of one mask or of a list of masks together."""
+    masks = masks if isinstance(masks, (list, tuple)) else [masks]
+    return 1.0 - sum(np.count_nonzero(m) for m in masks) / sum(m.size for m in masks)
 
 
 def to_coo(weights):

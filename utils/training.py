@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import configs
 from networks.network_base import cross_entropy, evaluate, logits_function
-from utils import pruning
+from utils import pruning, pruning_utils
 
 STEPS_PER_CALL = 50  # training steps per compiled call; the progress bar moves once per call
 
@@ -140,9 +140,7 @@ def fit(model, optimizer, config, data, masks=None, schedule=None, log=print):
         line = (f"epoch {epoch + 1:2d}/{config.epochs}  lr {lr:.0e}  train acc {train_acc:.4f} "
                 f"loss {train_loss:.4f}  val acc {val_acc:.4f} loss {val_loss:.4f}")
         if masks:
-            current = trainer.current_masks()
-            history[-1]["sparsity"] = 1 - sum(m.sum() for m in current.values()) / sum(
-                m.size for m in current.values())
+            history[-1]["sparsity"] = pruning_utils.sparsity(list(trainer.current_masks().values()))
             line += f"  sparsity {history[-1]['sparsity']:.1%}"
         log(line)
     return history, trainer.current_masks()
