@@ -5,7 +5,9 @@ typo never silently runs the default. The resolved config is written as JSON nex
 """
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parent  # default paths (model_dir, pics, ...) are relative to it
 SEED = 123  # seeds TensorFlow, NumPy and Python in every script
 
 
@@ -73,6 +75,11 @@ def override(config, **changes):
         raise ValueError(f"unknown config field(s) {unknown} for {type(config).__name__}; "
                          f"valid: {sorted(fields)}")
     return dataclasses.replace(config, **changes)
+
+
+def repo_path(path):
+    """A default path of this repo, absolute: scripts run from elsewhere find the same files."""
+    return REPO / path
 
 
 def learning_rate(config, epoch):

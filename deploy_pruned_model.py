@@ -7,7 +7,9 @@
 Needs the checkpoint of prune_network.py. Every storage format (utils/sparse_formats.py) is written
 to <model-dir>/weights.<format>.npz, read back, decoded into the sparse network and evaluated; the
 one chosen with --format is exported as <model-dir>/saved_model/ (`serving_default`: float32
-[None, 784] -> logits). Also writes compression_report.txt and config.json.
+[None, 784] -> logits). Also writes compression_report.txt, config.json and stage.json.
+<model-dir> must be new, empty or this script's earlier output; it is replaced only when the run
+succeeds.
 """
 import tempfile
 from pathlib import Path
@@ -17,10 +19,10 @@ import numpy as np
 
 import configs
 from networks.network_base import evaluate, logits_function, predict
-from networks.network_dense import export_saved_model
+from networks.network_dense import export_saved_model, load_pruned
 from networks.network_sparse import SparseNetwork, sparse_layers
 from utils import cli, pruning_utils, sparse_formats
-from utils.checkpoints import atomic_directory, load_checkpoint, write_json
+from utils.checkpoints import stage_output, write_json
 
 LOGITS_TOLERANCE = 1e-4  # sparse and dense products sum in different orders
 
@@ -53,40 +55,45 @@ def evaluate_formats(layers, formats, out, x_test, y_test, batch_size):
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--format", default="coo16",
+    p.add_argument("--format", default="coo16", type=cli.storage_format,
                    help=f"format of the exported SavedModel's weights: "
                         f"{', '.join(sparse_formats.FORMATS)} or shared-Nbit, N in 1..8 "
                         f"(default %(default)s)")
-    p.add_argument("--pruned-dir", default=configs.PrunedConfig.model_dir,
+    p.add_argument("--pruned-dir", type=cli.path,
+                   default=configs.repo_path(configs.PrunedConfig.model_dir),
                    help="stage-2 checkpoint folder (default %(default)s)")
-    p.add_argument("--model-dir", help=f"output folder (default {configs.SparseConfig.model_dir})")
+    p.add_argument("--model-dir", type=cli.path,
+                   default=configs.repo_path(configs.SparseConfig.model_dir),
+                   help="output folder (default %(default)s)")
     args = p.parse_args()
-    config = configs.override(configs.SparseConfig(), model_dir=args.model_dir, seed=args.seed)
+    config = configs.override(configs.SparseConfig(), model_dir=str(args.model_dir),
+                              seed=args.seed)
     formats = list(dict.fromkeys(sparse_formats.FORMATS + [args.format]))
-    sparse_formats.codec(args.format)  # an unknown format fails here, before any work
     keras.utils.set_random_seed(config.seed)
 
-    model, _, _ = load_checkpoint(args.pruned_dir, made_by="prune_network.py")
-    x_test, y_test = cli.load_data(args)["test"]
-    dense_fn = logits_function(model)
-    dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
-    print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  loss {dense_loss:.4f}")
+    with stage_output(config.model_dir, "deploy_pruned_model.py",
+                      inputs={"--pruned-dir": args.pruned_dir}) as out:
+        model, _ = load_pruned(args.pruned_dir)
+        x_test, y_test = cli.load_data(args)["test"]
+        dense_fn = logits_function(model)
+        dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
+        print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  "
+              f"loss {dense_loss:.4f}")
 
-    layers = sparse_layers(model)
-    exact = SparseNetwork(layers)
-    sparse_acc, sparse_loss = evaluate(exact, x_test, y_test, config.batch_size)
-    gap = float(np.max(np.abs(predict(exact, x_test) - predict(dense_fn, x_test))))
-    print(f"sparse network:                  test accuracy {sparse_acc:.4f}  loss {sparse_loss:.4f}"
-          f"  (max |logit difference| {gap:.1e})")
-    if gap > LOGITS_TOLERANCE:
-        raise ValueError(f"the sparse network disagrees with the dense one (max |logit "
-                         f"difference| {gap:.1e} > {LOGITS_TOLERANCE:.0e}): not saved")
+        layers = sparse_layers(model)
+        exact = SparseNetwork(layers)
+        sparse_acc, sparse_loss = evaluate(exact, x_test, y_test, config.batch_size)
+        gap = float(np.max(np.abs(predict(exact, x_test) - predict(dense_fn, x_test))))
+        print(f"sparse network:                  test accuracy {sparse_acc:.4f}  "
+              f"loss {sparse_loss:.4f}  (max |logit difference| {gap:.1e})")
+        if gap > LOGITS_TOLERANCE:
+            raise ValueError(f"the sparse network disagrees with the dense one (max |logit "
+                             f"difference| {gap:.1e} > {LOGITS_TOLERANCE:.0e}): not saved")
 
-    with tempfile.TemporaryDirectory() as tmp:  # the dense export only serves the size comparison
-        export_saved_model(model, tmp)
-        dense_disk = directory_bytes(tmp)
-    dense_bytes = pruning_utils.dense_bytes(layers)
-    with atomic_directory(config.model_dir) as out:
+        with tempfile.TemporaryDirectory() as tmp:  # the dense export: only for its size
+            export_saved_model(model, tmp)
+            dense_disk = directory_bytes(tmp)
+        dense_bytes = pruning_utils.dense_bytes(layers)
         results, decoded = evaluate_formats(layers, formats, out, x_test, y_test, config.batch_size)
         SparseNetwork(decoded[args.format]).save(out / "saved_model")
         saved_disk = directory_bytes(out / "saved_model")

@@ -4,7 +4,9 @@
     python train_network_dense.py --epochs 5 --model-dir /tmp/dense
     python train_network_dense.py --quick         # smoke test: MNIST subset, 1 epoch
 
-Writes <model-dir>/model.keras (weights + optimizer state) and config.json (config + results).
+Writes <model-dir>/model.keras (weights + optimizer state), config.json (config + results) and
+stage.json. <model-dir> must be new, empty or this script's earlier output (README, "When things go
+wrong"); it is replaced only when the run succeeds.
 """
 import time
 
@@ -14,34 +16,36 @@ import configs
 from networks.network_base import evaluate, logits_function
 from networks.network_dense import build_dense_network
 from utils import cli
-from utils.checkpoints import save_checkpoint
+from utils.checkpoints import save_checkpoint, stage_output
 from utils.training import fit
 
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--epochs", type=int, help="training epochs (default 25)")
-    p.add_argument("--model-dir", help=f"output folder (default {configs.DenseConfig.model_dir})")
+    p.add_argument("--epochs", type=cli.positive_int, help="training epochs (default 25)")
+    p.add_argument("--model-dir", type=cli.path, default=configs.repo_path(
+        configs.DenseConfig.model_dir), help="output folder (default %(default)s)")
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     config = configs.override(configs.DenseConfig(), epochs=args.epochs or quick.get("epochs"),
-                              model_dir=args.model_dir, seed=args.seed)
+                              model_dir=str(args.model_dir), seed=args.seed)
     keras.utils.set_random_seed(config.seed)
 
-    data = cli.load_data(args)
-    model = build_dense_network(config)
-    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
-    print(f"training {model.name} {config.input_size}-"
-          f"{'-'.join(map(str, config.hidden_sizes))}-{config.num_classes} "
-          f"on {len(data['train'][1]):,} images for {config.epochs} epochs")
+    with stage_output(config.model_dir, "train_network_dense.py") as out:
+        data = cli.load_data(args)
+        model = build_dense_network(config)
+        optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0),
+                                         momentum=config.momentum)
+        print(f"training {model.name} {config.input_size}-"
+              f"{'-'.join(map(str, config.hidden_sizes))}-{config.num_classes} "
+              f"on {len(data['train'][1]):,} images for {config.epochs} epochs")
 
-    start = time.perf_counter()
-    history, _ = fit(model, optimizer, config, data)
-    seconds = time.perf_counter() - start
-    test_acc, test_loss = evaluate(logits_function(model), *data["test"])
-
-    save_checkpoint(config.model_dir, model, optimizer, config, results=dict(
-        test_accuracy=test_acc, test_loss=test_loss, train_seconds=seconds, history=history))
+        start = time.perf_counter()
+        history, _ = fit(model, optimizer, config, data)
+        seconds = time.perf_counter() - start
+        test_acc, test_loss = evaluate(logits_function(model), *data["test"])
+        save_checkpoint(out, model, optimizer, config, results=dict(
+            test_accuracy=test_acc, test_loss=test_loss, train_seconds=seconds, history=history))
     print(f"test accuracy {test_acc:.4f}  loss {test_loss:.4f}  ({seconds:.1f} s of training)")
     print(f"saved {config.model_dir}/")
 

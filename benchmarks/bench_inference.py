@@ -6,9 +6,11 @@
 
 Times batches of MNIST test images (several repetitions after a warm-up: median, min, max per
 call), prints a table and writes benchmarks/results/inference-<cpu|gpu>.json with the machine's
-facts. "ideal" is the dense time x density: the time if skipping the zeros were free.
+facts. "ideal" is the dense time x density: the time if skipping the zeros were free. The dense
+network is always timed: every ratio is against it.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -18,42 +20,60 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import configs  # noqa: E402
-from benchmarks.timing import machine_facts, time_calls, write_results  # noqa: E402
+from benchmarks.timing import RESULTS_DIR, machine_facts, time_calls, write_results  # noqa: E402
 from networks.network_base import logits_function  # noqa: E402
+from networks.network_dense import load_pruned  # noqa: E402
 from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers  # noqa: E402
 from utils import cli  # noqa: E402
-from utils.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
+from utils.checkpoints import lock, read_artifact  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
 # timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.
 TIMED_LAST = ("sparse-coo", "sparse-gather")
+VARIANTS = ["dense", *(f"sparse-{k}" for k in KERNELS), "savedmodel"]
+
+
+def results_name(text):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        raise argparse.ArgumentTypeError(f"must be a file-name stem (letters, digits, _.-), "
+                                         f"got {text!r}")
+    return text
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 1000, 10000])
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--variants", nargs="+", help="subset of: dense, sparse-<kernel>, savedmodel")
-    p.add_argument("--name", default="inference",
-                   help="results file: benchmarks/results/<name>-<device>.json (%(default)s)")
-    p.add_argument("--pruned-dir", default=configs.PrunedConfig.model_dir)
-    p.add_argument("--sparse-dir", default=configs.SparseConfig.model_dir)
-    p.add_argument("--data-dir")
+    p = cli.Parser(__doc__)
+    p.add_argument("--batches", type=cli.positive_int, nargs="+", default=[1, 100, 1000, 10000])
+    p.add_argument("--repeats", type=cli.positive_int, default=7)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS,
+                   help="which to time (default: all); dense is always timed, as the baseline")
+    p.add_argument("--name", type=results_name, default="inference",
+                   help="results file: <results-dir>/<name>-<device>.json (%(default)s)")
+    p.add_argument("--results-dir", type=cli.path, default=RESULTS_DIR,
+                   help="folder of the results file (default %(default)s)")
+    p.add_argument("--pruned-dir", type=cli.path,
+                   default=configs.repo_path(configs.PrunedConfig.model_dir))
+    p.add_argument("--sparse-dir", type=cli.path,
+                   default=configs.repo_path(configs.SparseConfig.model_dir))
+    p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
+    chosen = {"dense", *(args.variants or VARIANTS)}
+    with lock(args.results_dir / args.name, "--results-dir"):  # writable; one benchmark at a time
+        run_benchmark(args, chosen)
 
-    model, _, _ = load_checkpoint(args.pruned_dir, made_by="prune_network.py")
+
+def run_benchmark(args, chosen):
+    """Time the `chosen` variants at every batch size; print the table, write the JSON."""
+    model, _ = load_pruned(args.pruned_dir)
     layers = sparse_layers(model)
     density = sum(len(l["values"]) for l in layers) / sum(int(np.prod(l["shape"])) for l in layers)
-    saved = Path(args.sparse_dir) / "saved_model"
-    if not saved.is_dir():
-        raise CheckpointError(f"no SavedModel in {saved}: run deploy_pruned_model.py first")
-    serving = tf.saved_model.load(str(saved)).signatures["serving_default"]
     variants = {"dense": logits_function(model),
-                **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS},
-                "savedmodel": lambda x: serving(pixels=x)["output_0"]}
-    variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
+                **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS}}
+    if "savedmodel" in chosen:
+        serving = read_artifact(args.sparse_dir / "saved_model", lambda p: tf.saved_model.load(
+            str(p)).signatures["serving_default"], made_by="deploy_pruned_model.py")
+        variants["savedmodel"] = lambda x: serving(pixels=x)["output_0"]
+    variants = {k: v for k, v in variants.items() if k in chosen}
     x_test, y_test = load_mnist(args.data_dir)["test"]
 
     results = dict(machine=machine_facts(), density=density, timings={}, accuracy={})
@@ -79,7 +99,7 @@ def main():
                   f"{t['min_s'] * 1e3:7.3f}-{t['max_s'] * 1e3:<8.3f} "
                   f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x")
     print(f"accuracy: {results['accuracy']}")
-    print(f"wrote {write_results(args.name, results)}")
+    print(f"wrote {write_results(args.name, results, args.results_dir)}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ keeps the products from being hoisted out of the loop). The fraction printed is 
 step time: the share of the step the matmuls would take if nothing else cost anything.
 Writes benchmarks/results/training-<cpu|gpu>.json.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -55,10 +54,10 @@ def matmul_loop(x, sizes, batch_size):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
-    p.add_argument("--data-dir")
+    p = cli.Parser(__doc__)
+    p.add_argument("--epochs", type=cli.positive_int, default=3,
+                   help="timed epochs (after one warm-up)")
+    p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
     config = configs.DenseConfig()
     keras.utils.set_random_seed(config.seed)

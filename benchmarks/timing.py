@@ -53,10 +53,11 @@ def machine_facts():
                     "device_name", g.name) for g in gpus])
 
 
-def write_results(name, results):
-    """Write `results` as JSON to benchmarks/results/<name>-<device>.json (atomically)."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{name}-{device_name()}.json"
+def write_results(name, results, folder=RESULTS_DIR):
+    """Write `results` as JSON to <folder>/<name>-<device>.json (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{device_name()}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, path)

@@ -1,9 +1,11 @@
 """The dense 784-512-512-10 classifier of the original repo, as a plain Keras 3 model."""
 import keras
+import numpy as np
 import tensorflow as tf
 
 import configs
-from utils.checkpoints import load_checkpoint
+from utils.checkpoints import CheckpointError, load_checkpoint
+from utils.pruning import layer_name
 
 
 @keras.saving.register_keras_serializable(package="pruning")
@@ -58,11 +60,31 @@ def build_dense_network(config):
     return keras.Sequential(layers, name="network_dense")
 
 
+def dense_layers(model):
+    """The model's Dense layers, input to output: the ones whose kernels are pruned."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def architecture(model):
+    """'784-512-512-10': the widths of the model's Dense layers, input first."""
+    kernels = [layer.kernel.shape for layer in dense_layers(model)]
+    return "-".join(str(n) for n in [kernels[0][0], *(k[1] for k in kernels)]) if kernels else "?"
+
+
 def load_for_fine_tuning(dense_dir, config):
     """The stage-1 checkpoint's weights and SGD momentum, in a network built from `config`
-    (the pruning stage's: no dropout, its own weight decay); (model, optimizer)."""
+    (the pruning stage's: no dropout, its own weight decay); (model, optimizer).
+
+    A checkpoint of another architecture is refused with one line naming both.
+    """
     trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
     model = build_dense_network(config)
+    theirs, mine = architecture(trained), architecture(model)
+    shapes = [w.shape for w in trained.get_weights()] == [w.shape for w in model.get_weights()]
+    if theirs != mine or not shapes:
+        raise CheckpointError(f"{dense_dir}/ holds a {theirs} network; this stage builds {mine} "
+                              f"(input_size, hidden_sizes, num_classes in configs.py): retrain "
+                              f"with train_network_dense.py or change configs.py")
     model.set_weights(trained.get_weights())
     optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
     optimizer.build(model.trainable_variables)
@@ -71,9 +93,26 @@ def load_for_fine_tuning(dense_dir, config):
     return model, optimizer
 
 
-def dense_layers(model):
-    """The model's Dense layers, input to output: the ones whose kernels are pruned."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+def load_pruned(pruned_dir):
+    """The stage-2 checkpoint: (model, masks), its masks checked against its kernels.
+
+    Refused with one line: a checkpoint of another stage (a dense one was never pruned), masks
+    that do not match the kernels, or a kernel with non-zeros where its mask prunes.
+    """
+    model, masks, _ = load_checkpoint(pruned_dir, made_by="prune_network.py")
+    layers = dense_layers(model)
+    # Keyed by layer name: a reloaded model's kernel paths lose the model's name prefix.
+    by_layer = {layer_name(path): mask for path, mask in (masks or {}).items()}
+    if sorted(by_layer) != sorted(l.name for l in layers) or any(
+            by_layer[l.name].shape != tuple(l.kernel.shape) for l in layers):
+        raise CheckpointError(f"{pruned_dir}/masks.npz does not match the {architecture(model)} "
+                              f"network of {pruned_dir}/model.keras: rerun prune_network.py")
+    masks = {l.kernel.path: by_layer[l.name].astype(bool) for l in layers}
+    for l in layers:
+        if np.any(l.kernel.numpy()[~masks[l.kernel.path]]):
+            raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where "
+                                  f"masks.npz prunes them ({l.name}): rerun prune_network.py")
+    return model, masks
 
 
 def export_saved_model(model, path):

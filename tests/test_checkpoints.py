@@ -1,19 +1,42 @@
+"""Checkpoint folders: round trips, and the rules that keep a user's files safe (README, "When
+things go wrong"): a stage replaces only its own output, one run at a time, atomically, and a
+damaged or mismatched checkpoint is one clear error."""
+import json
+
 import numpy as np
 import pytest
 
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.checkpoints import CheckpointError, atomic_directory, load_checkpoint, save_checkpoint
+from utils.checkpoints import (CheckpointError, load_checkpoint, lock, save_checkpoint,
+                               stage_output)
 from utils.pruning import compute_masks
 from utils.training import fit
+
+STAGE = "train_network_dense.py"
+
+
+def write_checkpoint(path, stage=STAGE, masks=True):
+    model, optimizer = tiny_model()
+    with stage_output(path, stage) as out:
+        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5},
+                        masks=compute_masks(model, "threshold", 0.1) if masks else None)
+    return model, optimizer
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
 def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
     model, optimizer = tiny_model()
     fit(model, optimizer, TINY, tiny_data(), log=lambda *_: None)
     masks = compute_masks(model, "threshold", 0.1)
-    save_checkpoint(tmp_path / "ckpt", model, optimizer, TINY, results={"acc": 0.5}, masks=masks)
+    with stage_output(tmp_path / "ckpt", STAGE) as out:
+        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5}, masks=masks)
 
-    loaded, loaded_masks, meta = load_checkpoint(tmp_path / "ckpt", made_by="x.py")
+    loaded, loaded_masks, meta = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(optimizer.momentums, loaded.optimizer.momentums):
@@ -31,13 +54,110 @@ def test_missing_checkpoint_names_the_script_to_run(tmp_path):
         load_checkpoint(tmp_path / "nothing", made_by="train_network_dense.py")
 
 
-def test_interrupted_write_leaves_the_previous_directory(tmp_path):
+def test_interrupted_write_leaves_the_previous_folder(tmp_path):
     target = tmp_path / "ckpt"
-    with atomic_directory(target) as tmp:
-        (tmp / "model.keras").write_text("first")
+    with stage_output(target, STAGE) as out:
+        (out / "model.keras").write_text("first")
     with pytest.raises(KeyboardInterrupt):
-        with atomic_directory(target) as tmp:
-            (tmp / "model.keras").write_text("half-writ")
+        with stage_output(target, STAGE) as out:
+            (out / "model.keras").write_text("half-writ")
             raise KeyboardInterrupt
     assert (target / "model.keras").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock", "ckpt"]
+
+
+def test_a_stage_replaces_its_own_output_and_writes_into_new_or_empty_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for name in ("new", "empty", "new"):  # the second "new" replaces the first
+        with stage_output(tmp_path / name, STAGE) as out:
+            (out / "model.keras").write_text(name)
+        assert (tmp_path / name / "model.keras").read_text() == name
+
+
+@pytest.mark.parametrize("case", ["users folder", "file", "other stage", "two checkpoints"])
+def test_anything_else_is_refused_before_the_block_runs_and_left_intact(tmp_path, case):
+    target = tmp_path / "out"
+    if case == "users folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work")
+    elif case == "file":
+        target.write_text("a file")
+    elif case == "other stage":
+        with stage_output(target, "prune_network.py") as out:
+            (out / "model.keras").write_text("pruned")
+    else:
+        for name in ("a", "b"):
+            with stage_output(target / name, STAGE) as out:
+                (out / "model.keras").write_text(name)
+    before = snapshot(tmp_path)
+    ran = []
+    with pytest.raises(CheckpointError, match="refusing to replace it"):
+        with stage_output(target, STAGE):
+            ran.append(True)
+    assert not ran and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("output", ["in", "in/sub", "."])
+def test_a_stage_never_writes_over_or_inside_its_input(tmp_path, output):
+    write_checkpoint(tmp_path / "in")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="input|inside the checkpoint"):
+        with stage_output(tmp_path / output, "prune_network.py",
+                          inputs={"--dense-dir": tmp_path / "in"}):
+            pass
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unwritable_output_fails_before_the_block_runs(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file" / "ckpt", "/proc/no-such-dir/ckpt"):
+        with pytest.raises(CheckpointError, match="file, not a folder|cannot write"):
+            with stage_output(bad, STAGE):
+                pytest.fail("the block must not run")
+
+
+def test_a_second_writer_is_refused_and_the_first_finishes(tmp_path):
+    target = tmp_path / "ckpt"
+    with stage_output(target, STAGE) as out:
+        with pytest.raises(CheckpointError, match="another run is writing"):
+            with stage_output(target, STAGE):
+                pytest.fail("the second run must not start")
+        (out / "model.keras").write_text("first")
+    assert (target / "model.keras").read_text() == "first"
+    with lock(target):  # released when the first run ended
+        pass
+
+
+def test_leftovers_of_a_killed_run_are_removed_but_nobody_elses(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    killed = tmp_path / ".ckpt.tmp-abc"  # what a SIGKILLed run leaves: its stage.json inside
+    killed.mkdir()
+    (killed / "stage.json").write_text(json.dumps({"stage": STAGE}))
+    users = tmp_path / ".ckpt.tmp-mine"
+    users.mkdir()
+    with stage_output(tmp_path / "ckpt", STAGE):
+        pass
+    assert not killed.exists() and users.exists()
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "json", "masks", "stage"])
+def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
+    write_checkpoint(tmp_path / "ckpt")
+    file = {"overwrite": "model.keras", "truncate": "model.keras", "json": "config.json",
+            "masks": "masks.npz", "stage": "stage.json"}[damage]
+    path = tmp_path / "ckpt" / file
+    data = bytearray(path.read_bytes())
+    if damage == "overwrite":
+        data[len(data) // 3: len(data) // 3 + 4096] = b"\xff" * 4096
+    else:
+        data = data[:len(data) // 2]
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{file} is damaged or unreadable .*: rerun {STAGE}"):
+        load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+
+
+def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path):
+    write_checkpoint(tmp_path / "dense", masks=False)
+    with pytest.raises(CheckpointError, match=f"holds a checkpoint of {STAGE}, not the one of "
+                                              f"prune_network.py"):
+        load_checkpoint(tmp_path / "dense", made_by="prune_network.py")

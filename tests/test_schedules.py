@@ -3,7 +3,7 @@ import pytest
 
 import configs
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.schedules import prune_and_fine_tune, round_value
+from utils.schedules import check_config, prune_and_fine_tune, round_value
 
 BASE = configs.override(configs.PrunedConfig(), input_size=TINY.input_size,
                         hidden_sizes=TINY.hidden_sizes, num_classes=TINY.num_classes,
@@ -54,7 +54,27 @@ def test_one_shot_prunes_once_and_gradual_never_discretely():
                                             (dict(schedule="iterative", rounds=5), "rounds"),
                                             (dict(criterion="random"), "criterion must be"),
                                             (dict(schedule="gradual", criterion="std"),
-                                             "gradual pruning needs")])
+                                             "--schedule gradual ramps up a sparsity")])
 def test_bad_settings_are_clear_errors(changes, match):
     with pytest.raises(ValueError, match=match):
         run(**changes)
+
+
+@pytest.mark.parametrize("changes, given", [
+    (dict(criterion="threshold"), {"threshold"}), (dict(criterion="std"), {"quality"}),
+    (dict(criterion="layer-sparsity", schedule="iterative"), {"sparsity", "rounds"}),
+    (dict(schedule="gradual"), {"sparsity", "prune_every"})])
+def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
+    check_config(configs.override(BASE, **changes), given)
+
+
+@pytest.mark.parametrize("changes, given, match", [
+    (dict(criterion="threshold"), {"sparsity"}, "--sparsity is not used by --criterion threshold"),
+    (dict(criterion="std"), {"threshold"}, "--threshold is not used by --criterion std"),
+    (dict(), {"quality"}, "--quality is not used by --criterion global-sparsity"),
+    (dict(schedule="one-shot"), {"rounds"}, "--rounds is not used by --schedule one-shot"),
+    (dict(schedule="iterative"), {"prune_every"}, "--prune-every is not used by --schedule "
+                                                  "iterative")])
+def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(configs.override(BASE, **changes), given)

@@ -1,7 +1,15 @@
-"""The three stages as a user runs them: subprocesses in quick mode, in a temporary folder."""
+"""The scripts as a user runs them: subprocesses in quick mode, writing only into temporary folders.
+
+Failures must be one `error:` line, no traceback, and leave every earlier file as it was.
+"""
+import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,68 +25,136 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def one_error_line(result):
+    """The single `error:` line of a failed run (and no traceback)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = error_lines(result)
+    return line
+
+
+def digest(folder):
+    """{relative path: sha256} of every file under `folder`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """Run train -> prune -> deploy once in --quick mode; the folder they worked in."""
+    """Run train -> prune -> deploy once in --quick mode into dense/, pruned/, sparse/; the folder.
+
+    The repo's committed figures must come out of it untouched (--quick never writes pics/).
+    """
     cwd = tmp_path_factory.mktemp("pipeline")
-    for script in ("train_network_dense.py", "prune_network.py", "deploy_pruned_model.py"):
-        result = run(script, "--quick", cwd=cwd)
+    pics_before = digest(REPO / "pics")
+    for script, args in (("train_network_dense.py", ["--model-dir", "dense"]),
+                         ("prune_network.py", ["--dense-dir", "dense", "--model-dir", "pruned"]),
+                         ("deploy_pruned_model.py", ["--pruned-dir", "pruned", "--model-dir",
+                                                     "sparse"])):
+        result = run(script, "--quick", *args, cwd=cwd)
         assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
+    assert digest(REPO / "pics") == pics_before
     return cwd
 
 
 def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
-    for path in ["saved_models/network_dense/model.keras",
-                 "saved_models/network_dense_pruned/model.keras",
-                 "saved_models/network_dense_pruned/masks.npz",
-                 "saved_models/network_sparse/saved_model/saved_model.pb",
-                 "saved_models/network_sparse/weights.coo16.npz",
-                 "saved_models/network_sparse/weights.shared-5bit.npz",
-                 "saved_models/network_sparse/weights.shared-5bit-huffman.npz",
-                 "saved_models/network_sparse/compression_report.txt",
-                 "pics/weights_distribution_before_pruning.png",
-                 "pics/weights_distribution_after_pruning.png",
-                 "pics/weights_distribution_after_fine_tuning.png"]:
+    for path in ["dense/model.keras", "dense/stage.json", "pruned/model.keras",
+                 "pruned/masks.npz", "pruned/weights_distribution_before_pruning.png",
+                 "pruned/weights_distribution_after_pruning.png",
+                 "pruned/weights_distribution_after_fine_tuning.png",
+                 "sparse/saved_model/saved_model.pb", "sparse/weights.coo16.npz",
+                 "sparse/weights.shared-5bit.npz", "sparse/weights.shared-5bit-huffman.npz",
+                 "sparse/compression_report.txt"]:
         assert (pipeline / path).stat().st_size > 0, path
-    report = (pipeline / "saved_models/network_sparse/compression_report.txt").read_text()
+    report = (pipeline / "sparse/compression_report.txt").read_text()
     assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
+    assert not [p for p in pipeline.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
 def test_sparse_stage_matches_the_pruned_stage(pipeline):
-    pruned = json.loads((pipeline / "saved_models/network_dense_pruned/config.json").read_text())
-    sparse = json.loads((pipeline / "saved_models/network_sparse/config.json").read_text())
+    pruned = json.loads((pipeline / "pruned/config.json").read_text())
+    sparse = json.loads((pipeline / "sparse/config.json").read_text())
     assert sparse["results"]["test_accuracy"] == pruned["results"]["test_accuracy"]
     assert sparse["results"]["max_logit_difference"] <= 1e-4
     assert sum(sparse["results"]["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
-    result = run("prune_network.py", "--quick", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert error_lines(result) == [
-        "error: no checkpoint in saved_models/network_dense/: run train_network_dense.py first"]
-    result = run("deploy_pruned_model.py", "--quick", cwd=tmp_path)
-    assert result.returncode != 0 and "run prune_network.py first" in error_lines(result)[0]
+    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "none", cwd=tmp_path))
+    assert line == f"error: no checkpoint in {tmp_path}/none/: run train_network_dense.py first"
+    line = one_error_line(run("deploy_pruned_model.py", "--quick", "--pruned-dir", "none",
+                              cwd=tmp_path))
+    assert "run prune_network.py first" in line
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []
 
 
-def test_threshold_that_prunes_everything_is_one_clear_line(pipeline, tmp_path):
-    result = run("prune_network.py", "--quick", "--threshold", "10", "--dense-dir",
-                 str(pipeline / "saved_models/network_dense"), "--model-dir", str(tmp_path / "p"),
-                 cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert len(error_lines(result)) == 1 and "removes every weight" in error_lines(result)[0]
-    assert not (tmp_path / "p").exists()
+def test_a_failed_run_leaves_the_previous_checkpoint_and_writes_nothing(pipeline, tmp_path):
+    shutil.copytree(pipeline / "pruned", tmp_path / "pruned")
+    before = digest(tmp_path / "pruned")
+    line = one_error_line(run("prune_network.py", "--quick", "--threshold", "10", "--dense-dir",
+                              str(pipeline / "dense"), "--model-dir", "pruned", cwd=tmp_path))
+    assert "threshold 10.0 removes every weight of layer fc1: choose a smaller threshold" in line
+    assert digest(tmp_path / "pruned") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pruned.lock", "pruned"]
 
 
-def test_unknown_flag_and_help(tmp_path):
-    assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
-    assert run("train_network_dense.py", "--epochs", "x", cwd=tmp_path).returncode != 0
+@pytest.mark.parametrize("target", ["users folder", "its own input", "a file"])
+def test_an_output_that_is_not_the_stages_is_refused_and_left_intact(pipeline, tmp_path, target):
+    dense = tmp_path / "dense"
+    shutil.copytree(pipeline / "dense", dense)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    model_dir = {"users folder": "mine", "its own input": "dense", "a file": "file"}[target]
+    before = digest(tmp_path)
+    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "dense",
+                              "--model-dir", model_dir, cwd=tmp_path))
+    assert f"--model-dir {tmp_path / model_dir}" in line
+    assert "refusing to" in line and digest(tmp_path) == before
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_script(pipeline, tmp_path):
+    shutil.copytree(pipeline / "dense", tmp_path / "dense")
+    model = tmp_path / "dense/model.keras"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = os.urandom(4096)  # a few KiB overwritten
+    model.write_bytes(bytes(data))
+    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "dense",
+                              "--model-dir", "pruned", cwd=tmp_path))
+    assert f"{model} is damaged or unreadable" in line and "rerun train_network_dense.py" in line
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_deploying_a_dense_checkpoint_is_refused(pipeline, tmp_path):
+    line = one_error_line(run("deploy_pruned_model.py", "--quick", "--pruned-dir",
+                              str(pipeline / "dense"), "--model-dir", "s", cwd=tmp_path))
+    assert "holds a checkpoint of train_network_dense.py, not the one of prune_network.py" in line
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(pipeline, tmp_path):
+    """The first run is paused (SIGSTOP) once it has claimed its output, so the two overlap."""
+    args = ["--quick", "--dense-dir", str(pipeline / "dense"), "--model-dir", "pruned"]
+    first = subprocess.Popen([sys.executable, str(REPO / "prune_network.py"), *args],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".pruned.tmp-*")):
+            assert first.poll() is None and time.monotonic() < deadline, "first run never started"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
+        second = run("prune_network.py", *args, cwd=tmp_path)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-2000:]
+    assert "another run is writing" in one_error_line(second)
+    assert json.loads((tmp_path / "pruned/stage.json").read_text())["stage"] == "prune_network.py"
+    assert (tmp_path / "pruned/model.keras").stat().st_size > 0
 
 
 def test_deploying_a_lossy_format_exports_its_weights(pipeline, tmp_path):
     result = run("deploy_pruned_model.py", "--quick", "--format", "shared-4bit", "--pruned-dir",
-                 str(pipeline / "saved_models/network_dense_pruned"), "--model-dir",
-                 str(tmp_path / "s"), cwd=tmp_path)
+                 str(pipeline / "pruned"), "--model-dir", "s", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((tmp_path / "s/config.json").read_text())
     assert meta["results"]["format"] == "shared-4bit"
@@ -86,32 +162,37 @@ def test_deploying_a_lossy_format_exports_its_weights(pipeline, tmp_path):
         meta["results"]["formats"]["csr8"]["compression"] > meta["results"]["compression"]
 
 
-def test_unknown_format_is_one_clear_line(tmp_path):
-    result = run("deploy_pruned_model.py", "--quick", "--format", "zip", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "unknown format 'zip'" in error_lines(result)[0]
-
-
 def test_prune_with_a_criterion_and_schedule(pipeline, tmp_path):
     result = run("prune_network.py", "--quick", "--criterion", "global-sparsity", "--sparsity",
-                 "0.9", "--schedule", "gradual", "--dense-dir",
-                 str(pipeline / "saved_models/network_dense"), "--model-dir", str(tmp_path / "p"),
-                 cwd=tmp_path)
+                 "0.9", "--schedule", "gradual", "--dense-dir", str(pipeline / "dense"),
+                 "--model-dir", "p", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((tmp_path / "p/config.json").read_text())
     assert meta["config"]["schedule"] == "gradual"
     assert meta["results"]["nonzero_weights"] == round(0.1 * (784 * 512 + 512 * 512 + 512 * 10))
+    assert not (tmp_path / "p/weights_distribution_after_pruning.png").exists()  # see its doc
 
 
 def test_sweep_runs_in_quick_mode(pipeline, tmp_path):
-    result = run("sweep_pruning.py", "--quick", "--dense-dir",
-                 str(pipeline / "saved_models/network_dense"), cwd=tmp_path)
+    result = run("sweep_pruning.py", "--quick", "--dense-dir", str(pipeline / "dense"),
+                 "--results-dir", "r", "--pics-dir", "p", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = (tmp_path / "results/sweep_pruning.csv").read_text().splitlines()
+    rows = (tmp_path / "r/sweep_pruning.csv").read_text().splitlines()
     assert rows[0].startswith("schedule,") and len(rows) == 1 + 1 + 2 * 3
-    assert (tmp_path / "results/layer_sensitivity.csv").stat().st_size > 0
+    assert (tmp_path / "r/layer_sensitivity.csv").stat().st_size > 0
     for png in ("accuracy_vs_compression.png", "layer_sensitivity.png"):
-        assert (tmp_path / "pics" / png).stat().st_size > 0
+        assert (tmp_path / "p" / png).stat().st_size > 0
+
+
+def test_inference_benchmark_times_any_subset_of_variants(pipeline, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_inference.py"), "--pruned-dir",
+         str(pipeline / "pruned"), "--sparse-dir", str(pipeline / "sparse"), "--variants",
+         "sparse-csr", "--batches", "2", "--repeats", "1", "--results-dir", "r"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (written,) = (tmp_path / "r").glob("inference-*.json")
+    assert sorted(json.loads(written.read_text())["timings"]["2"]) == ["dense", "sparse-csr"]
 
 
 def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
@@ -120,7 +201,13 @@ def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
         (data / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)  # header says 0 images
-    result = run("train_network_dense.py", "--quick", "--data-dir", str(data), cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    (line,) = error_lines(result)
+    line = one_error_line(run("train_network_dense.py", "--quick", "--data-dir", str(data),
+                              "--model-dir", "d", cwd=tmp_path))
     assert "train-images-idx3-ubyte" in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_help_and_a_bad_flag(tmp_path):
+    assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
+    line = one_error_line(run("train_network_dense.py", "--epochs", "x", cwd=tmp_path))
+    assert line == "error: argument --epochs: must be an integer >= 1, got 'x' (see --help)"

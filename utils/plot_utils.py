@@ -1,5 +1,6 @@
 """The repo's plots: weight distributions (as the original drew them) and the pruning sweep."""
 import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -77,3 +78,16 @@ def _save(fig, ax, path):
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def publish(names, source, dest):
+    """Copy the figures `names` from folder `source` into `dest`, each atomically, so that the set
+    in `dest` is one run's: a name that `source` lacks is removed from `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (source / name).is_file():
+            tmp = dest / f".{name}.tmp"
+            shutil.copyfile(source / name, tmp)
+            os.replace(tmp, dest / name)
+        else:
+            (dest / name).unlink(missing_ok=True)

@@ -36,7 +36,7 @@ def compute_masks(model, criterion, value, previous=None):
     kernels = dense_kernels(model)
     old = None if previous is None else [previous[k.path] for k in kernels]
     masks = pruning_utils.criterion_masks([k.numpy() for k in kernels], criterion, value, old)
-    pruning_utils.check_masks(masks, [layer_name(k.path) for k in kernels])
+    pruning_utils.check_masks(masks, [layer_name(k.path) for k in kernels], criterion, value)
     return {k.path: m for k, m in zip(kernels, masks)}
 
 

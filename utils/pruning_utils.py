@@ -75,12 +75,16 @@ def criterion_masks(weights, criterion, value, previous=None):
     return masks
 
 
-def check_masks(masks, names):
-    """Raise ValueError when a mask removes every weight of a layer: the network would be dead."""
+def check_masks(masks, names, criterion="threshold", value=None):
+    """Raise ValueError when a mask removes every weight of a layer: the network would be dead.
+
+    The message names the criterion's value (threshold, quality or sparsity) that went too far.
+    """
+    value_name = CRITERIA[criterion][1]
     for name, mask in zip(names, masks):
         if not mask.any():
-            raise ValueError(f"the pruning removes every weight of layer {name}: "
-                             f"choose a smaller threshold")
+            raise ValueError(f"{criterion} pruning at {value_name} {value} removes every weight "
+                             f"of layer {name}: choose a smaller {value_name}")
 
 
 def sparsity(masks):

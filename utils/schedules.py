@@ -26,6 +26,36 @@ def criterion_value(config):
     return getattr(config, VALUE_OF[config.criterion])
 
 
+# Which flags only one criterion or schedule reads: {config field: (the field choosing, its values)}
+USED_ONLY_BY = {
+    **{field: ("criterion", [c for c, f in VALUE_OF.items() if f == field])
+       for field in set(VALUE_OF.values())},
+    "rounds": ("schedule", ["iterative"]),
+    "prune_every": ("schedule", ["gradual"]),
+}
+
+
+def check_config(config, given=()):
+    """Raise ValueError, naming the flags, for settings that cannot run together, or for a setting
+    in `given` (the fields a user set) that the chosen criterion or schedule would ignore."""
+    criterion_value(config)
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    for field in sorted(given):
+        if field in USED_ONLY_BY:
+            chooser, users = USED_ONLY_BY[field]
+            if getattr(config, chooser) not in users:
+                raise ValueError(
+                    f"--{field.replace('_', '-')} is not used by --{chooser} "
+                    f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
+    if config.schedule == "gradual" and VALUE_OF[config.criterion] != "sparsity":
+        raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
+                         f"layer-sparsity or global-sparsity, got {config.criterion}")
+    if config.schedule == "iterative" and not 1 <= config.rounds <= config.epochs:
+        raise ValueError(f"--rounds must be in [1, --epochs {config.epochs}] (each round "
+                         f"fine-tunes at least one epoch), got {config.rounds}")
+
+
 def round_value(config, r):
     """Target of iterative round r (1..rounds): thresholds rise linearly to the final one;
     sparsities so that the kept fraction shrinks geometrically, (1 - s)^(r / rounds)."""
@@ -38,8 +68,7 @@ def round_value(config, r):
 def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print):
     """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
     each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    check_config(config)
     on_prune = on_prune or (lambda r, masks: None)
     value = criterion_value(config)
     if config.schedule == "one-shot":
@@ -49,8 +78,6 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         return masks, history
 
     if config.schedule == "iterative":
-        if config.rounds < 1 or config.rounds > config.epochs:
-            raise ValueError(f"rounds must be in [1, epochs={config.epochs}], got {config.rounds}")
         bounds = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
         masks, history = None, []
         for r in range(1, config.rounds + 1):

@@ -223,7 +223,10 @@ FORMATS = ["coo16", "csr8", "csr8-fp16", "bitmask", "shared-4bit", "shared-5bit"
 
 def codec(fmt):
     """(encoder, decoder) of a format name; ValueError naming the valid ones if unknown."""
-    match = re.fullmatch(r"shared-(\d)bit(-huffman)?", fmt)
+    match = re.fullmatch(r"shared-(\d+)bit(-huffman)?", fmt)
+    if match and not 1 <= int(match.group(1)) <= 8:
+        raise ValueError(f"format {fmt!r}: shared-Nbit needs N in 1..8 (a code is at most one "
+                         f"byte), got N={match.group(1)}")
     if match and match.group(2):
         return (lambda layer: _encode_shared_huffman(layer, int(match.group(1))),
                 _decode_shared_huffman)

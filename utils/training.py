@@ -105,7 +105,8 @@ class Trainer:
         steps = len(self.y) // batch_size
         batches = rng.permutation(len(self.y))[:steps * batch_size].reshape(steps, batch_size)
         loss_sum = correct = 0.0
-        with tqdm(total=steps, desc=desc, unit="step", leave=False) as bar:
+        # disable=None: a bar only on a terminal; a log file gets the one line per epoch instead
+        with tqdm(total=steps, desc=desc, unit="step", leave=False, disable=None) as bar:
             for start in range(0, steps, STEPS_PER_CALL):
                 chunk = tf.constant(batches[start:start + STEPS_PER_CALL], tf.int32)
                 loss, hits = self._run_steps(chunk)

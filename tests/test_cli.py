@@ -1,0 +1,131 @@
+"""Every flag is checked before any work: each script is run in this process with a bad flag, and
+must stop with one line naming the flag and the value before it loads data or claims an output."""
+import argparse
+import runpy
+from pathlib import Path
+
+import pytest
+
+import configs
+from tests.conftest import REPO
+from utils import checkpoints, cli
+
+
+class WorkStarted(Exception):
+    """Raised by the stand-ins of the first steps of real work."""
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make loading data, claiming an output folder or loading a checkpoint fail the test; the
+    paths the script asked for are recorded."""
+    asked = {}
+
+    def refuse(what):
+        def stand_in(path=None, *args, **kwargs):
+            asked[what] = path
+            asked.update(kwargs.get("inputs") or {})
+            raise WorkStarted(what)
+        return stand_in
+
+    monkeypatch.setattr(cli, "load_data", refuse("data"))
+    monkeypatch.setattr(checkpoints, "stage_output", refuse("output"))
+    monkeypatch.setattr(checkpoints, "lock", refuse("lock"))
+    monkeypatch.setattr(checkpoints, "load_checkpoint", refuse("checkpoint"))
+    return asked
+
+
+def run_script(script, *args, monkeypatch):
+    """Run `script` with `args` in this process; (exit code, the one error line)."""
+    monkeypatch.setattr("sys.argv", [script, *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    return exit_.value.code
+
+
+BAD_FLAGS = [
+    ("train_network_dense.py", ["--epochs", "-3"], "argument --epochs: must be an integer >= 1, "
+                                                    "got '-3'"),
+    ("train_network_dense.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    ("train_network_dense.py", ["--seed", "-1"], "argument --seed: must be an integer in"),
+    ("train_network_dense.py", ["--model-dir", ""], "argument --model-dir: must be a path"),
+    ("prune_network.py", ["--rounds", "0"], "argument --rounds: must be an integer >= 1"),
+    ("prune_network.py", ["--prune-every", "0"], "argument --prune-every: must be an integer >= 1, "
+                                                 "got '0'"),
+    ("prune_network.py", ["--sparsity", "1.5"], "argument --sparsity: must be a number in [0, 1), "
+                                                "got '1.5'"),
+    ("prune_network.py", ["--quality", "-1"], "argument --quality: must be a finite number >= 0"),
+    ("prune_network.py", ["--threshold", "nan"], "argument --threshold: must be a finite number"),
+    ("prune_network.py", ["--criterion", "random"], "argument --criterion: invalid choice"),
+    ("deploy_pruned_model.py", ["--format", "shared-9bit"], "argument --format: format "
+                                                            "'shared-9bit': shared-Nbit needs N"),
+    ("deploy_pruned_model.py", ["--format", "zip"], "argument --format: unknown format 'zip'"),
+    ("sweep_pruning.py", ["--sparsities", "0.9", "1.5"], "argument --sparsities: must be a number "
+                                                         "in [0, 1), got '1.5'"),
+    ("sweep_pruning.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    ("benchmarks/bench_inference.py", ["--batches", "0"], "argument --batches: must be an integer"),
+    ("benchmarks/bench_inference.py", ["--variants", "sparse"], "argument --variants: invalid "
+                                                                "choice"),
+    ("benchmarks/bench_training.py", ["--epochs", "0"], "argument --epochs: must be an integer"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", BAD_FLAGS)
+def test_a_bad_flag_value_is_one_line_before_any_work(script, args, message, no_work,
+                                                      monkeypatch, capsys):
+    assert run_script(script, *args, monkeypatch=monkeypatch) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not no_work
+
+
+UNUSED_OR_CONFLICTING = [
+    (["--sparsity", "0.9"], "--sparsity is not used by --criterion threshold"),
+    (["--criterion", "std", "--threshold", "0.1"], "--threshold is not used by --criterion std"),
+    (["--rounds", "2"], "--rounds is not used by --schedule one-shot"),
+    (["--schedule", "iterative", "--prune-every", "5"], "--prune-every is not used by --schedule "
+                                                        "iterative"),
+    (["--schedule", "gradual"], "--schedule gradual ramps up a sparsity: it needs --criterion"),
+    (["--schedule", "iterative", "--rounds", "5", "--epochs", "2"], "--rounds must be in [1, "
+                                                                    "--epochs 2]"),
+    (["--quick", "--pics-dir", str(REPO / "pics")], "--quick never writes the committed"),
+]
+
+
+@pytest.mark.parametrize("args, message", UNUSED_OR_CONFLICTING)
+def test_a_flag_the_criterion_or_schedule_ignores_is_an_error(args, message, no_work,
+                                                              monkeypatch):
+    code = run_script("prune_network.py", *args, monkeypatch=monkeypatch)
+    assert code.startswith("error: ") and message in code and "\n" not in code
+    assert not no_work
+
+
+def test_quick_sweep_refuses_the_committed_results(no_work, monkeypatch):
+    code = run_script("sweep_pruning.py", "--quick", "--results-dir", str(REPO / "results"),
+                      monkeypatch=monkeypatch)
+    assert "--quick never writes the committed" in code and not no_work
+
+
+@pytest.mark.parametrize("script, flag, default", [
+    ("train_network_dense.py", "output", configs.DenseConfig.model_dir),
+    ("prune_network.py", "--dense-dir", configs.DenseConfig.model_dir),
+    ("deploy_pruned_model.py", "--pruned-dir", configs.PrunedConfig.model_dir),
+])
+def test_default_paths_are_the_repos_and_given_ones_the_current_folders(
+        script, flag, default, no_work, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    option = "--model-dir" if flag == "output" else flag
+    for args, expected in (([], REPO / default), ([option, "mine"], tmp_path / "mine")):
+        monkeypatch.setattr("sys.argv", [script, "--quick", *args])  # --quick: no pics/ lock
+        with pytest.raises(WorkStarted):
+            runpy.run_path(str(REPO / script), run_name="__main__")
+        assert Path(no_work[flag]) == expected
+
+
+@pytest.mark.parametrize("parse, text", [
+    (cli.positive_int, "x"), (cli.positive_int, "1.5"), (cli.fraction, "1"),
+    (cli.fraction, "-0.1"), (cli.fraction, "nan"), (cli.non_negative, "inf"),
+    (cli.seed, str(2 ** 32)), (cli.path, " ")])
+def test_flag_types_reject_out_of_range_values_saying_what_is_allowed(parse, text):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"must be .*got {text!r}"):
+        parse(text)
