@@ -21,9 +21,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import configs  # noqa: E402
-from benchmarks.timing import machine_facts, write_results  # noqa: E402
+from benchmarks.timing import RESULTS_DIR, machine_facts, write_results  # noqa: E402
 from networks.network_dense import build_dense_network  # noqa: E402
 from utils import cli  # noqa: E402
+from utils.checkpoints import lock  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
 from utils.training import STEPS_PER_CALL, Trainer  # noqa: E402
 
@@ -59,6 +60,12 @@ def main():
                    help="timed epochs (after one warm-up)")
     p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
+    with lock(RESULTS_DIR / "training", "results"):  # writable; one benchmark at a time
+        run_benchmark(args)
+
+
+def run_benchmark(args):
+    """Time training epochs and the matmul bound alternately; print, write the JSON."""
     config = configs.DenseConfig()
     keras.utils.set_random_seed(config.seed)
     x, y = load_mnist(args.data_dir)["train"]
