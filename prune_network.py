@@ -64,7 +64,7 @@ def main():
         prune_every=args.prune_every, epochs=args.epochs or quick.get("epochs"),
         model_dir=str(args.model_dir), seed=args.seed)
     check_config(config, given=cli.given(args, USED_ONLY_BY))
-    pics = cli.figures_dir(args, "--pics-dir", "pics")
+    pics = cli.publish_dir(args, "--pics-dir", "pics")
     keras.utils.set_random_seed(config.seed)
     target = f"{config.criterion} {criterion_value(config)}, {config.schedule}"
 

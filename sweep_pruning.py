@@ -13,9 +13,7 @@ all at the end of a successful run (--quick never writes results/ or pics/).
 """
 import contextlib
 import csv
-import os
 import time
-from pathlib import Path
 
 import keras
 
@@ -24,6 +22,7 @@ from networks.network_base import evaluate, logits_function
 from networks.network_dense import load_for_fine_tuning
 from networks.network_sparse import sparse_layers
 from utils import cli, pruning_utils, sparse_formats
+from utils.atomic import replacing
 from utils.checkpoints import lock
 from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
 from utils.pruning import dense_kernels, layer_name
@@ -71,14 +70,10 @@ def layer_sensitivity(model, data, levels):
 
 
 def write_csv(path, rows):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main():
@@ -102,8 +97,8 @@ def main():
     args.seed = configs.SEED if args.seed is None else args.seed
     if args.quick:
         args.sparsities, args.epochs = args.sparsities[:2], configs.QUICK["epochs"]
-    results = cli.figures_dir(args, "--results-dir", "results", configs.repo_path(QUICK_DIR))
-    pics = cli.figures_dir(args, "--pics-dir", "pics", configs.repo_path(QUICK_DIR))
+    results = cli.publish_dir(args, "--results-dir", "results", configs.repo_path(QUICK_DIR))
+    pics = cli.publish_dir(args, "--pics-dir", "pics", configs.repo_path(QUICK_DIR))
 
     with contextlib.ExitStack() as outputs:  # one sweep at a time writes them; checked writable
         for folder, flag in {results: "--results-dir", pics: "--pics-dir"}.items():  # once each

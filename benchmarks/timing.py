@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from utils.atomic import replacing
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -55,10 +57,7 @@ def machine_facts():
 
 def write_results(name, results, folder=RESULTS_DIR):
     """Write `results` as JSON to <folder>/<name>-<device>.json (atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{device_name()}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, path)
+    path = Path(folder) / f"{name}-{device_name()}.json"
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
     return path

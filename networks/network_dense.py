@@ -79,10 +79,9 @@ def load_for_fine_tuning(dense_dir, config):
     """
     trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
     model = build_dense_network(config)
-    theirs, mine = architecture(trained), architecture(model)
-    shapes = [w.shape for w in trained.get_weights()] == [w.shape for w in model.get_weights()]
-    if theirs != mine or not shapes:
-        raise CheckpointError(f"{dense_dir}/ holds a {theirs} network; this stage builds {mine} "
+    if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
+        raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
+                              f"builds {architecture(model)} "
                               f"(input_size, hidden_sizes, num_classes in configs.py): retrain "
                               f"with train_network_dense.py or change configs.py")
     model.set_weights(trained.get_weights())

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import TINY, tiny_data, tiny_model
+from tests.helpers import TINY, tiny_data, tiny_model, write_checkpoint
 from utils.checkpoints import (CheckpointError, load_checkpoint, lock, save_checkpoint,
                                stage_output)
 from utils.pruning import compute_masks
@@ -15,12 +15,10 @@ from utils.training import fit
 STAGE = "train_network_dense.py"
 
 
-def write_checkpoint(path, stage=STAGE, masks=True):
+def write_tiny(path, masks=True):
     model, optimizer = tiny_model()
-    with stage_output(path, stage) as out:
-        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5},
-                        masks=compute_masks(model, "threshold", 0.1) if masks else None)
-    return model, optimizer
+    write_checkpoint(path, STAGE, model, optimizer,
+                     compute_masks(model, "threshold", 0.1) if masks else None)
 
 
 def snapshot(folder):
@@ -99,7 +97,7 @@ def test_anything_else_is_refused_before_the_block_runs_and_left_intact(tmp_path
 
 @pytest.mark.parametrize("output", ["in", "in/sub", "."])
 def test_a_stage_never_writes_over_or_inside_its_input(tmp_path, output):
-    write_checkpoint(tmp_path / "in")
+    write_tiny(tmp_path / "in")
     before = snapshot(tmp_path)
     with pytest.raises(CheckpointError, match="input|inside the checkpoint"):
         with stage_output(tmp_path / output, "prune_network.py",
@@ -129,7 +127,7 @@ def test_a_second_writer_is_refused_and_the_first_finishes(tmp_path):
 
 
 def test_leftovers_of_a_killed_run_are_removed_but_nobody_elses(tmp_path):
-    write_checkpoint(tmp_path / "ckpt")
+    write_tiny(tmp_path / "ckpt")
     killed = tmp_path / ".ckpt.tmp-abc"  # what a SIGKILLed run leaves: its stage.json inside
     killed.mkdir()
     (killed / "stage.json").write_text(json.dumps({"stage": STAGE}))
@@ -142,7 +140,7 @@ def test_leftovers_of_a_killed_run_are_removed_but_nobody_elses(tmp_path):
 
 @pytest.mark.parametrize("damage", ["overwrite", "truncate", "json", "masks", "stage"])
 def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
-    write_checkpoint(tmp_path / "ckpt")
+    write_tiny(tmp_path / "ckpt")
     file = {"overwrite": "model.keras", "truncate": "model.keras", "json": "config.json",
             "masks": "masks.npz", "stage": "stage.json"}[damage]
     path = tmp_path / "ckpt" / file
@@ -157,7 +155,7 @@ def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
 
 
 def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path):
-    write_checkpoint(tmp_path / "dense", masks=False)
+    write_tiny(tmp_path / "dense", masks=False)
     with pytest.raises(CheckpointError, match=f"holds a checkpoint of {STAGE}, not the one of "
                                               f"prune_network.py"):
         load_checkpoint(tmp_path / "dense", made_by="prune_network.py")

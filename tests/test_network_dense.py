@@ -4,8 +4,8 @@ import pytest
 import configs
 from networks.network_dense import (ByteDropout, build_dense_network, dense_layers,
                                     load_for_fine_tuning, load_pruned)
-from tests.helpers import TINY, tiny_model
-from utils.checkpoints import CheckpointError, save_checkpoint, stage_output
+from tests.helpers import tiny_model, write_checkpoint
+from utils.checkpoints import CheckpointError
 from utils.pruning import prune
 
 
@@ -37,13 +37,8 @@ def test_byte_dropout_rejects_a_rate_of_one():
         ByteDropout(1.0)
 
 
-def write(path, stage, model, optimizer, masks=None):
-    with stage_output(path, stage) as out:
-        save_checkpoint(out, model, optimizer, TINY, masks=masks)
-
-
 def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
-    write(tmp_path / "dense", "train_network_dense.py", *tiny_model())
+    write_checkpoint(tmp_path / "dense", "train_network_dense.py", *tiny_model())
     with pytest.raises(CheckpointError, match=r"dense/ holds a 20-16-8-3 network; this stage "
                                               r"builds 784-512-512-10 \(.*hidden_sizes"):
         load_for_fine_tuning(tmp_path / "dense", configs.PrunedConfig())
@@ -52,7 +47,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
 def test_load_pruned_returns_masks_that_match_the_kernels(tmp_path):
     model, optimizer = tiny_model()
     masks = prune(model, "threshold", 0.2)
-    write(tmp_path / "pruned", "prune_network.py", model, optimizer, masks)
+    write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer, masks)
     loaded, loaded_masks = load_pruned(tmp_path / "pruned")
     for layer, mask in zip(dense_layers(loaded), masks.values()):
         np.testing.assert_array_equal(loaded_masks[layer.kernel.path], mask)
@@ -68,6 +63,6 @@ def test_load_pruned_refuses_a_checkpoint_whose_masks_do_not_fit(tmp_path, fault
         masks.pop(next(iter(masks)))
     else:
         dense_layers(model)[0].kernel.assign(np.ones(dense_layers(model)[0].kernel.shape))
-    write(tmp_path / "pruned", "prune_network.py", model, optimizer, masks)
+    write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer, masks)
     with pytest.raises(CheckpointError, match="masks.npz .*rerun prune_network.py"):
         load_pruned(tmp_path / "pruned")

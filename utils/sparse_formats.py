@@ -18,11 +18,11 @@ arrays whose total `nbytes` is the format's size, and back. Formats:
 Biases stay float32 and shapes int32 in every format; both are counted.
 """
 import heapq
-import os
 import re
-from pathlib import Path
 
 import numpy as np
+
+from utils.atomic import replacing
 
 GAP_BITS = 8
 MAX_GAP = 2 ** GAP_BITS - 1  # a gap byte of 0 is padding: skip MAX_GAP columns
@@ -262,11 +262,10 @@ def nbytes(encoded):
 def save(path, layers, fmt):
     """Encode `layers` and write them (uncompressed .npz) atomically; returns the encoded arrays."""
     encoded = encode(layers, fmt)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, format=np.array(fmt), names=np.array([l["name"] for l in layers]),
-             **{f"{i}/{key}": a for i, arrays in enumerate(encoded) for key, a in arrays.items()})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        np.savez(tmp, format=np.array(fmt), names=np.array([l["name"] for l in layers]),
+                 **{f"{i}/{key}": a for i, arrays in enumerate(encoded)
+                    for key, a in arrays.items()})
     return encoded
 
 
