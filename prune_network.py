@@ -5,10 +5,10 @@
     python prune_network.py --criterion global-sparsity --sparsity 0.97 --schedule gradual
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
-Needs the checkpoint of train_network_dense.py. Writes <model-dir>/model.keras, masks.npz,
-config.json, stage.json and the weight-distribution plots; a full run (not --quick) copies the
-plots to pics/ once it has succeeded. <model-dir> must be new, empty or this script's earlier
-output; it is replaced only when the run succeeds.
+Needs the checkpoint of train_network_dense.py. Writes <model-dir>/model.keras (with its pruning
+masks), config.json, stage.json and the weight-distribution plots; a full run (not --quick)
+copies the plots to pics/ once it has succeeded. <model-dir> must be new, empty or this
+script's earlier output; it is replaced only when the run succeeds.
 """
 import contextlib
 import time
@@ -18,11 +18,11 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import load_for_fine_tuning
+from networks.network_dense import dense_layers, load_for_fine_tuning
+from pruning import sparsity_lines
 from utils import cli
 from utils.checkpoints import lock, save_checkpoint, stage_output
 from utils.plot_utils import plot_weight_distribution, publish
-from utils.pruning import dense_kernels, sparsity_lines
 from utils.schedules import (SCHEDULES, USED_ONLY_BY, VALUE_OF, check_config, criterion_value,
                              prune_and_fine_tune)
 
@@ -75,13 +75,13 @@ def main():
             data = cli.load_data(args)
             logits_fn = logits_function(model)
             dense_acc, _ = evaluate(logits_fn, *data["test"])
-            kernels = {"before pruning": [k.numpy() for k in dense_kernels(model)]}
+            kernels = {"before pruning": [l.kernel.numpy() for l in dense_layers(model)]}
             before_fine_tuning = {}
 
             def report_first_pruning(round_, masks):
                 if round_ == 1:
                     before_fine_tuning["accuracy"], _ = evaluate(logits_fn, *data["test"])
-                    kernels["after pruning"] = [k.numpy() for k in dense_kernels(model)]
+                    kernels["after pruning"] = [l.kernel.numpy() for l in dense_layers(model)]
                     print(f"pruned ({target}, round 1):", *sparsity_lines(masks), sep="\n")
                     print(f"test accuracy {dense_acc:.4f} dense -> "
                           f"{before_fine_tuning['accuracy']:.4f} pruned, before fine-tuning")
@@ -93,14 +93,14 @@ def main():
             masks, history = prune_and_fine_tune(model, optimizer, config, data,
                                                  report_first_pruning)
             seconds = time.perf_counter() - start
-            # The masked step guarantees this; a checkpoint must never hold a pruned non-zero.
-            for kernel in dense_kernels(model):
-                assert not kernel.numpy()[~masks[kernel.path]].any(), f"{kernel.path} grew back"
-            kernels["after fine-tuning"] = [k.numpy() for k in dense_kernels(model)]
+            # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
+            for layer in dense_layers(model):
+                assert not layer.kernel.numpy()[~masks[layer.name]].any(), f"{layer.name} grew back"
+            kernels["after fine-tuning"] = [l.kernel.numpy() for l in dense_layers(model)]
             test_acc, test_loss = evaluate(logits_fn, *data["test"])
 
             nonzero = sum(int(m.sum()) for m in masks.values())
-            save_checkpoint(out, model, optimizer, config, masks=masks, results=dict(
+            save_checkpoint(out, model, optimizer, config, results=dict(
                 dense_test_accuracy=dense_acc, test_accuracy=test_acc, test_loss=test_loss,
                 pruned_test_accuracy_before_fine_tuning=before_fine_tuning.get("accuracy"),
                 nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history))

@@ -19,13 +19,13 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import load_for_fine_tuning
+from networks.network_dense import dense_layers, load_for_fine_tuning
 from networks.network_sparse import sparse_layers
+from pruning import criteria
 from utils import cli, pruning_utils, sparse_formats
 from utils.atomic import replacing
 from utils.checkpoints import lock
 from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
-from utils.pruning import dense_kernels, layer_name
 from utils.schedules import SCHEDULES, criterion_value, prune_and_fine_tune
 
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
@@ -47,7 +47,7 @@ def run_point(args, data, **changes):
     coo16 = sparse_formats.nbytes(sparse_formats.encode(layers, "coo16"))
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=criterion_value(config),
-               sparsity=pruning_utils.sparsity(list(masks.values())), nonzeros=nonzero,
+               sparsity=criteria.sparsity(list(masks.values())), nonzeros=nonzero,
                compression=pruning_utils.dense_bytes(layers) / coo16, test_accuracy=accuracy,
                epochs=config.epochs, seconds=seconds)
     print(f"{row['schedule']:10s} target {row['target']:<6} sparsity {row['sparsity']:.2%}  "
@@ -58,14 +58,14 @@ def run_point(args, data, **changes):
 def layer_sensitivity(model, data, levels):
     """Test accuracy with one layer at a time pruned to each sparsity level, no fine-tuning."""
     logits_fn, rows = logits_function(model), []
-    for kernel in dense_kernels(model):
-        original = kernel.numpy()
+    for layer in dense_layers(model):
+        original = layer.kernel.numpy()
         for level in levels:
-            (mask,) = pruning_utils.layer_sparsity_masks([original], level)
-            kernel.assign(original * mask)
+            (mask,) = criteria.layer_sparsity_masks([original], level)
+            layer.kernel.assign(original * mask)
             accuracy, _ = evaluate(logits_fn, *data["test"])
-            rows.append(dict(layer=layer_name(kernel.path), sparsity=level, test_accuracy=accuracy))
-        kernel.assign(original)
+            rows.append(dict(layer=layer.name, sparsity=level, test_accuracy=accuracy))
+        layer.kernel.assign(original)
     return rows
 
 

@@ -41,7 +41,7 @@ def main():
               f"on {len(data['train'][1]):,} images for {config.epochs} epochs")
 
         start = time.perf_counter()
-        history, _ = fit(model, optimizer, config, data)
+        history = fit(model, optimizer, config, data)
         seconds = time.perf_counter() - start
         test_acc, test_loss = evaluate(logits_function(model), *data["test"])
         save_checkpoint(out, model, optimizer, config, results=dict(

@@ -1,13 +1,18 @@
-"""Training throughput of stage 1's real step against the float32 matmul bound at the same shapes.
+"""Training throughput: `model.fit` (what the scripts use) against a hand-written compiled loop,
+side by side in one process, each as a fraction of the float32 matmul bound at the same shapes.
 
-    python benchmarks/bench_training.py             # 3 timed epochs of the dense network
+    python benchmarks/bench_training.py             # 3 timed epochs of each, dense and pruned
     python benchmarks/bench_training.py --epochs 1
 
+Two settings: "dense" is stage 1's step (dropout 0.5, weight decay 5e-4); "pruned" is stage 2's
+(no dropout, decay 1e-4) with 95% of every kernel pruned at random: `model.fit` keeps the zeros
+with the `pruning` package's mask constraints, the loop by masking the gradients.
 The bound: the same forward and backward matrix products as one training step (x W1, h1 W2,
 h2 W3, the three weight gradients and the two input gradients that backprop needs), timed alone in
 the same compiled-loop structure, in this same run (with the real step's batch gather, which
 keeps the products from being hoisted out of the loop). The fraction printed is bound time /
-step time: the share of the step the matmuls would take if nothing else cost anything.
+step time: the share of the step the matmuls would take if nothing else cost anything. Each fit
+epoch is timed from its first to its last batch (a callback), without fit's per-call set-up.
 Writes benchmarks/results/training-<cpu|gpu>.json.
 """
 import sys
@@ -22,11 +27,57 @@ import tensorflow as tf  # noqa: E402
 
 import configs  # noqa: E402
 from benchmarks.timing import RESULTS_DIR, machine_facts, write_results  # noqa: E402
-from networks.network_dense import build_dense_network  # noqa: E402
+from networks.network_base import cross_entropy  # noqa: E402
+from networks.network_dense import build_dense_network, dense_layers  # noqa: E402
+from pruning import prune_low_magnitude  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.checkpoints import lock  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
-from utils.training import STEPS_PER_CALL, Trainer  # noqa: E402
+from utils.training import STEPS_PER_EXECUTION, fit  # noqa: E402
+
+
+class CustomLoop:
+    """The reference: 50 SGD steps per XLA-compiled call (a tf.range loop over batches gathered
+    from in-memory constants), L2 decay added to the gradient, masked gradients. This was the
+    repository's trainer before model.fit took over."""
+
+    def __init__(self, model, optimizer, x, y, weight_decay, masks=None):
+        self.model, self.optimizer = model, optimizer
+        self.x, self.y = tf.constant(x), tf.constant(y)
+        variables = model.trainable_variables
+        masks = masks or {}
+        self.masks = [tf.constant(masks[v.path], tf.float32) if v.path in masks else None
+                      for v in variables]
+        self.decay = [2 * weight_decay if len(v.shape) >= 2 else 0.0 for v in variables]
+        self.run = tf.function(self._steps, jit_compile=True)
+
+    def _step(self, batch):
+        x, y = tf.gather(self.x, batch), tf.gather(self.y, batch)
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = tf.reduce_mean(cross_entropy(y, logits))
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        grads = [(g + d * v if d else g) * (1 if m is None else m) for g, d, v, m in
+                 zip(grads, self.decay, self.model.trainable_variables, self.masks)]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == y,
+                                           tf.float32))
+
+    def _steps(self, batches):
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        for i in tf.range(tf.shape(batches)[0]):
+            loss, hits = self._step(batches[i])
+            loss_sum, correct = loss_sum + loss, correct + hits
+        return loss_sum, correct
+
+
+
+def in_chunks(run, batches):
+    """Call the compiled `run` on STEPS_PER_EXECUTION rows of `batches` at a time, waiting for
+    each result."""
+    for start in range(0, len(batches), STEPS_PER_EXECUTION):
+        tf.nest.flatten(run(tf.constant(batches[start:start + STEPS_PER_EXECUTION],
+                                        tf.int32)))[0].numpy()
 
 
 def matmul_loop(x, sizes, batch_size):
@@ -57,55 +108,94 @@ def matmul_loop(x, sizes, batch_size):
 def main():
     p = cli.Parser(__doc__)
     p.add_argument("--epochs", type=cli.positive_int, default=3,
-                   help="timed epochs (after one warm-up)")
+                   help="timed epochs of each (after one warm-up)")
     p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
     with lock(RESULTS_DIR / "training", "results"):  # writable; one benchmark at a time
         run_benchmark(args)
 
 
-def run_benchmark(args):
-    """Time training epochs and the matmul bound alternately; print, write the JSON."""
-    config = configs.DenseConfig()
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds from the start of the epoch to the end of its last compiled call."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def setting(name, x, y):
+    """(CustomLoop, one-epoch model.fit function, EpochTimer) for "dense" or "pruned"."""
+    config = configs.DenseConfig() if name == "dense" else configs.PrunedConfig()
     keras.utils.set_random_seed(config.seed)
+    masks = {}
+    models = [build_dense_network(config) for _ in range(2)]
+    if name == "pruned":
+        rng = np.random.default_rng(0)
+        masks = {l.name: rng.random(l.kernel.shape) >= 0.95 for l in dense_layers(models[0])}
+        for model in models:
+            for layer in dense_layers(model):
+                layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
+        prune_low_magnitude(models[1], "threshold", 0.0)  # keeps all non-zeros: the same masks
+    loop = CustomLoop(models[0], keras.optimizers.SGD(0.01, momentum=config.momentum), x, y,
+                      config.weight_decay, {l.kernel.path: masks[l.name]
+                                            for l in dense_layers(models[0]) if masks})
+    # The loop adds the decay's gradient itself and never reads the models' regularisers.
+    timer = EpochTimer()
+    optimizer = keras.optimizers.SGD(0.01, momentum=config.momentum)
+    one_epoch = configs.override(config, epochs=1)
+    data = {"train": (x, y), "validation": (x[:5000], y[:5000])}
+
+    def fit_epoch():
+        fit(models[1], optimizer, one_epoch, data, callbacks=[timer], log=lambda *_: None)
+    return loop, fit_epoch, timer
+
+
+def run_benchmark(args):
+    """Time epochs of the loop, of model.fit and of the matmul bound, alternately; print, write
+    the JSON."""
+    config = configs.DenseConfig()
     x, y = load_mnist(args.data_dir)["train"]
     steps = len(y) // config.batch_size
     rng = np.random.default_rng(0)
-
-    model = build_dense_network(config)
-    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
-    trainer = Trainer(model, optimizer, x, y, weight_decay=config.weight_decay)
     sizes = [config.input_size, *config.hidden_sizes, config.num_classes]
-    bound, flops = matmul_loop(trainer.x, sizes, config.batch_size)
+    bound, flops = matmul_loop(tf.constant(x), sizes, config.batch_size)
 
-    def epoch_of_matmuls():
-        batches = rng.permutation(len(y))[:steps * config.batch_size].reshape(steps, -1)
-        for start in range(0, steps, STEPS_PER_CALL):
-            bound(tf.constant(batches[start:start + STEPS_PER_CALL], tf.int32)).numpy()
+    def shuffled_batches():
+        return rng.permutation(len(y))[:steps * config.batch_size].reshape(steps, -1)
 
-    def epoch_of_training():
-        trainer.train_epoch(config.batch_size, rng, desc="timing")
-
-    timings = {"train_step": [], "matmul_bound": []}
-    for fn in (epoch_of_training, epoch_of_matmuls):  # warm-up: tracing, allocator
+    fns, timers = {"matmul_bound": lambda: in_chunks(bound, shuffled_batches())}, {}
+    for name in ("dense", "pruned"):
+        loop, fit_epoch, timers[f"{name}_fit"] = setting(name, x, y)
+        fns[f"{name}_custom_loop"] = (lambda run: lambda: in_chunks(run, shuffled_batches()))(
+            loop.run)
+        fns[f"{name}_fit"] = fit_epoch
+    timings = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up: tracing, XLA, allocator
         fn()
-    for _ in range(args.epochs):  # alternate so a slow spell of the machine hits both alike
-        for name, fn in (("train_step", epoch_of_training), ("matmul_bound", epoch_of_matmuls)):
+    for _ in range(args.epochs):  # alternate so a slow spell of the machine hits all alike
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            timings[name].append((time.perf_counter() - start) / steps)
+            seconds = timers[name].seconds if name in timers else time.perf_counter() - start
+            timings[name].append(seconds / steps)
 
-    step, matmul = np.median(timings["train_step"]), np.median(timings["matmul_bound"])
+    matmul = float(np.median(timings["matmul_bound"]))
     results = dict(machine=machine_facts(), batch_size=config.batch_size, steps_per_epoch=steps,
-                   step_seconds=timings["train_step"], matmul_seconds=timings["matmul_bound"],
-                   samples_per_second=config.batch_size / step, epoch_seconds=step * steps,
-                   matmul_flops_per_step=flops, matmul_gflops=flops / matmul / 1e9,
-                   step_matmul_gflops=flops / step / 1e9, fraction_of_bound=matmul / step)
-    print(f"training step: {step * 1e3:.3f} ms ({results['samples_per_second']:,.0f} samples/s, "
-          f"{step * steps:.2f} s an epoch)")
-    print(f"matmul bound:  {matmul * 1e3:.3f} ms ({results['matmul_gflops']:.0f} GFLOP/s at "
-          f"the step's shapes, {flops / 1e6:.0f} MFLOP a step)")
-    print(f"the step runs at {results['fraction_of_bound']:.0%} of the matmul bound")
+                   steps_per_execution=STEPS_PER_EXECUTION, matmul_flops_per_step=flops,
+                   matmul_gflops=flops / matmul / 1e9, step_seconds=timings, settings={})
+    print(f"matmul bound: {matmul * 1e3:.3f} ms a step ({results['matmul_gflops']:.0f} GFLOP/s "
+          f"at the step's shapes, {flops / 1e6:.0f} MFLOP a step)")
+    for name in ("dense", "pruned"):
+        loop, fit_ = (float(np.median(timings[f"{name}_{k}"])) for k in ("custom_loop", "fit"))
+        results["settings"][name] = dict(
+            custom_loop_step_s=loop, fit_step_s=fit_, fit_over_custom_loop=fit_ / loop,
+            custom_loop_fraction_of_bound=matmul / loop, fit_fraction_of_bound=matmul / fit_,
+            fit_epoch_s=fit_ * steps)
+        print(f"{name:6s}  custom loop {loop * 1e3:.3f} ms a step ({matmul / loop:.0%} of the "
+              f"bound)  model.fit {fit_ * 1e3:.3f} ms ({matmul / fit_:.0%}): fit takes "
+              f"{fit_ / loop:.2f}x the loop's time")
     print(f"wrote {write_results('training', results)}")
 
 

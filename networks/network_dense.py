@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 import configs
+from pruning import get_masks
 from utils.checkpoints import CheckpointError, load_checkpoint
-from utils.pruning import layer_name
 
 
 @keras.saving.register_keras_serializable(package="pruning")
@@ -40,16 +40,15 @@ class ByteDropout(keras.layers.Layer):
 
 
 def build_dense_network(config):
-    """Fully connected ReLU network `fc1 .. fcN` with dropout after every hidden layer.
-
-    Weight decay is not in the model: the training step adds its gradient (see
-    `utils.training.Trainer`), which is cheaper than a Keras regulariser and the same maths.
-    """
+    """Fully connected ReLU network `fc1 .. fcN` with dropout after every hidden layer and L2
+    weight decay on the kernels (a regulariser: decay x sum(w^2) joins the loss)."""
     def dense(units, name, activation=None):
         return keras.layers.Dense(
             units, activation=activation, name=name,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.init_stddev),
-            bias_initializer=keras.initializers.Constant(config.init_bias))
+            bias_initializer=keras.initializers.Constant(config.init_bias),
+            kernel_regularizer=keras.regularizers.L2(config.weight_decay)
+            if config.weight_decay else None)
 
     layers = [keras.Input((config.input_size,), name="pixels")]
     for i, units in enumerate(config.hidden_sizes, start=1):
@@ -77,7 +76,7 @@ def load_for_fine_tuning(dense_dir, config):
 
     A checkpoint of another architecture is refused with one line naming both.
     """
-    trained, _, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
+    trained, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
     model = build_dense_network(config)
     if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
         raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
@@ -93,24 +92,20 @@ def load_for_fine_tuning(dense_dir, config):
 
 
 def load_pruned(pruned_dir):
-    """The stage-2 checkpoint: (model, masks), its masks checked against its kernels.
+    """The stage-2 checkpoint: (model, {layer name: bool mask}), its masks checked.
 
-    Refused with one line: a checkpoint of another stage (a dense one was never pruned), masks
-    that do not match the kernels, or a kernel with non-zeros where its mask prunes.
+    Refused with one line: a checkpoint of another stage (a dense one was never pruned), a model
+    whose Dense layers are not all pruned, or a kernel with non-zeros where its mask prunes.
     """
-    model, masks, _ = load_checkpoint(pruned_dir, made_by="prune_network.py")
-    layers = dense_layers(model)
-    # Keyed by layer name: a reloaded model's kernel paths lose the model's name prefix.
-    by_layer = {layer_name(path): mask for path, mask in (masks or {}).items()}
-    if sorted(by_layer) != sorted(l.name for l in layers) or any(
-            by_layer[l.name].shape != tuple(l.kernel.shape) for l in layers):
-        raise CheckpointError(f"{pruned_dir}/masks.npz does not match the {architecture(model)} "
-                              f"network of {pruned_dir}/model.keras: rerun prune_network.py")
-    masks = {l.kernel.path: by_layer[l.name].astype(bool) for l in layers}
-    for l in layers:
-        if np.any(l.kernel.numpy()[~masks[l.kernel.path]]):
-            raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where "
-                                  f"masks.npz prunes them ({l.name}): rerun prune_network.py")
+    model, _ = load_checkpoint(pruned_dir, made_by="prune_network.py")
+    masks = get_masks(model)
+    if sorted(masks) != sorted(l.name for l in dense_layers(model)):
+        raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
+                              f"not on every Dense layer: rerun prune_network.py")
+    for l in dense_layers(model):
+        if np.any(l.kernel.numpy()[~masks[l.name]]):
+            raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where its "
+                                  f"masks prune them ({l.name}): rerun prune_network.py")
     return model, masks
 
 

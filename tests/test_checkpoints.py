@@ -9,16 +9,15 @@ import pytest
 from tests.helpers import TINY, tiny_data, tiny_model, write_checkpoint
 from utils.checkpoints import (CheckpointError, load_checkpoint, lock, save_checkpoint,
                                stage_output)
-from utils.pruning import compute_masks
+from pruning import get_masks, prune_low_magnitude
 from utils.training import fit
 
 STAGE = "train_network_dense.py"
 
 
-def write_tiny(path, masks=True):
+def write_tiny(path):
     model, optimizer = tiny_model()
-    write_checkpoint(path, STAGE, model, optimizer,
-                     compute_masks(model, "threshold", 0.1) if masks else None)
+    write_checkpoint(path, STAGE, model, optimizer)
 
 
 def snapshot(folder):
@@ -30,18 +29,19 @@ def snapshot(folder):
 def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
     model, optimizer = tiny_model()
     fit(model, optimizer, TINY, tiny_data(), log=lambda *_: None)
-    masks = compute_masks(model, "threshold", 0.1)
+    masks = prune_low_magnitude(model, "threshold", 0.1)
     with stage_output(tmp_path / "ckpt", STAGE) as out:
-        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5}, masks=masks)
+        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5})
 
-    loaded, loaded_masks, meta = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+    loaded, meta = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+    loaded_masks = get_masks(loaded)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(optimizer.momentums, loaded.optimizer.momentums):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert loaded_masks.keys() == masks.keys()
-    for path in masks:
-        np.testing.assert_array_equal(loaded_masks[path], masks[path])
+    for name in masks:
+        np.testing.assert_array_equal(loaded_masks[name], masks[name])
     assert meta["config"]["hidden_sizes"] == [16, 8] and meta["results"] == {"acc": 0.5}
     x = tiny_data()["test"][0]
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
@@ -138,11 +138,11 @@ def test_leftovers_of_a_killed_run_are_removed_but_nobody_elses(tmp_path):
     assert not killed.exists() and users.exists()
 
 
-@pytest.mark.parametrize("damage", ["overwrite", "truncate", "json", "masks", "stage"])
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "json", "stage"])
 def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
     write_tiny(tmp_path / "ckpt")
     file = {"overwrite": "model.keras", "truncate": "model.keras", "json": "config.json",
-            "masks": "masks.npz", "stage": "stage.json"}[damage]
+            "stage": "stage.json"}[damage]
     path = tmp_path / "ckpt" / file
     data = bytearray(path.read_bytes())
     if damage == "overwrite":
@@ -155,7 +155,7 @@ def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
 
 
 def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path):
-    write_tiny(tmp_path / "dense", masks=False)
+    write_tiny(tmp_path / "dense")
     with pytest.raises(CheckpointError, match=f"holds a checkpoint of {STAGE}, not the one of "
                                               f"prune_network.py"):
         load_checkpoint(tmp_path / "dense", made_by="prune_network.py")

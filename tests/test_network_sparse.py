@@ -7,12 +7,12 @@ import pytest
 from networks.network_base import logits_function
 from networks.network_sparse import SparseNetwork, sparse_layers
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.pruning import prune
+from pruning import prune_low_magnitude
 
 
 def pruned_tiny_model():
     model, _ = tiny_model()
-    prune(model, "threshold", 0.25)
+    prune_low_magnitude(model, "threshold", 0.25)
     return model
 
 

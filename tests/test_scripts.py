@@ -58,7 +58,7 @@ def pipeline(tmp_path_factory):
 
 def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
     for path in ["dense/model.keras", "dense/stage.json", "pruned/model.keras",
-                 "pruned/masks.npz", "pruned/weights_distribution_before_pruning.png",
+                 "pruned/weights_distribution_before_pruning.png",
                  "pruned/weights_distribution_after_pruning.png",
                  "pruned/weights_distribution_after_fine_tuning.png",
                  "sparse/saved_model/saved_model.pb", "sparse/weights.coo16.npz",

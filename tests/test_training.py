@@ -2,9 +2,9 @@ import keras
 import numpy as np
 
 import configs
+from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.pruning import dense_kernels, prune
-from utils.training import Trainer, fit
+from utils.training import fit
 
 
 def quiet(*_):
@@ -16,47 +16,50 @@ def test_learning_rate_schedule_follows_the_epoch_boundaries():
     assert rates[:10] == [1e-2] * 10 and rates[10:20] == [1e-3] * 10 and rates[20:] == [1e-4] * 5
 
 
-def test_training_lowers_the_loss():
+def test_training_lowers_the_loss_and_logs_each_epoch():
     model, optimizer = tiny_model()
-    history, _ = fit(model, optimizer, configs.override(TINY, epochs=5), tiny_data(), log=quiet)
+    lines = []
+    config = configs.override(TINY, epochs=5, dropout=0.0, lr_values=(0.1,), lr_boundaries=())
+    history = fit(model, optimizer, config, tiny_data(), log=lines.append)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and len(lines) == 5
+    assert lines[0].startswith("epoch  1/5  lr 1e-01  train acc")
+
+
+def test_fit_follows_the_learning_rate_schedule():
+    model, optimizer = tiny_model()
+    config = configs.override(TINY, epochs=3, lr_boundaries=(1, 2), lr_values=(0.1, 0.01, 0.001))
+    history = fit(model, optimizer, config, tiny_data(), log=quiet)
+    assert [h["lr"] for h in history] == [np.float32(0.1), np.float32(0.01), np.float32(0.001)]
 
 
 def test_weight_decay_adds_its_gradient_to_kernels_only():
     """One plain SGD step with decay d moves every kernel by an extra -lr * 2d * w, biases not."""
-    config = configs.override(TINY, dropout=0.0, momentum=0.0, epochs=1, batch_size=60)
-    data = tiny_data()
     after = {}
     for decay in (0.0, 0.5):
+        config = configs.override(TINY, dropout=0.0, momentum=0.0, epochs=1, batch_size=60,
+                                  weight_decay=decay, lr_values=(0.1,), lr_boundaries=())
         model, _ = tiny_model(config)
         start = [v.numpy() for v in model.trainable_variables]
-        optimizer = keras.optimizers.SGD(0.1)
-        Trainer(model, optimizer, *data["train"], weight_decay=decay).train_epoch(
-            60, np.random.default_rng(0))
+        fit(model, keras.optimizers.SGD(0.1), config, tiny_data(), log=quiet)
         after[decay] = [v.numpy() for v in model.trainable_variables]
     for w0, plain, decayed in zip(start, after[0.0], after[0.5]):
         extra = -0.1 * 2 * 0.5 * w0 if w0.ndim == 2 else 0.0
         np.testing.assert_allclose(decayed - plain, extra, atol=1e-5)
 
 
-def test_masked_fine_tuning_keeps_pruned_weights_exactly_zero():
+def test_fine_tuning_a_pruned_network_keeps_its_zeros_and_logs_sparsity():
     model, optimizer = tiny_model()
     data = tiny_data()
     fit(model, optimizer, TINY, data, log=quiet)  # leaves non-zero momentum everywhere
-    masks = prune(model, "threshold", 0.2, optimizer)
-    nonzero_before = sum(np.count_nonzero(k) for k in dense_kernels(model))
-    fit(model, optimizer, configs.override(TINY, epochs=3), data, masks=masks, log=quiet)
-    for kernel in dense_kernels(model):
-        w = kernel.numpy()
-        assert np.all(w[~masks[kernel.path]] == 0.0)
-    assert sum(np.count_nonzero(k) for k in dense_kernels(model)) == nonzero_before
-
-
-def test_prune_zeroes_momentum_of_pruned_entries():
-    model, optimizer = tiny_model()
-    fit(model, optimizer, TINY, tiny_data(), log=quiet)
-    masks = prune(model, "threshold", 0.2, optimizer)
-    momentum = dict(zip((v.path for v in model.trainable_variables), optimizer.momentums))
-    for path, mask in masks.items():
-        assert np.all(momentum[path].numpy()[~mask] == 0.0)
-        assert np.any(momentum[path].numpy()[mask] != 0.0)
+    masks = prune_low_magnitude(model, "threshold", 0.2)
+    nonzero_before = sum(np.count_nonzero(l.kernel) for l in model.layers if hasattr(l, "kernel"))
+    history = fit(model, optimizer, configs.override(TINY, epochs=3), data, log=quiet)
+    for layer in model.layers:
+        if layer.name in masks:
+            assert np.all(layer.kernel.numpy()[~masks[layer.name]] == 0.0)
+    assert sum(np.count_nonzero(l.kernel) for l in model.layers if hasattr(l, "kernel")) == \
+        nonzero_before
+    kept = sum(m.sum() for m in get_masks(model).values())
+    total = sum(m.size for m in get_masks(model).values())
+    assert history[-1]["sparsity"] == 1 - kept / total

@@ -1,8 +1,9 @@
 """Stage artifacts on disk: one folder per stage, owned, locked and written atomically.
 
 A checkpoint folder holds `model.keras` (architecture, weights and optimizer state),
-`config.json` (the resolved config and results), `stage.json` (the script that wrote it) and,
-after pruning, `masks.npz`. Three rules keep a user's files safe:
+`config.json` (the resolved config and results) and `stage.json` (the script that wrote it); a
+pruned model's masks are inside `model.keras` (`pruning.PruningMask`). Three rules keep a user's
+files safe:
   - a stage writes only into a folder that is missing, empty or its own earlier output (its
     `stage.json` names the stage); a user's folder, another stage's checkpoint, the stage's own
     input or a file is refused before any work;
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+import pruning  # noqa: F401  (registers PruningMask, so that load_model can read pruned models)
 
 STAGE_FILE = "stage.json"
 
@@ -178,15 +181,13 @@ def _remove_leftovers(path, stage):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save_checkpoint(out, model, optimizer, config, results=None, masks=None):
-    """Write model + optimizer state, the config and results, and the masks if any, into `out`
-    (the temporary folder of `stage_output`)."""
+def save_checkpoint(out, model, optimizer, config, results=None):
+    """Write model (masks included) + optimizer state, the config and results into `out` (the
+    temporary folder of `stage_output`)."""
     out = Path(out)
     model.compile(optimizer=optimizer)  # so model.keras carries the optimizer's momentum
     model.save(out / "model.keras")
     write_json(out / "config.json", {"config": config, "results": results or {}})
-    if masks is not None:
-        np.savez(out / "masks.npz", **masks)
 
 
 def read_artifact(path, reader, made_by):
@@ -206,13 +207,8 @@ def read_artifact(path, reader, made_by):
                               f"{made_by}") from None
 
 
-def _read_npz(path):
-    with np.load(path) as f:
-        return {name: f[name] for name in f.files}
-
-
 def load_checkpoint(model_dir, made_by):
-    """(model with its optimizer, masks or None, config.json dict) from a checkpoint folder.
+    """(model with its optimizer and any pruning masks, config.json dict) from a checkpoint folder.
 
     `made_by` is the script that writes the checkpoint this caller needs: a missing checkpoint,
     one of another stage and a damaged file are each one CheckpointError saying what to run.
@@ -227,7 +223,4 @@ def load_checkpoint(model_dir, made_by):
                               f"{made_by} needed here: run {made_by} first or pass its folder")
     meta = read_artifact(model_dir / "config.json", lambda p: json.loads(p.read_text()), made_by)
     model = read_artifact(model_dir / "model.keras", keras.models.load_model, made_by)
-    masks = None
-    if (model_dir / "masks.npz").exists():
-        masks = read_artifact(model_dir / "masks.npz", _read_npz, made_by)
-    return model, masks, meta
+    return model, meta

@@ -6,12 +6,14 @@
              each round retrains with the whole learning-rate schedule compressed into its epochs;
   gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
              fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
-All three fine-tune for the same total number of epochs, so they cost the same.
+All three fine-tune for the same total number of epochs, so they cost the same. This module maps
+a `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
 """
 import numpy as np
 
 import configs
-from utils.pruning import GradualSchedule, dense_kernels, prune
+from pruning import (GradualPruning, IterativePruning, PolynomialDecay, get_masks,
+                     prune_low_magnitude)
 from utils.training import fit
 
 SCHEDULES = ("one-shot", "iterative", "gradual")
@@ -72,30 +74,36 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     on_prune = on_prune or (lambda r, masks: None)
     value = criterion_value(config)
     if config.schedule == "one-shot":
-        masks = prune(model, config.criterion, value, optimizer)
-        on_prune(1, masks)
-        history, masks = fit(model, optimizer, config, data, masks=masks, log=log)
-        return masks, history
+        on_prune(1, prune_low_magnitude(model, config.criterion, value))
+        history = fit(model, optimizer, config, data, log=log)
+        return get_masks(model), history
 
     if config.schedule == "iterative":
-        bounds = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
-        masks, history = None, []
-        for r in range(1, config.rounds + 1):
-            masks = prune(model, config.criterion, round_value(config, r), optimizer, masks)
-            on_prune(r, masks)
-            epochs = int(bounds[r] - bounds[r - 1])
-            round_config = configs.override(
-                config, epochs=epochs, seed=config.seed + r - 1, lr_boundaries=tuple(
-                    round(b * epochs / config.epochs) for b in config.lr_boundaries))
-            h, masks = fit(model, optimizer, round_config, data, masks=masks, log=log)
-            history += [dict(entry, round=r) for entry in h]
-        return masks, history
+        starts = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
+        rounds = IterativePruning(config.criterion, {
+            int(starts[r - 1]): round_value(config, r) for r in range(1, config.rounds + 1)})
+        rounds.on_prune = lambda epoch, masks: on_prune(int(np.searchsorted(starts, epoch)) + 1,
+                                                        masks)
+
+        def learning_rate(epoch):
+            """Each round retrains with the whole schedule compressed into its epochs."""
+            r = int(np.searchsorted(starts, epoch, side="right"))
+            epochs = int(starts[r] - starts[r - 1])
+            boundaries = tuple(round(b * epochs / config.epochs) for b in config.lr_boundaries)
+            return configs.learning_rate(
+                configs.override(config, epochs=epochs, lr_boundaries=boundaries),
+                epoch - starts[r - 1])
+
+        history = fit(model, optimizer, config, data, [rounds], learning_rate, log=log)
+        for entry in history:
+            entry["round"] = int(np.searchsorted(starts, entry["epoch"] - 1, side="right"))
+        return get_masks(model), history
 
     steps = len(data["train"][1]) // config.batch_size * config.epochs
-    schedule = GradualSchedule(
+    schedule = PolynomialDecay(
         final_sparsity=value, end_step=max(1, int(config.ramp_fraction * steps)),
-        initial_sparsity=config.initial_sparsity, frequency=config.prune_every,
-        criterion=config.criterion)
-    dense = {k.path: np.ones(k.shape, bool) for k in dense_kernels(model)}
-    history, masks = fit(model, optimizer, config, data, masks=dense, schedule=schedule, log=log)
-    return masks, history
+        initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
+    prune_low_magnitude(model, config.criterion, 0.0)  # dense masks for the ramp to shrink
+    history = fit(model, optimizer, config, data, [GradualPruning(schedule, config.criterion)],
+                  log=log)
+    return get_masks(model), history
