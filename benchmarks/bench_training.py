@@ -33,7 +33,7 @@ from pruning import prune_low_magnitude  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.checkpoints import lock  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
-from utils.training import STEPS_PER_EXECUTION, fit  # noqa: E402
+from utils.training import STEPS_PER_EXECUTION, compile_for_training, dataset  # noqa: E402
 
 
 class CustomLoop:
@@ -143,12 +143,11 @@ def setting(name, x, y):
                                             for l in dense_layers(models[0]) if masks})
     # The loop adds the decay's gradient itself and never reads the models' regularisers.
     timer = EpochTimer()
-    optimizer = keras.optimizers.SGD(0.01, momentum=config.momentum)
-    one_epoch = configs.override(config, epochs=1)
-    data = {"train": (x, y), "validation": (x[:5000], y[:5000])}
+    compile_for_training(models[1], keras.optimizers.SGD(0.01, momentum=config.momentum))
+    batches = dataset(x, y, config.batch_size, config.seed)
 
     def fit_epoch():
-        fit(models[1], optimizer, one_epoch, data, callbacks=[timer], log=lambda *_: None)
+        models[1].fit(batches, verbose=0, shuffle=False, callbacks=[timer])
     return loop, fit_epoch, timer
 
 

@@ -58,6 +58,12 @@ class EpochLog(keras.callbacks.Callback):
         self.log(line)
 
 
+def compile_for_training(model, optimizer):
+    """`model.compile` as the stages train: logits and integer labels, XLA, 50 steps a call."""
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
+
+
 def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=print):
     """Compile `model` and train it `config.epochs` with `model.fit`; the history per epoch.
 
@@ -69,8 +75,7 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     if len(y) < config.batch_size:
         raise ValueError(f"batch_size must be <= the number of training examples "
                          f"({len(y)}), got {config.batch_size}")
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
+    compile_for_training(model, optimizer)
     epoch_log = EpochLog(config.epochs, len(y) // config.batch_size, log)
     schedule = learning_rate or (lambda epoch: configs.learning_rate(config, epoch))
     model.fit(dataset(x, y, config.batch_size, config.seed), epochs=config.epochs, verbose=0,
