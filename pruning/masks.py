@@ -34,6 +34,8 @@ class PruningMask(keras.constraints.Constraint):
     """Kernel constraint `w -> w * mask`; the mask is a non-trainable variable so that a compiled
     step can shrink it (`GradualPruning`) and every replica of a tf.distribute strategy sees the
     same one ("only_first_replica": the replicas compute identical masks, the first one's is kept).
+    Saved in the config, bit-packed, because Keras saves no constraint's variables: the config is
+    what rebuilds the layer on load.
     """
 
     def __init__(self, mask, shape=None):
