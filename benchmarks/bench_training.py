@@ -29,7 +29,7 @@ import configs  # noqa: E402
 from benchmarks.timing import RESULTS_DIR, machine_facts, write_results  # noqa: E402
 from networks.network_base import cross_entropy  # noqa: E402
 from networks.network_dense import build_dense_network, dense_layers  # noqa: E402
-from pruning import prune_low_magnitude  # noqa: E402
+from pruning.masks import set_mask  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.checkpoints import lock  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
@@ -134,10 +134,10 @@ def setting(name, x, y):
     if name == "pruned":
         rng = np.random.default_rng(0)
         masks = {l.name: rng.random(l.kernel.shape) >= 0.95 for l in dense_layers(models[0])}
-        for model in models:
-            for layer in dense_layers(model):
-                layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
-        prune_low_magnitude(models[1], "threshold", 0.0)  # keeps all non-zeros: the same masks
+        for layer in dense_layers(models[0]):
+            layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
+        for layer in dense_layers(models[1]):
+            set_mask(layer, masks[layer.name])
     loop = CustomLoop(models[0], keras.optimizers.SGD(0.01, momentum=config.momentum), x, y,
                       config.weight_decay, {l.kernel.path: masks[l.name]
                                             for l in dense_layers(models[0]) if masks})
