@@ -1,9 +1,10 @@
 """Training a Keras classifier with plain `model.fit`, under the `pruning` package's masks.
 
 What keeps `fit`'s overhead down (benchmarks/bench_training.py times it against a hand-written
-loop, which is still faster: see the README): the data stay in memory as constants and each batch is one gather of shuffled indices (not one
-op per example), steps are XLA-compiled, 50 of them per compiled call, and tf.data's autotuning
-is off: with it, on this 2-core machine a fit call sometimes ended with a ~1 s stall (measured).
+loop, which is still faster: see the README): the data stay in memory as constants and each batch
+is one gather of shuffled indices (not one op per example), steps are XLA-compiled, 50 of them per
+compiled call, and tf.data's autotuning is off: with it, on this 2-core machine a fit call
+sometimes ended with a ~1 s stall (measured).
 Weight decay is a `kernel_regularizer` of the network, so the reported loss includes its penalty.
 """
 import keras
