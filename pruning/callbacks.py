@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from pruning import criteria
-from pruning.masks import VALUE_NAME, get_masks, prune_low_magnitude, pruned_layers
+from pruning.masks import get_masks, prune_low_magnitude, pruned_layers
 
 
 def _log_sparsity(model, logs):
@@ -140,8 +140,7 @@ class IterativePruning(keras.callbacks.Callback):
 
     def __init__(self, criterion, targets, layers=None):
         super().__init__()
-        if criterion not in VALUE_NAME:
-            raise ValueError(f"criterion must be one of {sorted(VALUE_NAME)}, got {criterion!r}")
+        criteria.check_criterion(criterion)
         if not targets or any(not isinstance(e, (int, np.integer)) or e < 0 for e in targets):
             raise ValueError(f"targets must map epochs (integers >= 0) to values, got {targets!r}")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers

@@ -59,13 +59,19 @@ CRITERIA = {  # name -> (function(weights, value), the value's name)
     "layer-sparsity": (layer_sparsity_masks, "sparsity"),
     "global-sparsity": (global_sparsity_masks, "sparsity"),
 }
+VALUE_NAME = {criterion: name for criterion, (_, name) in CRITERIA.items()}
+
+
+def check_criterion(criterion):
+    """Raise ValueError, listing the valid names, if `criterion` is not one of CRITERIA."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
 
 
 def criterion_masks(weights, criterion, value, previous=None):
     """Masks of `weights` (a list of arrays) by a named criterion; ANDed with `previous` if given,
     so that repeated pruning only ever removes weights."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
+    check_criterion(criterion)
     masks = CRITERIA[criterion][0](weights, value)
     if previous is not None:
         masks = [m & p for m, p in zip(masks, previous)]
@@ -77,7 +83,7 @@ def check_masks(masks, names, criterion="threshold", value=None):
 
     The message names the criterion's value (threshold, quality or sparsity) that went too far.
     """
-    value_name = CRITERIA[criterion][1]
+    value_name = VALUE_NAME[criterion]
     for name, mask in zip(names, masks):
         if not mask.any():
             raise ValueError(f"{criterion} pruning at {value_name} {value} removes every weight "

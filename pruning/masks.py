@@ -25,8 +25,6 @@ PRUNABLE = {
     keras.layers.DepthwiseConv1D: "depthwise_constraint",
     keras.layers.DepthwiseConv2D: "depthwise_constraint",
 }
-VALUE_NAME = {"threshold": "threshold", "std": "quality", "layer-sparsity": "sparsity",
-              "global-sparsity": "sparsity"}
 
 
 @keras.saving.register_keras_serializable(package="pruning")
@@ -87,7 +85,7 @@ def get_masks(model):
 
 
 def _check_value(criterion, value, argument):
-    name = VALUE_NAME[criterion]
+    name = criteria.VALUE_NAME[criterion]
     if name == "sparsity":
         ok = isinstance(value, (int, float)) and 0 <= value < 1
         allowed = "in [0, 1)"
@@ -140,8 +138,7 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
     Returns:
       {layer name: bool mask}, True where a weight is kept.
     """
-    if criterion not in VALUE_NAME:
-        raise ValueError(f"criterion must be one of {sorted(VALUE_NAME)}, got {criterion!r}")
+    criteria.check_criterion(criterion)
     if isinstance(value, dict):
         if criterion == "global-sparsity":
             raise ValueError("value: a per-layer dict needs a per-layer criterion "

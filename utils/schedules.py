@@ -12,19 +12,17 @@ a `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `
 import numpy as np
 
 import configs
-from pruning import (GradualPruning, IterativePruning, PolynomialDecay, get_masks,
+from pruning import (GradualPruning, IterativePruning, PolynomialDecay, criteria, get_masks,
                      prune_low_magnitude)
 from utils.training import fit
 
 SCHEDULES = ("one-shot", "iterative", "gradual")
-VALUE_OF = {"threshold": "threshold", "std": "quality",
-            "layer-sparsity": "sparsity", "global-sparsity": "sparsity"}
+VALUE_OF = criteria.VALUE_NAME  # criterion -> the PrunedConfig field holding its value
 
 
 def criterion_value(config):
     """The config field the criterion reads (threshold, quality or sparsity)."""
-    if config.criterion not in VALUE_OF:
-        raise ValueError(f"criterion must be one of {sorted(VALUE_OF)}, got {config.criterion!r}")
+    criteria.check_criterion(config.criterion)
     return getattr(config, VALUE_OF[config.criterion])
 
 
