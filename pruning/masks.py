@@ -10,6 +10,7 @@ weights' gradients). The mask travels in the layer's config, so `model.save` / `
 `keras.models.clone_model` keep it.
 """
 import base64
+import numbers
 import zlib
 
 import keras
@@ -86,11 +87,12 @@ def get_masks(model):
 
 def _check_value(criterion, value, argument):
     name = criteria.VALUE_NAME[criterion]
+    number = isinstance(value, numbers.Real)  # NumPy scalars included
     if name == "sparsity":
-        ok = isinstance(value, (int, float)) and 0 <= value < 1
+        ok = number and 0 <= value < 1
         allowed = "in [0, 1)"
     else:
-        ok = isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
+        ok = number and np.isfinite(value) and value >= 0
         allowed = "a finite number >= 0"
     if not ok:
         raise ValueError(f"{argument} (the {name} of criterion {criterion!r}) must be {allowed}, "

@@ -151,3 +151,9 @@ def test_a_layer_with_its_own_constraint_is_refused():
         2, kernel_constraint=keras.constraints.NonNeg(), name="nonneg")])
     with pytest.raises(ValueError, match="'nonneg' already has a kernel constraint"):
         prune_low_magnitude(model, "threshold", 0.1)
+
+
+def test_a_numpy_scalar_value_is_accepted():
+    model = users_conv_model()
+    masks = prune_low_magnitude(model, "layer-sparsity", np.float32(0.5))
+    assert all(m.sum() == round(0.5 * m.size) for m in masks.values())
