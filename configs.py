@@ -1,9 +1,11 @@
-"""The experiment: one frozen config per stage, with the original repo's values.
+"""The experiment: one frozen config per stage, with the original repo's values, and the recipes
+of the papers' networks as changes to them.
 
 Scripts override fields by name (`--epochs 3` sets `epochs`); an unknown name is an error, so a
 typo never silently runs the default. The resolved config is written as JSON next to every artifact.
 """
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +15,11 @@ SEED = 123  # seeds TensorFlow, NumPy and Python in every script
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """Stage 1: train the dense 784-512-512-10 classifier."""
-    input_size: int = 784                    # flattened 28x28 pixels
-    num_classes: int = 10
+    """Stage 1: train the dense classifier (by default the original's 784-512-512-10 MLP)."""
+    network: str = "mlp"                     # one of NETWORKS: which builder and recipe
+    image_shape: tuple = (28, 28)            # H x W of the (grey) images: set from the data
+    num_classes: int = 10                    # set from the data
+    conv_filters: tuple = ()                 # 5x5 valid convs, each then 2x2 max-pooling (lenet-5)
     hidden_sizes: tuple = (512, 512)         # units of each hidden ReLU layer
     dropout: float = 0.5                     # drop probability after each hidden layer
     weight_decay: float = 5e-4               # L2: decay x sum of squared kernel entries (no biases)
@@ -24,10 +28,15 @@ class DenseConfig:
     epochs: int = 25
     lr_boundaries: tuple = (10, 20)          # epochs after which the learning rate steps down
     lr_values: tuple = (1e-2, 1e-3, 1e-4)    # learning rate before/between/after the boundaries
-    init_stddev: float = 0.01                # truncated-normal stddev of the kernels
+    init_stddev: float = 0.01                # truncated-normal stddev of the kernels; 0: Glorot
     init_bias: float = 0.1                   # constant initial bias
     seed: int = SEED
     model_dir: str = "saved_models/network_dense"
+
+    @property
+    def input_size(self):
+        """Pixels per image: every network takes flattened images, float32 [batch, H*W]."""
+        return math.prod(self.image_shape)
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,71 @@ class PrunedConfig(DenseConfig):
 class SparseConfig:
     """Stage 3: deploy the pruned network with sparse weight matrices."""
     batch_size: int = 100                    # evaluation batch
+    codebook_bits: int = 5                   # trained quantization: bits of the shared weights
+    codebook_epochs: int = 3                 # trained quantization: epochs; 0 = k-means only
+    codebook_learning_rate: float = 1e-4     # trained quantization: SGD (momentum 0.9) step
     seed: int = SEED
     model_dir: str = "saved_models/network_sparse"
+
+
+# The papers' networks (Han et al. 2015, Deep Compression 2016), as changes to the configs above:
+# {network: {"architecture": ..., "dense": stage-1 recipe, "pruned": stage-2 recipe}}. "mlp" is the
+# original repo's, unchanged. The LeNets follow Caffe's LeNet recipe, which the papers trained
+# with (examples/mnist/lenet_solver.prototxt: SGD, momentum 0.9, weight decay 5e-4, learning rate
+# 0.01, Xavier init, zero biases, no dropout), with a step schedule in place of Caffe's "inv"
+# decay; the epochs, learning rates and the pruning targets were chosen on the validation split
+# (README, "The papers' networks").
+NETWORKS = {
+    "mlp": dict(architecture={}, dense={}, pruned={}),
+    "lenet-300-100": dict(
+        architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
+        dense=dict(epochs=40, lr_boundaries=(20, 30), lr_values=(5e-2, 5e-3, 5e-4)),
+        pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual",
+                    lr_values=(1e-2, 1e-3), weight_decay=5e-4)),
+    "lenet-5": dict(
+        architecture=dict(conv_filters=(20, 50), hidden_sizes=(500,), dropout=0.0,
+                          init_stddev=0.0, init_bias=0.0),
+        dense=dict(epochs=20, lr_boundaries=(12, 17), lr_values=(1e-2, 1e-3, 1e-4)),
+        pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual", epochs=10,
+                    lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=5e-4)),
+}
+
+
+def _folder(network, stage_dir):
+    """Default checkpoint folder: the MLP's as the original had them, the others by network."""
+    return stage_dir if network == "mlp" else f"saved_models/{network}/{Path(stage_dir).name}"
+
+
+def network_folder(folder, network):
+    """Where a network's committed figures or results go: `folder` (pics/, results/) itself for
+    the original MLP, else a subfolder named after the network."""
+    return folder if network == "mlp" else f"{folder}/{network}"
+
+
+def check_network(network):
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {list(NETWORKS)}, got {network!r}")
+
+
+def dense_config(network="mlp"):
+    """Stage 1's config for `network`: its architecture and training recipe."""
+    check_network(network)
+    recipe = NETWORKS[network]
+    return override(DenseConfig(), network=network, **recipe["architecture"], **recipe["dense"],
+                    model_dir=_folder(network, DenseConfig.model_dir))
+
+
+def pruned_config(network="mlp"):
+    """Stage 2's config for `network`: its architecture and pruning + fine-tuning recipe."""
+    check_network(network)
+    recipe = NETWORKS[network]
+    return override(PrunedConfig(), network=network, **recipe["architecture"], **recipe["pruned"],
+                    model_dir=_folder(network, PrunedConfig.model_dir))
+
+
+def sparse_config(network="mlp"):
+    check_network(network)
+    return override(SparseConfig(), model_dir=_folder(network, SparseConfig.model_dir))
 
 
 # --quick: smoke-test scale. One epoch on 2,000 images barely moves the weights out of their

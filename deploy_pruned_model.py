@@ -2,15 +2,20 @@
 
     python deploy_pruned_model.py                       # coo16, the original's layout
     python deploy_pruned_model.py --format shared-5bit  # deploy the 5-bit weight-shared model
-    python deploy_pruned_model.py --quick               # smoke test: MNIST test subset
+    python deploy_pruned_model.py --network lenet-5     # conv kernels as [kh*kw*cin, cout]
+    python deploy_pruned_model.py --quick               # smoke test: MNIST subset
 
-Needs the checkpoint of prune_network.py. Every storage format (utils/sparse_formats.py) is written
-to <model-dir>/weights.<format>.npz, read back, decoded into the sparse network and evaluated; the
-one chosen with --format is exported as <model-dir>/saved_model/ (`serving_default`: float32
-[None, 784] -> logits). Also writes compression_report.txt, config.json and stage.json.
+Needs the checkpoint of prune_network.py (of the same --network and data). Trained quantization
+first: the 5-bit shared-weight codebooks (--codebook-bits) are fine-tuned for --codebook-epochs,
+codes fixed, and kept if they score better on the validation split. Every storage format
+(utils/sparse_formats.py) is written to <model-dir>/weights.<format>.npz, read back, decoded into
+the sparse network and evaluated; the one chosen with --format is exported as
+<model-dir>/saved_model/ (`serving_default`: float32 [None, H*W] -> logits). Also writes
+compression_report.txt, config.json and stage.json.
 <model-dir> must be new, empty or this script's earlier output; it is replaced only when the run
 succeeds.
 """
+import re
 import tempfile
 from pathlib import Path
 
@@ -19,9 +24,9 @@ import numpy as np
 
 import configs
 from networks.network_base import evaluate, logits_function, predict
-from networks.network_dense import export_saved_model, load_pruned
+from networks.network_dense import check_data, export_saved_model, load_pruned, weight_layers
 from networks.network_sparse import SparseNetwork, sparse_layers
-from utils import cli, pruning_utils, sparse_formats
+from utils import cli, pruning_utils, sparse_formats, trained_quantization
 from utils.checkpoints import stage_output, write_json
 
 LOGITS_TOLERANCE = 1e-4  # sparse and dense products sum in different orders
@@ -32,20 +37,49 @@ def directory_bytes(path):
 
 
 def layer_lines(layers):
-    lines = [f"{'layer':6s} {'shape':>10s} {'non-zeros':>10s} {'density':>8s}"]
+    lines = [f"{'layer':6s} {'kernel':>14s} {'non-zeros':>10s} {'density':>8s}"]
     for l in layers:
         nnz, size = len(l["values"]), int(np.prod(l["shape"]))
-        lines.append(f"{l['name']:6s} {'x'.join(map(str, l['shape'])):>10s} {nnz:10,d} "
+        shape = l["spec"].get("kernel_shape", l["shape"])
+        lines.append(f"{l['name']:6s} {'x'.join(map(str, shape)):>14s} {nnz:10,d} "
                      f"{nnz / size:8.2%}")
     return lines
 
 
-def evaluate_formats(layers, formats, out, x_test, y_test, batch_size):
-    """Write, read back, decode and evaluate each format; {format: results}, {format: layers}."""
+def quantize(model, layers, bits, epochs, data, config):
+    """Trained quantization at `bits`: (the shared layers to store, report lines, results).
+
+    The trained codebooks are kept only if they beat k-means' on the validation split.
+    """
+    shared = trained_quantization.share_weights(layers, bits)
+    val_fn = logits_function(model)
+    for layer, l in zip(weight_layers(model), shared):  # the k-means model, to score it
+        layer.kernel.assign(pruning_utils.from_coo(l).reshape(layer.kernel.shape))
+    kmeans = {split: evaluate(val_fn, *data[split])[0] for split in ("validation", "test")}
+    trained, history = trained_quantization.train_codebooks(
+        model, shared, data, epochs, config.codebook_learning_rate, seed=config.seed)
+    after = {split: evaluate(val_fn, *data[split])[0] for split in ("validation", "test")}
+    keep = after["validation"] > kmeans["validation"]
+    lines = [f"trained quantization ({bits}-bit codebooks, {epochs} epochs, codes fixed): "
+             f"test accuracy {kmeans['test']:.4f} (k-means) -> {after['test']:.4f} (trained); "
+             f"validation {kmeans['validation']:.4f} -> {after['validation']:.4f}: "
+             f"{'trained' if keep else 'k-means'} codebooks stored"]
+    return (trained if keep else shared), lines, dict(
+        bits=bits, epochs=epochs, kmeans=kmeans, trained=after, history=history,
+        stored="trained" if keep else "k-means")
+
+
+def evaluate_formats(layers, formats, out, x_test, y_test, batch_size, shared=None):
+    """Write, read back, decode and evaluate each format; {format: results}, {format: layers}.
+
+    `shared` ({bits: layers with their codebooks}) replaces `layers` for those bit widths.
+    """
     results, decoded = {}, {}
     for fmt in formats:
         path = out / f"weights.{fmt}.npz"
-        encoded = sparse_formats.save(path, layers, fmt)
+        bits = re.fullmatch(r"shared-(\d+)bit.*", fmt)
+        encoded = sparse_formats.save(path, (shared or {}).get(bits and int(bits.group(1)), layers),
+                                      fmt)
         _, decoded[fmt] = sparse_formats.load(path)
         accuracy, _ = evaluate(SparseNetwork(decoded[fmt]), x_test, y_test, batch_size)
         results[fmt] = dict(bytes=sparse_formats.nbytes(encoded), file_bytes=path.stat().st_size,
@@ -59,22 +93,32 @@ def main():
                    help=f"format of the exported SavedModel's weights: "
                         f"{', '.join(sparse_formats.FORMATS)} or shared-Nbit, N in 1..8 "
                         f"(default %(default)s)")
-    p.add_argument("--pruned-dir", type=cli.path,
-                   default=configs.repo_path(configs.PrunedConfig.model_dir),
-                   help="stage-2 checkpoint folder (default %(default)s)")
-    p.add_argument("--model-dir", type=cli.path,
-                   default=configs.repo_path(configs.SparseConfig.model_dir),
-                   help="output folder (default %(default)s)")
+    p.add_argument("--codebook-bits", type=cli.bits, help="bits of the shared-weight codebooks "
+                   "that trained quantization fine-tunes (default 5)")
+    p.add_argument("--codebook-epochs", type=cli.at_least(0),
+                   help="epochs of trained quantization; 0: k-means codebooks only (default 3)")
+    p.add_argument("--pruned-dir", type=cli.path, help="stage-2 checkpoint folder (default "
+                   f"{configs.PrunedConfig.model_dir}, "
+                   "saved_models/<network>/network_dense_pruned)")
+    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
+                   f"{configs.SparseConfig.model_dir}, saved_models/<network>/network_sparse)")
     args = p.parse_args()
-    config = configs.override(configs.SparseConfig(), model_dir=str(args.model_dir),
-                              seed=args.seed)
+    quick = configs.QUICK if args.quick else {}
+    config = configs.sparse_config(args.network)
+    config = configs.override(
+        config, seed=args.seed, codebook_bits=args.codebook_bits,
+        codebook_epochs=quick.get("epochs") if args.codebook_epochs is None else
+        args.codebook_epochs, model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
+    pruned_dir = args.pruned_dir or configs.repo_path(configs.pruned_config(args.network).model_dir)
     formats = list(dict.fromkeys(sparse_formats.FORMATS + [args.format]))
     keras.utils.set_random_seed(config.seed)
 
     with stage_output(config.model_dir, "deploy_pruned_model.py",
-                      inputs={"--pruned-dir": args.pruned_dir}) as out:
-        model, _ = load_pruned(args.pruned_dir)
-        x_test, y_test = cli.load_data(args)["test"]
+                      inputs={"--pruned-dir": pruned_dir}) as out:
+        model, _, pruned_config = load_pruned(pruned_dir, args.network)
+        data = cli.load_data(args)
+        check_data(data, pruned_config, pruned_dir)
+        x_test, y_test = data["test"]
         dense_fn = logits_function(model)
         dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
         print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  "
@@ -94,7 +138,12 @@ def main():
             export_saved_model(model, tmp)
             dense_disk = directory_bytes(tmp)
         dense_bytes = pruning_utils.dense_bytes(layers)
-        results, decoded = evaluate_formats(layers, formats, out, x_test, y_test, config.batch_size)
+        shared, quantization_lines, quantization = {}, [], None
+        if config.codebook_epochs:
+            shared[config.codebook_bits], quantization_lines, quantization = quantize(
+                model, layers, config.codebook_bits, config.codebook_epochs, data, config)
+        results, decoded = evaluate_formats(layers, formats, out, x_test, y_test,
+                                            config.batch_size, shared)
         SparseNetwork(decoded[args.format]).save(out / "saved_model")
         saved_disk = directory_bytes(out / "saved_model")
         lines = layer_lines(layers) + [
@@ -106,6 +155,7 @@ def main():
             r["compression"] = dense_bytes / r["bytes"]
             lines.append(f"{fmt:20s} {r['bytes']:9,d} {r['compression']:10.2f}x "
                          f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
+        lines += quantization_lines
         lines.append(f"deployed: {args.format}, SavedModel {saved_disk:,d} bytes on disk "
                      f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)")
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
@@ -114,6 +164,7 @@ def main():
             test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
             compression=results["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
             sparse_saved_model_bytes=saved_disk, formats=results,
+            trained_quantization=quantization,
             nonzeros={l["name"]: len(l["values"]) for l in layers})})
     print(*lines, sep="\n")
     print(f"saved {config.model_dir}/")

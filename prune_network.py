@@ -1,14 +1,16 @@
 """Stage 2: prune the dense network by weight magnitude and fine-tune it under the mask.
 
     python prune_network.py                       # threshold 0.03, one-shot, 20 epochs (original)
+    python prune_network.py --network lenet-5     # its recipe: configs.NETWORKS
     python prune_network.py --threshold 0.05 --epochs 5
     python prune_network.py --criterion global-sparsity --sparsity 0.97 --schedule gradual
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
-Needs the checkpoint of train_network_dense.py. Writes <model-dir>/model.keras (with its pruning
-masks), config.json, stage.json and the weight-distribution plots; a full run (not --quick)
-copies the plots to pics/ once it has succeeded. <model-dir> must be new, empty or this
-script's earlier output; it is replaced only when the run succeeds.
+Needs the checkpoint of train_network_dense.py (of the same --network and data). Writes
+<model-dir>/model.keras (with its pruning masks), config.json, stage.json and the
+weight-distribution plots; a full run (not --quick) copies the plots to pics/ (pics/<network>/
+for the LeNets) once it has succeeded. <model-dir> must be new, empty or this script's earlier
+output; it is replaced only when the run succeeds.
 """
 import contextlib
 import time
@@ -18,11 +20,11 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import dense_layers, load_for_fine_tuning
+from networks.network_dense import check_data, load_for_fine_tuning, weight_layers
 from pruning import sparsity_lines
 from utils import cli
 from utils.checkpoints import lock, save_checkpoint, stage_output
-from utils.plot_utils import plot_weight_distribution, publish
+from utils.plot_utils import plot_weight_distribution, publish, weight_range
 from utils.schedules import (SCHEDULES, USED_ONLY_BY, VALUE_OF, check_config, criterion_value,
                              prune_and_fine_tune)
 
@@ -34,54 +36,57 @@ PLOTS = {"before pruning": "weights_distribution_before_pruning.png",
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--criterion", choices=list(VALUE_OF), help="how to pick the weights to prune "
-                   "(default threshold)")
+                   "(default: the network's recipe, threshold for mlp)")
     p.add_argument("--threshold", type=cli.non_negative,
                    help="threshold: prune |w| below this (default 0.03; 0.01 with --quick)")
     p.add_argument("--quality", type=cli.non_negative,
                    help="std: prune |w| < quality x layer std (default 1)")
-    p.add_argument("--sparsity", type=cli.fraction,
-                   help="layer-/global-sparsity: fraction of weights to prune (default 0.95)")
-    p.add_argument("--schedule", choices=SCHEDULES, help="default one-shot")
+    p.add_argument("--sparsity", type=cli.fraction, help="layer-/global-sparsity: fraction of "
+                   "weights to prune (default: the network's recipe, 0.95 for mlp)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,
                    help="iterative: prune/fine-tune rounds, at most --epochs (default 3)")
     p.add_argument("--prune-every", type=cli.positive_int,
                    help="gradual: steps between mask updates (100)")
     p.add_argument("--epochs", type=cli.positive_int, help="fine-tuning epochs (default 20)")
-    p.add_argument("--dense-dir", type=cli.path,
-                   default=configs.repo_path(configs.DenseConfig.model_dir),
-                   help="stage-1 checkpoint folder (default %(default)s)")
-    p.add_argument("--model-dir", type=cli.path,
-                   default=configs.repo_path(configs.PrunedConfig.model_dir),
-                   help="output folder (default %(default)s)")
+    p.add_argument("--dense-dir", type=cli.path, help="stage-1 checkpoint folder (default "
+                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
+    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
+                   f"{configs.PrunedConfig.model_dir}, "
+                   "saved_models/<network>/network_dense_pruned)")
     p.add_argument("--pics-dir", type=cli.path, help="where a full run copies its plots "
-                   "(default: the repo's pics/; --quick: nowhere)")
+                   "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     threshold = quick.get("threshold") if args.threshold is None else args.threshold
+    config = configs.pruned_config(args.network)
     config = configs.override(
-        configs.PrunedConfig(), criterion=args.criterion, threshold=threshold,
+        config, criterion=args.criterion, threshold=threshold,
         quality=args.quality, sparsity=args.sparsity, schedule=args.schedule, rounds=args.rounds,
-        prune_every=args.prune_every, epochs=args.epochs or quick.get("epochs"),
-        model_dir=str(args.model_dir), seed=args.seed)
+        prune_every=args.prune_every, epochs=args.epochs or quick.get("epochs"), seed=args.seed,
+        model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
+    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
     check_config(config, given=cli.given(args, USED_ONLY_BY))
-    pics = cli.publish_dir(args, "--pics-dir", "pics")
+    pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
     keras.utils.set_random_seed(config.seed)
     target = f"{config.criterion} {criterion_value(config)}, {config.schedule}"
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
         with stage_output(config.model_dir, "prune_network.py",
-                          inputs={"--dense-dir": args.dense_dir}) as out:
-            model, optimizer = load_for_fine_tuning(args.dense_dir, config)
+                          inputs={"--dense-dir": dense_dir}) as out:
+            model, optimizer, config = load_for_fine_tuning(dense_dir, config)
             data = cli.load_data(args)
+            check_data(data, config, dense_dir)
             logits_fn = logits_function(model)
             dense_acc, _ = evaluate(logits_fn, *data["test"])
-            kernels = {"before pruning": [l.kernel.numpy() for l in dense_layers(model)]}
+            kernels = {"before pruning": [l.kernel.numpy() for l in weight_layers(model)]}
             before_fine_tuning = {}
 
             def report_first_pruning(round_, masks):
                 if round_ == 1:
                     before_fine_tuning["accuracy"], _ = evaluate(logits_fn, *data["test"])
-                    kernels["after pruning"] = [l.kernel.numpy() for l in dense_layers(model)]
+                    kernels["after pruning"] = [l.kernel.numpy() for l in weight_layers(model)]
                     print(f"pruned ({target}, round 1):", *sparsity_lines(masks), sep="\n")
                     print(f"test accuracy {dense_acc:.4f} dense -> "
                           f"{before_fine_tuning['accuracy']:.4f} pruned, before fine-tuning")
@@ -94,9 +99,9 @@ def main():
                                                  report_first_pruning)
             seconds = time.perf_counter() - start
             # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
-            for layer in dense_layers(model):
+            for layer in weight_layers(model):
                 assert not layer.kernel.numpy()[~masks[layer.name]].any(), f"{layer.name} grew back"
-            kernels["after fine-tuning"] = [l.kernel.numpy() for l in dense_layers(model)]
+            kernels["after fine-tuning"] = [l.kernel.numpy() for l in weight_layers(model)]
             test_acc, test_loss = evaluate(logits_fn, *data["test"])
 
             nonzero = sum(int(m.sum()) for m in masks.values())
@@ -107,8 +112,9 @@ def main():
             titles = {"before pruning": "Weights before pruning",
                       "after pruning": f"Weights after pruning ({target}, round 1)",
                       "after fine-tuning": f"Weights after pruning ({target}) and fine-tuning"}
+            limit = weight_range(kernels["before pruning"])
             for when, weights in kernels.items():
-                plot_weight_distribution(weights, out / PLOTS[when], titles[when])
+                plot_weight_distribution(weights, out / PLOTS[when], titles[when], limit)
         if pics:
             publish(PLOTS.values(), Path(config.model_dir), pics)
     print("final masks:", *sparsity_lines(masks), sep="\n")

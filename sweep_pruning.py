@@ -1,15 +1,20 @@
 """How far can pruning go? Accuracy vs compression for each schedule, and layer sensitivity.
 
-    python sweep_pruning.py                     # ~7 minutes on the 2-core CPU
+    python sweep_pruning.py                     # the MLP, 3 schedules: ~16 minutes on 2 cores
+    python sweep_pruning.py --network lenet-5   # a LeNet: its recipe's schedule, its sparsities
     python sweep_pruning.py --sparsities 0.9 0.97 --schedules one-shot gradual --epochs 10
     python sweep_pruning.py --quick             # smoke test, into saved_models/sweep_quick/
 
 Starts every point from the stage-1 checkpoint (run train_network_dense.py first). For each target
-sparsity, one-shot, iterative and gradual pruning (global-sparsity criterion) fine-tune for the same
-number of epochs at learning rate 1e-2 then 1e-3; the original recipe (|w| < 0.03, one-shot, its
-own config) is run once for reference. Writes results/sweep_pruning.csv,
-results/layer_sensitivity.csv, pics/accuracy_vs_compression.png and pics/layer_sensitivity.png,
-all at the end of a successful run (--quick never writes results/ or pics/).
+sparsity, the schedules (global-sparsity criterion) fine-tune for the same number of epochs at
+learning rate 1e-2 then 1e-3; for the MLP the original recipe (|w| < 0.03, one-shot, its own
+config) is run once for reference. Each point is scored as pruned (float32) and as stored in
+shared-5bit-huffman (k-means weight sharing + Huffman, no trained quantization), on the validation
+and the test split; the point to report is chosen on validation (the most compressed one within
+the papers' error, printed at the end). Writes results/sweep_pruning.csv,
+results/layer_sensitivity.csv, pics/accuracy_vs_compression.png and pics/layer_sensitivity.png
+(results/<network>/, pics/<network>/ for the LeNets), all at the end of a successful run (--quick
+never writes results/ or pics/).
 """
 import contextlib
 import csv
@@ -19,7 +24,7 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import dense_layers, load_for_fine_tuning
+from networks.network_dense import check_data, load_for_fine_tuning, weight_layers
 from networks.network_sparse import sparse_layers
 from pruning import criteria
 from utils import cli, pruning_utils, sparse_formats
@@ -31,34 +36,90 @@ from utils.schedules import SCHEDULES, criterion_value, prune_and_fine_tune
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
+# Each network's default sweep: the MLP compares the three schedules; the LeNets, slower to
+# fine-tune (LeNet-5 ~20 s an epoch here), sweep their recipe's schedule over more sparsities.
+DEFAULT_SWEEP = {
+    "mlp": dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=list(SCHEDULES)),
+    "lenet-300-100": dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99],
+                          schedules=["gradual"]),
+    "lenet-5": dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"]),
+}
+# The published results on the same architectures (test error %, and the reduction they report):
+# Han et al. 2015, "Learning both weights and connections", Tables 1-2 (parameters);
+# Han et al. 2016, "Deep Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing
+# for neural network compression", Table 1 (bytes).
+PUBLISHED = {
+    "lenet-300-100": [("Han et al. 2015 (pruning)", 1.59, "params", 12),
+                      ("Deep Compression 2016", 1.58, "bytes", 40),
+                      ("Soft weight-sharing 2017", 1.94, "bytes", 64)],
+    "lenet-5": [("Han et al. 2015 (pruning)", 0.77, "params", 12),
+                ("Deep Compression 2016", 0.74, "bytes", 39),
+                ("Soft weight-sharing 2017", 0.97, "bytes", 162)],
+}
+
+
+TARGET_ERROR = {"lenet-300-100": 1.6, "lenet-5": 0.8}  # Deep Compression's errors, rounded (%)
+
+
+def shared_accuracy(model, layers, data):
+    """(bytes, validation and test accuracy) of `model` stored as BEST_FORMAT (k-means codebooks);
+    its kernels are restored afterwards."""
+    encoded = sparse_formats.encode(layers, BEST_FORMAT)
+    decoded = sparse_formats.decode(encoded, BEST_FORMAT, [l["name"] for l in layers])
+    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
+    for layer, l in zip(weight_layers(model), decoded):
+        layer.kernel.assign(pruning_utils.from_coo(l).reshape(layer.kernel.shape))
+    logits_fn = logits_function(model)
+    scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
+    for layer, original in zip(weight_layers(model), originals):
+        layer.kernel.assign(original)
+    return sparse_formats.nbytes(encoded), *scores
 
 
 def run_point(args, data, **changes):
-    """Prune the stage-1 network with a PrunedConfig changed by `changes`; one result row."""
-    config = configs.override(configs.PrunedConfig(), seed=args.seed, **changes)
+    """Prune the stage-1 network with the network's PrunedConfig changed by `changes`; one row."""
+    config = configs.override(configs.pruned_config(args.network), seed=args.seed, **changes)
     keras.utils.set_random_seed(config.seed)
-    model, optimizer = load_for_fine_tuning(args.dense_dir, config)
+    model, optimizer, config = load_for_fine_tuning(args.dense_dir, config)
     start = time.perf_counter()
     masks, _ = prune_and_fine_tune(model, optimizer, config, data, log=lambda *_: None)
     seconds = time.perf_counter() - start
     layers = sparse_layers(model)
-    accuracy, _ = evaluate(logits_function(model), *data["test"])
+    logits_fn = logits_function(model)
+    val_accuracy, accuracy = (evaluate(logits_fn, *data[s])[0] for s in ("validation", "test"))
     nonzero = sum(int(m.sum()) for m in masks.values())
+    dense_bytes = pruning_utils.dense_bytes(layers)
     coo16 = sparse_formats.nbytes(sparse_formats.encode(layers, "coo16"))
+    shared_bytes, shared_val, shared_test = shared_accuracy(model, layers, data)
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=criterion_value(config),
                sparsity=criteria.sparsity(list(masks.values())), nonzeros=nonzero,
-               compression=pruning_utils.dense_bytes(layers) / coo16, test_accuracy=accuracy,
-               epochs=config.epochs, seconds=seconds)
+               param_reduction=sum(m.size for m in masks.values()) / nonzero,
+               compression=dense_bytes / coo16, val_accuracy=val_accuracy, test_accuracy=accuracy,
+               shared_compression=dense_bytes / shared_bytes, shared_val_accuracy=shared_val,
+               shared_test_accuracy=shared_test, epochs=config.epochs, seconds=seconds)
     print(f"{row['schedule']:10s} target {row['target']:<6} sparsity {row['sparsity']:.2%}  "
-          f"{row['compression']:6.2f}x  test accuracy {accuracy:.4f}  ({seconds:.0f} s)")
+          f"{row['compression']:6.2f}x  val {val_accuracy:.4f} test {accuracy:.4f}  "
+          f"{BEST_FORMAT} {row['shared_compression']:6.2f}x val {shared_val:.4f} test "
+          f"{shared_test:.4f}  ({seconds:.0f} s)")
     return row
+
+
+def choose_point(rows, network):
+    """The row to report for a LeNet, chosen on validation: the most compressed one (in
+    BEST_FORMAT) whose validation error, so stored, meets the target error; None if none does
+    (and for the MLP, which has no published result to meet)."""
+    if network not in TARGET_ERROR:
+        return None
+    fits = [r for r in rows if 100 * (1 - r["shared_val_accuracy"]) <= TARGET_ERROR[network]]
+    return max(fits, key=lambda r: r["shared_compression"], default=None)
 
 
 def layer_sensitivity(model, data, levels):
     """Test accuracy with one layer at a time pruned to each sparsity level, no fine-tuning."""
     logits_fn, rows = logits_function(model), []
-    for layer in dense_layers(model):
+    for layer in weight_layers(model):
         original = layer.kernel.numpy()
         for level in levels:
             (mask,) = criteria.layer_sparsity_masks([original], level)
@@ -78,53 +139,69 @@ def write_csv(path, rows):
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--sparsities", type=cli.fraction, nargs="+",
-                   default=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
-                   help="target global sparsities, each in [0, 1) (default %(default)s)")
-    p.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES),
-                   help="schedules to compare (default: all)")
-    p.add_argument("--epochs", type=cli.positive_int, default=20,
-                   help="fine-tuning epochs per point (default %(default)s)")
-    p.add_argument("--dense-dir", type=cli.path,
-                   default=configs.repo_path(configs.DenseConfig.model_dir),
-                   help="stage-1 checkpoint folder (default %(default)s)")
+    p.add_argument("--sparsities", type=cli.fraction, nargs="+", help="target global "
+                   "sparsities, each in [0, 1) (default: the network's, in DEFAULT_SWEEP)")
+    p.add_argument("--schedules", nargs="+", choices=SCHEDULES,
+                   help="schedules to compare (default: all for mlp, gradual for the LeNets)")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help="fine-tuning epochs per point (default: the network's recipe, 20)")
+    p.add_argument("--dense-dir", type=cli.path, help="stage-1 checkpoint folder (default "
+                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
     p.add_argument("--results-dir", type=cli.path,
-                   help="where the CSVs go (default: the repo's results/; --quick: "
-                        f"{QUICK_DIR})")
-    p.add_argument("--pics-dir", type=cli.path,
-                   help=f"where the plots go (default: the repo's pics/; --quick: {QUICK_DIR})")
+                   help="where the CSVs go (default: the repo's results/, results/<network>/ for "
+                        f"the LeNets; --quick: {QUICK_DIR})")
+    p.add_argument("--pics-dir", type=cli.path, help="where the plots go (default: the repo's "
+                   f"pics/, pics/<network>/ for the LeNets; --quick: {QUICK_DIR})")
     args = p.parse_args()
     args.seed = configs.SEED if args.seed is None else args.seed
+    args.dense_dir = args.dense_dir or configs.repo_path(
+        configs.dense_config(args.network).model_dir)
+    defaults = DEFAULT_SWEEP[args.network]
+    args.sparsities = args.sparsities or defaults["sparsities"]
+    args.schedules = args.schedules or defaults["schedules"]
+    epochs = args.epochs or configs.pruned_config(args.network).epochs
     if args.quick:
-        args.sparsities, args.epochs = args.sparsities[:2], configs.QUICK["epochs"]
-    results = cli.publish_dir(args, "--results-dir", "results", configs.repo_path(QUICK_DIR))
-    pics = cli.publish_dir(args, "--pics-dir", "pics", configs.repo_path(QUICK_DIR))
+        args.sparsities, epochs = args.sparsities[:2], configs.QUICK["epochs"]
+    quick_dir = configs.repo_path(QUICK_DIR)
+    results = cli.publish_dir(args, "--results-dir",
+                              configs.network_folder("results", args.network), quick_dir)
+    pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network),
+                           quick_dir)
 
     with contextlib.ExitStack() as outputs:  # one sweep at a time writes them; checked writable
         for folder, flag in {results: "--results-dir", pics: "--pics-dir"}.items():  # once each
             outputs.enter_context(lock(folder / "sweep_pruning", flag))
-        dense_model, _ = load_for_fine_tuning(args.dense_dir, configs.PrunedConfig())
+        dense_model, _, config = load_for_fine_tuning(args.dense_dir,
+                                                      configs.pruned_config(args.network))
         data = cli.load_data(args)
+        check_data(data, config, args.dense_dir)
         dense_accuracy, _ = evaluate(logits_function(dense_model), *data["test"])
         print(f"dense baseline: test accuracy {dense_accuracy:.4f}")
         sensitivity = layer_sensitivity(
             dense_model, data, SENSITIVITY_LEVELS[::4] if args.quick else SENSITIVITY_LEVELS)
 
-        original = run_point(args, data, epochs=args.epochs if args.quick else None,
-                             threshold=configs.QUICK["threshold"] if args.quick else None)
-        original["schedule"] = "original"
+        original = None
+        if args.network == "mlp":  # the original repo's recipe, for reference
+            original = run_point(args, data, epochs=epochs if args.quick else None,
+                                 threshold=configs.QUICK["threshold"] if args.quick else None)
+            original["schedule"] = "original"
         rows = [run_point(args, data, criterion="global-sparsity", sparsity=sparsity,
-                          schedule=schedule, epochs=args.epochs, lr_values=SWEEP_LR,
-                          rounds=min(configs.PrunedConfig.rounds, args.epochs),
-                          lr_boundaries=(args.epochs // 2,))
+                          schedule=schedule, epochs=epochs, lr_values=SWEEP_LR,
+                          rounds=min(configs.PrunedConfig.rounds, epochs),
+                          lr_boundaries=(epochs // 2,))
                 for sparsity in args.sparsities for schedule in args.schedules]
 
-        write_csv(results / "sweep_pruning.csv",
-                  [dict(r, dense_test_accuracy=dense_accuracy) for r in [original] + rows])
+        write_csv(results / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
+                                                  for r in [original] * bool(original) + rows])
         write_csv(results / "layer_sensitivity.csv", sensitivity)
-        plot_accuracy_vs_compression(rows, dense_accuracy, original,
-                                     pics / "accuracy_vs_compression.png")
+        plot_accuracy_vs_compression(rows, dense_accuracy, original, PUBLISHED.get(
+            args.network, []), args.network, pics / "accuracy_vs_compression.png")
         plot_layer_sensitivity(sensitivity, dense_accuracy, pics / "layer_sensitivity.png")
+    chosen = choose_point(rows, args.network)
+    if args.network in TARGET_ERROR:
+        print(f"chosen on validation (most compressed with validation error <= "
+              f"{TARGET_ERROR[args.network]}% in {BEST_FORMAT}): " + (
+                  f"{chosen['schedule']} sparsity {chosen['target']}" if chosen else "none"))
     print(f"wrote {results}/sweep_pruning.csv, {results}/layer_sensitivity.csv and 2 plots in "
           f"{pics}/")
 

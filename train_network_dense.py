@@ -1,7 +1,9 @@
-"""Stage 1: train the dense 784-512-512-10 MNIST classifier and checkpoint it.
+"""Stage 1: train the dense classifier (784-512-512-10 MLP by default) and checkpoint it.
 
     python train_network_dense.py                 # the original experiment (25 epochs)
+    python train_network_dense.py --network lenet-5   # Caffe's LeNet-5, its recipe (configs.py)
     python train_network_dense.py --epochs 5 --model-dir /tmp/dense
+    python train_network_dense.py --dataset my_images.npz   # your own data (README, "Your data")
     python train_network_dense.py --quick         # smoke test: MNIST subset, 1 epoch
 
 Writes <model-dir>/model.keras (weights + optimizer state), config.json (config + results) and
@@ -14,7 +16,7 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import build_dense_network
+from networks.network_dense import architecture, build_network
 from utils import cli
 from utils.checkpoints import save_checkpoint, stage_output
 from utils.training import fit
@@ -22,23 +24,26 @@ from utils.training import fit
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--epochs", type=cli.positive_int, help="training epochs (default 25)")
-    p.add_argument("--model-dir", type=cli.path, default=configs.repo_path(
-        configs.DenseConfig.model_dir), help="output folder (default %(default)s)")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help="training epochs (default: the network's recipe, 25 for mlp)")
+    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
+                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
-    config = configs.override(configs.DenseConfig(), epochs=args.epochs or quick.get("epochs"),
-                              model_dir=str(args.model_dir), seed=args.seed)
+    config = configs.dense_config(args.network)
+    config = configs.override(config, epochs=args.epochs or quick.get("epochs"), seed=args.seed,
+                              model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
     keras.utils.set_random_seed(config.seed)
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:
         data = cli.load_data(args)
-        model = build_dense_network(config)
+        config = configs.override(config, image_shape=data["image_shape"],
+                                  num_classes=data["num_classes"])
+        model = build_network(config)
         optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0),
                                          momentum=config.momentum)
-        print(f"training {model.name} {config.input_size}-"
-              f"{'-'.join(map(str, config.hidden_sizes))}-{config.num_classes} "
-              f"on {len(data['train'][1]):,} images for {config.epochs} epochs")
+        print(f"training {config.network} {architecture(model)} ({model.count_params():,} "
+              f"parameters) on {len(data['train'][1]):,} images for {config.epochs} epochs")
 
         start = time.perf_counter()
         history = fit(model, optimizer, config, data)

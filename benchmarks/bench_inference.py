@@ -64,7 +64,7 @@ def main():
 
 def run_benchmark(args, chosen):
     """Time the `chosen` variants at every batch size; print the table, write the JSON."""
-    model, _ = load_pruned(args.pruned_dir)
+    model, _, _ = load_pruned(args.pruned_dir)
     layers = sparse_layers(model)
     density = sum(len(l["values"]) for l in layers) / sum(int(np.prod(l["shape"])) for l in layers)
     variants = {"dense": logits_function(model),

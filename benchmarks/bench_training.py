@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 import configs  # noqa: E402
 from benchmarks.timing import RESULTS_DIR, machine_facts, write_results  # noqa: E402
 from networks.network_base import cross_entropy  # noqa: E402
-from networks.network_dense import build_dense_network, dense_layers  # noqa: E402
+from networks.network_dense import build_network, weight_layers  # noqa: E402
 from pruning.masks import set_mask  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.checkpoints import lock  # noqa: E402
@@ -130,17 +130,17 @@ def setting(name, x, y):
     config = configs.DenseConfig() if name == "dense" else configs.PrunedConfig()
     keras.utils.set_random_seed(config.seed)
     masks = {}
-    models = [build_dense_network(config) for _ in range(2)]
+    models = [build_network(config) for _ in range(2)]
     if name == "pruned":
         rng = np.random.default_rng(0)
-        masks = {l.name: rng.random(l.kernel.shape) >= 0.95 for l in dense_layers(models[0])}
-        for layer in dense_layers(models[0]):
+        masks = {l.name: rng.random(l.kernel.shape) >= 0.95 for l in weight_layers(models[0])}
+        for layer in weight_layers(models[0]):
             layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
-        for layer in dense_layers(models[1]):
+        for layer in weight_layers(models[1]):
             set_mask(layer, masks[layer.name])
     loop = CustomLoop(models[0], keras.optimizers.SGD(0.01, momentum=config.momentum), x, y,
                       config.weight_decay, {l.kernel.path: masks[l.name]
-                                            for l in dense_layers(models[0]) if masks})
+                                            for l in weight_layers(models[0]) if masks})
     # The loop adds the decay's gradient itself and never reads the models' regularisers.
     timer = EpochTimer()
     compile_for_training(models[1], keras.optimizers.SGD(0.01, momentum=config.momentum))

@@ -1,10 +1,11 @@
-"""The dense 784-512-512-10 classifier of the original repo, as a plain Keras 3 model."""
+"""The networks as plain Keras 3 models: the original repo's 784-512-512-10 MLP and the
+papers' LeNet-300-100 and LeNet-5 (configs.NETWORKS), and their checkpoints."""
 import keras
 import numpy as np
 import tensorflow as tf
 
 import configs
-from pruning import get_masks
+from pruning import get_masks, prunable_layers
 from utils.checkpoints import CheckpointError, load_checkpoint
 
 
@@ -39,74 +40,134 @@ class ByteDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-def build_dense_network(config):
-    """Fully connected ReLU network `fc1 .. fcN` with dropout after every hidden layer and L2
-    weight decay on the kernels (a regulariser: decay x sum(w^2) joins the loss)."""
-    def dense(units, name, activation=None):
-        return keras.layers.Dense(
-            units, activation=activation, name=name,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.init_stddev),
-            bias_initializer=keras.initializers.Constant(config.init_bias),
-            kernel_regularizer=keras.regularizers.L2(config.weight_decay)
-            if config.weight_decay else None)
+def build_network(config):
+    """The Keras model of `config`: pixels [batch, H*W] -> logits, weight layers named after
+    their kind and place (conv1, fc1, ...), L2 weight decay on every kernel (a regulariser:
+    decay x sum(w^2) joins the loss).
 
+    Two kinds of network, by `config.conv_filters`:
+      - fully connected (mlp, lenet-300-100): fc1 .. fcN, ReLU and dropout after each hidden one;
+      - convolutional (lenet-5, Caffe's LeNet as the papers used it): the images reshaped to
+        H x W x 1, conv1 .. convK (5x5, valid, no activation, as in Caffe's LeNet), each followed
+        by 2x2 max-pooling, then the fully connected layers as above.
+    """
+    if config.init_stddev:
+        init = keras.initializers.TruncatedNormal(stddev=config.init_stddev)
+    else:  # Caffe's "xavier" filler: uniform with variance 1/fan_in, i.e. LeCun uniform
+        init = keras.initializers.LecunUniform(seed=config.seed)
+    weights = dict(kernel_initializer=init,
+                   bias_initializer=keras.initializers.Constant(config.init_bias),
+                   kernel_regularizer=keras.regularizers.L2(config.weight_decay)
+                   if config.weight_decay else None)
+
+    check_image_size(config)
     layers = [keras.Input((config.input_size,), name="pixels")]
+    if config.conv_filters:
+        layers.append(keras.layers.Reshape((*config.image_shape, 1), name="image"))
+        for i, filters in enumerate(config.conv_filters, start=1):
+            layers += [keras.layers.Conv2D(filters, 5, name=f"conv{i}", **weights),
+                       keras.layers.MaxPooling2D(2, name=f"pool{i}")]
+        layers.append(keras.layers.Flatten(name="flatten"))
     for i, units in enumerate(config.hidden_sizes, start=1):
-        layers.append(dense(units, f"fc{i}", "relu"))
+        layers.append(keras.layers.Dense(units, "relu", name=f"fc{i}", **weights))
         if config.dropout:
             layers.append(ByteDropout(config.dropout, seed=config.seed + i, name=f"dropout{i}"))
-    layers.append(dense(config.num_classes, f"fc{len(config.hidden_sizes) + 1}"))
-    return keras.Sequential(layers, name="network_dense")
+    layers.append(keras.layers.Dense(config.num_classes, name=f"fc{len(config.hidden_sizes) + 1}",
+                                     **weights))
+    return keras.Sequential(layers, name=config.network.replace("-", "_"))
 
 
-def dense_layers(model):
-    """The model's Dense layers, input to output: the ones whose kernels are pruned."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+def check_image_size(config):
+    """Raise ValueError unless the images survive the conv + pool stages (LeNet-5: >= 16x16)."""
+    side = min(config.image_shape)
+    for _ in config.conv_filters:
+        side = (side - 4) // 2  # a 5x5 valid conv, then 2x2 pooling
+    if side < 1:
+        raise ValueError(f"{config.network} needs larger images: "
+                         f"{'x'.join(map(str, config.image_shape))} shrinks to nothing in its "
+                         f"{len(config.conv_filters)} conv + pool stages (lenet-5 needs at least "
+                         f"16x16); use mlp or lenet-300-100")
+
+
+def weight_layers(model):
+    """The model's conv and Dense layers, input to output: the ones whose kernels are pruned."""
+    return prunable_layers(model)
 
 
 def architecture(model):
-    """'784-512-512-10': the widths of the model's Dense layers, input first."""
-    kernels = [layer.kernel.shape for layer in dense_layers(model)]
-    return "-".join(str(n) for n in [kernels[0][0], *(k[1] for k in kernels)]) if kernels else "?"
+    """'784-512-512-10' or '784-conv20-conv50-500-10': the input size, then the weight layers."""
+    return "-".join([str(model.input_shape[-1]), *(
+        ("" if isinstance(l, keras.layers.Dense) else "conv") + str(l.kernel.shape[-1])
+        for l in weight_layers(model))])
+
+
+def check_data(data, config, source):
+    """Raise CheckpointError unless the data's images and classes are those `config` (read from
+    checkpoint `source`) was trained on: a network cannot take other input or output sizes."""
+    have = (tuple(data["image_shape"]), data["num_classes"])
+    if have != (tuple(config.image_shape), config.num_classes):
+        raise CheckpointError(
+            f"{source}/ was trained on {'x'.join(map(str, config.image_shape))} images with "
+            f"{config.num_classes} classes; this data has {'x'.join(map(str, have[0]))} images "
+            f"with {have[1]} classes: pass the same --dataset (or none) as its training run")
 
 
 def load_for_fine_tuning(dense_dir, config):
     """The stage-1 checkpoint's weights and SGD momentum, in a network built from `config`
-    (the pruning stage's: no dropout, its own weight decay); (model, optimizer).
+    (the pruning stage's: no dropout, its own weight decay); (model, optimizer, config), the
+    config's image shape and classes set to the checkpoint's.
 
-    A checkpoint of another architecture is refused with one line naming both.
+    A checkpoint of another network or architecture is refused with one line naming both.
     """
-    trained, _ = load_checkpoint(dense_dir, made_by="train_network_dense.py")
-    model = build_dense_network(config)
+    trained, meta = load_checkpoint(dense_dir, made_by="train_network_dense.py")
+    saved = checkpoint_config(meta, config.network, dense_dir)
+    config = configs.override(config, image_shape=saved.image_shape,
+                              num_classes=saved.num_classes)
+    model = build_network(config)
     if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
         raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
                               f"builds {architecture(model)} "
-                              f"(input_size, hidden_sizes, num_classes in configs.py): retrain "
+                              f"(hidden_sizes, conv_filters in configs.py): retrain "
                               f"with train_network_dense.py or change configs.py")
     model.set_weights(trained.get_weights())
     optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
     optimizer.build(model.trainable_variables)
     for mine, theirs in zip(optimizer.momentums, trained.optimizer.momentums):
         mine.assign(theirs)
-    return model, optimizer
+    return model, optimizer, config
 
 
-def load_pruned(pruned_dir):
-    """The stage-2 checkpoint: (model, {layer name: bool mask}), its masks checked.
+def checkpoint_config(meta, network, model_dir):
+    """The config a checkpoint (its config.json, `meta`) was made with, checked to be of
+    `network` (the --network flag): another network's checkpoint is one clear line."""
+    saved = meta.get("config", {})
+    if saved.get("network", "mlp") != network:
+        raise CheckpointError(f"{model_dir}/ holds a {saved.get('network', 'mlp')} network, not "
+                              f"{network}: pass --network {saved.get('network', 'mlp')}, or the "
+                              f"folder of a {network} run")
+    return configs.override(configs.pruned_config(network), image_shape=tuple(saved.get(
+        "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10))
 
-    Refused with one line: a checkpoint of another stage (a dense one was never pruned), a model
-    whose Dense layers are not all pruned, or a kernel with non-zeros where its mask prunes.
+
+def load_pruned(pruned_dir, network="mlp"):
+    """The stage-2 checkpoint of `network`: (model, {layer name: bool mask}, its config), its
+    masks checked.
+
+    Refused with one line: a checkpoint of another stage (a dense one was never pruned) or
+    network, a model whose conv and Dense layers are not all pruned, or a kernel with non-zeros
+    where its mask prunes.
     """
-    model, _ = load_checkpoint(pruned_dir, made_by="prune_network.py")
+    model, meta = load_checkpoint(pruned_dir, made_by="prune_network.py")
+    config = checkpoint_config(meta, network, pruned_dir)
     masks = get_masks(model)
-    if sorted(masks) != sorted(l.name for l in dense_layers(model)):
+    if sorted(masks) != sorted(l.name for l in weight_layers(model)):
         raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
-                              f"not on every Dense layer: rerun prune_network.py")
-    for l in dense_layers(model):
+                              f"not on every weight layer: rerun prune_network.py")
+    for l in weight_layers(model):
         if np.any(l.kernel.numpy()[~masks[l.name]]):
             raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where its "
                                   f"masks prune them ({l.name}): rerun prune_network.py")
-    return model, masks
+    return model, masks, config
 
 
 def export_saved_model(model, path):

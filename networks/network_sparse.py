@@ -1,10 +1,13 @@
 """The deployed network: every weight matrix kept sparse, multiplied without densifying it.
 
 A `tf.Module` rather than a Keras model so that `tf.saved_model.save` exports exactly this graph,
-with one serving signature (float32 [None, 784] -> logits) that runs without this repository.
+with one serving signature (float32 [None, H*W] -> logits) that runs without this repository.
 
-Activations are kept transposed, [features, batch], so each layer is one `sparse W^T @ h` product
-with no transposes in between. Three kernels compute that product (timings in
+Activations of the fully connected layers are kept transposed, [features, batch], so each layer is
+one `sparse W^T @ h` product with no transposes in between. A conv layer is the same product on
+its input's patches (im2col: `tf.image.extract_patches`, one column per output pixel), its kernel
+[kh, kw, cin, cout] viewed as the 2-D matrix [kh*kw*cin, cout] that the storage formats store.
+Three kernels compute that product (timings in
 `benchmarks/bench_inference.py` and the README):
   - "coo":    `tf.sparse.sparse_dense_matmul`; lowest call overhead, fastest at tiny batches;
   - "csr":    TensorFlow's CSR ops (`SparseMatrixMatMul`); several times faster than COO from
@@ -13,10 +16,10 @@ with no transposes in between. Three kernels compute that product (timings in
               plain TF ops that run anywhere, but it materialises nnz x batch values;
 and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above.
 """
+import keras
 import numpy as np
 import tensorflow as tf
 
-from networks.network_dense import dense_layers
 from utils.pruning_utils import to_coo
 
 COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
@@ -40,13 +43,45 @@ MATMUL = {"coo": _coo, "csr": _csr, "gather": _gather}
 
 
 def sparse_layers(model):
-    """Every Dense layer of a (pruned) Keras model as a `to_coo` dict plus its name and bias."""
-    return [dict(name=layer.name, bias=layer.bias.numpy(), **to_coo(layer.kernel.numpy()))
-            for layer in dense_layers(model)]
+    """Every weight layer of a pruned Keras model, input to output, as a `to_coo` dict of its
+    kernel as a 2-D matrix plus its name, bias and "spec": how the deployed network runs it
+    ({"kind": "dense" | "conv", "activation": "relu" | None, and for a conv "kernel_shape",
+    "input_shape" and "pool", its max-pooling size}).
+
+    The layers `networks.network_dense.build_network` builds are understood; any other layer,
+    or a conv with padding, strides or dilation, is a ValueError naming it.
+    """
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            activation = keras.activations.serialize(layer.activation)
+            if activation not in ("relu", "linear"):
+                raise ValueError(f"cannot deploy {layer.name}: activation {activation!r}")
+            kernel = layer.kernel.numpy()
+            spec = dict(kind="dense", activation="relu" if activation == "relu" else None)
+            if isinstance(layer, keras.layers.Conv2D):
+                if (layer.padding, layer.strides, layer.dilation_rate) != ("valid", (1, 1), (1, 1)):
+                    raise ValueError(f"cannot deploy {layer.name}: only valid, stride-1, "
+                                     f"undilated convolutions are supported")
+                spec.update(kind="conv", kernel_shape=list(kernel.shape), pool=1,
+                            input_shape=[int(n) for n in layer.input.shape[1:]])
+                kernel = kernel.reshape(-1, kernel.shape[-1])
+            layers.append(dict(name=layer.name, bias=layer.bias.numpy(), spec=spec,
+                               **to_coo(kernel)))
+        elif isinstance(layer, keras.layers.MaxPooling2D) and layers and \
+                layers[-1]["spec"]["kind"] == "conv" and layer.pool_size == layer.strides and \
+                layer.padding == "valid":
+            layers[-1]["spec"]["pool"] = layer.pool_size[0]
+        elif not isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten,
+                                    keras.layers.Dropout, keras.layers.InputLayer)) and \
+                type(layer).__name__ != "ByteDropout":
+            raise ValueError(f"cannot deploy {layer.name} ({type(layer).__name__}) sparsely")
+    return layers
 
 
 class SparseNetwork(tf.Module):
-    """ReLU network whose layers are `to_coo` dicts (values, int16 indices, shape) plus a bias."""
+    """The network of `sparse_layers`: `to_coo` dicts (values, int16 indices, shape) with a bias
+    and a spec (a layer without a spec is a dense ReLU layer, the last one without ReLU)."""
 
     def __init__(self, layers, kernel="auto", name="network_sparse"):
         super().__init__(name=name)
@@ -57,12 +92,16 @@ class SparseNetwork(tf.Module):
         for layer in layers:  # W^T in row-major order: what both sparse kernels expect
             rows, cols = layer["indices"][:, 1].astype(np.int64), layer["indices"][:, 0]
             order = np.lexsort((cols, rows))
+            spec = layer.get("spec") or dict(
+                kind="dense", activation=None if layer is layers[-1] else "relu")
             self.layers.append(dict(
                 values=layer["values"][order], shape=layer["shape"][::-1].astype(np.int64),
                 indices=np.stack([rows[order], cols[order]], 1).astype(np.int16),
-                bias=layer["bias"].reshape(-1, 1).astype(np.float32)))
+                bias=layer["bias"].reshape(-1, 1).astype(np.float32), spec=spec))
+        first = self.layers[0]["spec"]
+        pixels = np.prod(first["input_shape"]) if first["kind"] == "conv" else layers[0]["shape"][0]
         self.serve = tf.function(self._logits, input_signature=[
-            tf.TensorSpec([None, int(layers[0]["shape"][0])], tf.float32, name="pixels")])
+            tf.TensorSpec([None, int(pixels)], tf.float32, name="pixels")])
 
     def __call__(self, pixels):
         return self.serve(pixels)
@@ -85,7 +124,7 @@ class SparseNetwork(tf.Module):
         """
         weights = [dict(values=tf.constant(l["values"]), shape=tf.constant(l["shape"]),
                         indices=tf.cast(tf.constant(l["indices"]), tf.int64),
-                        bias=tf.constant(l["bias"])) for l in self.layers]
+                        bias=tf.constant(l["bias"]), spec=l["spec"]) for l in self.layers]
         if kernel == "csr":
             for w in weights:
                 w["csr"] = tf.raw_ops.SparseTensorToCSRSparseMatrix(
@@ -93,13 +132,30 @@ class SparseNetwork(tf.Module):
         return weights
 
     def _forward(self, pixels, kernel):
-        h = tf.transpose(pixels)
-        weights = self._weights(kernel)
-        for i, w in enumerate(weights):
-            h = MATMUL[kernel](w, h) + w["bias"]
-            if i < len(weights) - 1:
+        h = pixels  # [batch, ...] through the convs, then [features, batch]
+        for i, w in enumerate(self._weights(kernel)):
+            spec = w["spec"]
+            if spec["kind"] == "conv":
+                h = self._conv(w, tf.reshape(h, [-1, *spec["input_shape"]]), kernel)
+            else:
+                if i == 0 or self.layers[i - 1]["spec"]["kind"] == "conv":
+                    h = tf.transpose(tf.reshape(h, [tf.shape(h)[0], -1]))
+                h = MATMUL[kernel](w, h) + w["bias"]
+            if spec["activation"] == "relu":
                 h = tf.nn.relu(h)
+            if spec.get("pool", 1) > 1:
+                h = tf.nn.max_pool2d(h, spec["pool"], spec["pool"], "VALID")
         return tf.transpose(h)
+
+    @staticmethod
+    def _conv(w, images, kernel):
+        """A valid, stride-1 conv as the sparse product W^T @ patches^T: [batch, H', W', cout]."""
+        kh, kw, _, cout = w["spec"]["kernel_shape"]
+        patches = tf.image.extract_patches(images, [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1],
+                                           "VALID")  # [batch, H', W', kh*kw*cin]
+        out = MATMUL[kernel](w, tf.transpose(tf.reshape(patches, [-1, tf.shape(patches)[-1]])))
+        return tf.reshape(tf.transpose(out + w["bias"]), [*tf.unstack(tf.shape(patches)[:3]),
+                                                           cout])
 
     def save(self, path):
         """Export as a SavedModel whose `serving_default` maps pixels to logits."""

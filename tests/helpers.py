@@ -3,10 +3,10 @@ import keras
 import numpy as np
 
 import configs
-from networks.network_dense import build_dense_network
+from networks.network_dense import build_network
 from utils.checkpoints import save_checkpoint, stage_output
 
-TINY = configs.DenseConfig(input_size=20, hidden_sizes=(16, 8), num_classes=3, batch_size=10,
+TINY = configs.DenseConfig(image_shape=(4, 5), hidden_sizes=(16, 8), num_classes=3, batch_size=10,
                            epochs=2, init_stddev=0.3)
 
 
@@ -14,12 +14,13 @@ def tiny_data(n=60, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, TINY.input_size)).astype(np.float32)
     y = (x[:, 0] * 3).astype(np.int32) % 3
-    return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20])}
+    return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20]),
+            "image_shape": TINY.image_shape, "num_classes": TINY.num_classes}
 
 
 def tiny_model(config=TINY):
     keras.utils.set_random_seed(0)
-    model = build_dense_network(config)
+    model = build_network(config)
     optimizer = keras.optimizers.SGD(0.1, momentum=config.momentum)
     return model, optimizer
 
@@ -28,3 +29,17 @@ def write_checkpoint(path, stage, model, optimizer):
     """Save a checkpoint folder of `model` as script `stage` would."""
     with stage_output(path, stage) as out:
         save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5})
+
+
+# A LeNet-5-shaped network on 16x16 images (the smallest it takes): two 5x5 convs with 2x2
+# pooling, then 12-4.
+TINY_CONV = configs.override(configs.dense_config("lenet-5"), image_shape=(16, 16), num_classes=4,
+                             conv_filters=(3, 4), hidden_sizes=(12,), batch_size=10, epochs=1)
+
+
+def tiny_conv_data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 256)).astype(np.float32)
+    y = (x[:, :128].sum(1) > x[:, 128:].sum(1)).astype(np.int32) + 2 * (x[:, 0] > 0.5)
+    return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20]),
+            "image_shape": (16, 16), "num_classes": 4}

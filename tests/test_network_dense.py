@@ -2,25 +2,66 @@ import numpy as np
 import pytest
 
 import configs
-from networks.network_dense import (ByteDropout, build_dense_network, dense_layers,
-                                    load_for_fine_tuning, load_pruned)
-from tests.helpers import tiny_model, write_checkpoint
+from networks.network_dense import (ByteDropout, architecture, build_network, check_data,
+                                    load_for_fine_tuning, load_pruned, weight_layers)
+from tests.helpers import tiny_data, tiny_model, write_checkpoint
 from utils.checkpoints import CheckpointError
 from pruning import prune_low_magnitude
 
 
 def test_original_network_shapes():
-    model = build_dense_network(configs.DenseConfig())
-    assert [layer.kernel.shape for layer in dense_layers(model)] == [
+    model = build_network(configs.DenseConfig())
+    assert [layer.kernel.shape for layer in weight_layers(model)] == [
         (784, 512), (512, 512), (512, 10)]
     assert model(np.zeros((3, 784), np.float32)).shape == (3, 10)
     assert sum("dropout" in layer.name for layer in model.layers) == 2
+    assert configs.dense_config("mlp") == configs.DenseConfig()  # the original, unchanged
+
+
+@pytest.mark.parametrize("network, params, kernels", [
+    ("lenet-300-100", 266_610, [(784, 300), (300, 100), (100, 10)]),
+    ("lenet-5", 431_080, [(5, 5, 1, 20), (5, 5, 20, 50), (800, 500), (500, 10)])])
+def test_the_papers_networks_have_their_published_sizes(network, params, kernels):
+    model = build_network(configs.dense_config(network))
+    assert model.count_params() == params
+    assert [tuple(layer.kernel.shape) for layer in weight_layers(model)] == kernels
+    assert model(np.zeros((2, 784), np.float32)).shape == (2, 10)
+    assert not any("dropout" in layer.name for layer in model.layers)
+
+
+def test_networks_take_their_input_and_output_sizes_from_the_config():
+    config = configs.override(configs.dense_config("lenet-5"), image_shape=(20, 24),
+                              num_classes=7)
+    model = build_network(config)
+    assert architecture(model) == "480-conv20-conv50-500-7"
+    assert model(np.zeros((2, 480), np.float32)).shape == (2, 7)
+
+
+def test_images_too_small_for_the_convs_are_one_clear_error():
+    with pytest.raises(ValueError, match="lenet-5 needs larger images: 15x20 shrinks to nothing"):
+        build_network(configs.override(configs.dense_config("lenet-5"), image_shape=(15, 20)))
+    assert build_network(configs.override(configs.dense_config("lenet-5"), image_shape=(16, 16)))
 
 
 def test_pruned_config_has_no_dropout_and_biases_start_at_init_bias():
-    model = build_dense_network(configs.PrunedConfig())
+    model = build_network(configs.PrunedConfig())
     assert not any("dropout" in layer.name for layer in model.layers)
-    np.testing.assert_allclose(dense_layers(model)[0].bias.numpy(), 0.1)
+    np.testing.assert_allclose(weight_layers(model)[0].bias.numpy(), 0.1)
+
+
+def test_a_checkpoint_of_another_network_is_refused_naming_the_flag(tmp_path):
+    write_checkpoint(tmp_path / "dense", "train_network_dense.py", *tiny_model())
+    with pytest.raises(CheckpointError, match="holds a mlp network, not lenet-5: pass --network "
+                                              "mlp"):
+        load_for_fine_tuning(tmp_path / "dense", configs.pruned_config("lenet-5"))
+
+
+def test_data_of_another_shape_than_the_checkpoints_is_refused(tmp_path):
+    data = dict(tiny_data(), image_shape=(5, 4))
+    with pytest.raises(CheckpointError, match="trained on 4x5 images with 3 classes; this data "
+                                              "has 5x4 images with 3 classes"):
+        check_data(data, configs.override(configs.DenseConfig(), image_shape=(4, 5),
+                                          num_classes=3), tmp_path)
 
 
 @pytest.mark.parametrize("rate", [0.25, 0.5])
@@ -40,7 +81,7 @@ def test_byte_dropout_rejects_a_rate_of_one():
 def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
     write_checkpoint(tmp_path / "dense", "train_network_dense.py", *tiny_model())
     with pytest.raises(CheckpointError, match=r"dense/ holds a 20-16-8-3 network; this stage "
-                                              r"builds 784-512-512-10 \(.*hidden_sizes"):
+                                              r"builds 20-512-512-3 \(.*hidden_sizes"):
         load_for_fine_tuning(tmp_path / "dense", configs.PrunedConfig())
 
 
@@ -48,15 +89,16 @@ def test_load_pruned_returns_masks_that_match_the_kernels(tmp_path):
     model, optimizer = tiny_model()
     masks = prune_low_magnitude(model, "threshold", 0.2)
     write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer)
-    loaded, loaded_masks = load_pruned(tmp_path / "pruned")
+    loaded, loaded_masks, config = load_pruned(tmp_path / "pruned")
+    assert (config.image_shape, config.num_classes) == ((4, 5), 3)
     assert loaded_masks.keys() == masks.keys()
     for name, mask in masks.items():
         np.testing.assert_array_equal(loaded_masks[name], mask)
 
 
 @pytest.mark.parametrize("fault, match", [
-    ("no masks", "masks on \\[\\], not on every Dense layer"),
-    ("fewer masks", "masks on \\['fc1', 'fc2'\\], not on every Dense layer"),
+    ("no masks", "masks on \\[\\], not on every weight layer"),
+    ("fewer masks", "masks on \\['fc1', 'fc2'\\], not on every weight layer"),
     ("non-zero under mask", "non-zero weights where its masks prune them \\(fc1\\)")])
 def test_load_pruned_refuses_a_checkpoint_whose_masks_do_not_fit(tmp_path, fault, match):
     model, optimizer = tiny_model()
@@ -64,7 +106,7 @@ def test_load_pruned_refuses_a_checkpoint_whose_masks_do_not_fit(tmp_path, fault
         prune_low_magnitude(model, "threshold", 0.2, layers=None if fault != "fewer masks"
                             else ["fc1", "fc2"])
     if fault == "non-zero under mask":
-        dense_layers(model)[0].kernel.assign(np.ones(dense_layers(model)[0].kernel.shape))
+        weight_layers(model)[0].kernel.assign(np.ones(weight_layers(model)[0].kernel.shape))
     write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer)
     with pytest.raises(CheckpointError, match=match + ".*rerun prune_network.py"):
         load_pruned(tmp_path / "pruned")

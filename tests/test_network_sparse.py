@@ -1,13 +1,15 @@
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 from networks.network_base import logits_function
 from networks.network_sparse import SparseNetwork, sparse_layers
-from tests.helpers import TINY, tiny_data, tiny_model
 from pruning import prune_low_magnitude
+from tests.helpers import TINY, TINY_CONV, tiny_conv_data, tiny_data, tiny_model
+from utils import sparse_formats
 
 
 def pruned_tiny_model():
@@ -62,3 +64,41 @@ def test_every_kernel_matches_dense_at_every_batch_size(kernel, batch):
 def test_unknown_kernel_is_rejected():
     with pytest.raises(ValueError, match="kernel must be one of"):
         SparseNetwork(sparse_layers(pruned_tiny_model()), kernel="blas")
+
+
+def pruned_tiny_conv_model():
+    model, _ = tiny_model(TINY_CONV)
+    prune_low_magnitude(model, "global-sparsity", 0.6)
+    return model
+
+
+@pytest.mark.parametrize("kernel", ["coo", "csr", "gather", "auto"])
+def test_a_pruned_conv_network_deploys_with_the_keras_logits(kernel):
+    model = pruned_tiny_conv_model()
+    layers = sparse_layers(model)
+    assert [(l["name"], l["spec"]["kind"], l["spec"].get("pool")) for l in layers] == [
+        ("conv1", "conv", 2), ("conv2", "conv", 2), ("fc1", "dense", None),
+        ("fc2", "dense", None)]
+    assert [tuple(l["shape"]) for l in layers] == [(25, 3), (75, 4), (4, 12), (12, 4)]
+    x = tiny_conv_data()["test"][0]
+    network = SparseNetwork(layers, kernel=kernel)
+    np.testing.assert_allclose(network(x).numpy(), logits_function(model)(x).numpy(), atol=1e-5)
+
+
+def test_a_conv_network_survives_a_storage_format_round_trip(tmp_path):
+    model = pruned_tiny_conv_model()
+    layers = sparse_layers(model)
+    sparse_formats.save(tmp_path / "w.npz", layers, "csr8")
+    _, decoded = sparse_formats.load(tmp_path / "w.npz")
+    assert [l["spec"] for l in decoded] == [l["spec"] for l in layers]
+    x = tiny_conv_data()["test"][0]
+    np.testing.assert_allclose(SparseNetwork(decoded)(x).numpy(),
+                               logits_function(model)(x).numpy(), atol=1e-5)
+
+
+def test_a_layer_the_sparse_network_cannot_run_is_named():
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(2, 3, padding="same", name="padded")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    with pytest.raises(ValueError, match="cannot deploy padded: only valid, stride-1"):
+        sparse_layers(model)

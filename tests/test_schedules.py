@@ -5,7 +5,7 @@ import configs
 from tests.helpers import TINY, tiny_data, tiny_model
 from utils.schedules import check_config, prune_and_fine_tune, round_value
 
-BASE = configs.override(configs.PrunedConfig(), input_size=TINY.input_size,
+BASE = configs.override(configs.PrunedConfig(), image_shape=TINY.image_shape,
                         hidden_sizes=TINY.hidden_sizes, num_classes=TINY.num_classes,
                         batch_size=10, epochs=3, criterion="global-sparsity", sparsity=0.8,
                         lr_values=(0.05,), lr_boundaries=())

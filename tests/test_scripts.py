@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -46,12 +47,7 @@ def pipeline(tmp_path_factory):
     """
     cwd = tmp_path_factory.mktemp("pipeline")
     pics_before = digest(REPO / "pics")
-    for script, args in (("train_network_dense.py", ["--model-dir", "dense"]),
-                         ("prune_network.py", ["--dense-dir", "dense", "--model-dir", "pruned"]),
-                         ("deploy_pruned_model.py", ["--pruned-dir", "pruned", "--model-dir",
-                                                     "sparse"])):
-        result = run(script, "--quick", *args, cwd=cwd)
-        assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
+    run_stages(cwd)
     assert digest(REPO / "pics") == pics_before
     return cwd
 
@@ -212,3 +208,67 @@ def test_help_and_a_bad_flag(tmp_path):
     assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
     line = one_error_line(run("train_network_dense.py", "--epochs", "x", cwd=tmp_path))
     assert line == "error: argument --epochs: must be an integer >= 1, got 'x' (see --help)"
+
+
+def run_stages(cwd, *flags):
+    """train -> prune -> deploy in --quick mode with `flags`, into dense/, pruned/, sparse/."""
+    for script, args in (("train_network_dense.py", ["--model-dir", "dense"]),
+                         ("prune_network.py", ["--dense-dir", "dense", "--model-dir", "pruned"]),
+                         ("deploy_pruned_model.py", ["--pruned-dir", "pruned", "--model-dir",
+                                                     "sparse"])):
+        result = run(script, "--quick", *flags, *args, cwd=cwd)
+        assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
+    return [json.loads((cwd / stage / "config.json").read_text())
+            for stage in ("dense", "pruned", "sparse")]
+
+
+@pytest.fixture(scope="module", params=["lenet-300-100", "lenet-5"])
+def network_pipeline(request, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp(request.param)
+    return request.param, cwd, *run_stages(cwd, "--network", request.param)
+
+
+def test_the_papers_networks_run_through_all_three_stages(network_pipeline):
+    network, cwd, dense, pruned, sparse = network_pipeline
+    assert dense["config"]["network"] == pruned["config"]["network"] == network
+    assert pruned["config"]["schedule"] == "gradual"  # the LeNets' recipe
+    results = sparse["results"]
+    assert results["test_accuracy"] == pruned["results"]["test_accuracy"]
+    assert results["max_logit_difference"] <= 1e-4
+    assert sum(results["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
+    quantization = results["trained_quantization"]
+    assert quantization["bits"] == 5 and quantization["epochs"] == 1
+    assert quantization["stored"] in ("trained", "k-means")
+    report = (cwd / "sparse/compression_report.txt").read_text()
+    assert "trained quantization (5-bit codebooks, 1 epochs, codes fixed)" in report
+    if network == "lenet-5":
+        assert list(results["nonzeros"]) == ["conv1", "conv2", "fc1", "fc2"]
+        assert "5x5x20x50" in report
+
+
+def test_a_stage_refuses_a_checkpoint_of_another_network(network_pipeline, tmp_path):
+    network, cwd, *_ = network_pipeline
+    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", str(cwd / "dense"),
+                              "--model-dir", str(tmp_path / "p"), cwd=tmp_path))
+    assert f"holds a {network} network, not mlp: pass --network {network}" in line
+    assert not (tmp_path / "p").exists()
+
+
+def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (400, 16, 20), np.uint8)
+    y = (x[:, :8].mean((1, 2)) > x[:, 8:].mean((1, 2))) + 2 * (x[:, 0, 0] > 127)
+    np.savez(tmp_path / "mine.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:],
+             y_test=y[300:])
+    dense, pruned, sparse = run_stages(tmp_path, "--network", "lenet-5", "--dataset", "mine.npz")
+    assert dense["config"]["image_shape"] == [16, 20] and dense["config"]["num_classes"] == 4
+    assert pruned["config"]["image_shape"] == [16, 20]
+    assert sparse["results"]["max_logit_difference"] <= 1e-4
+    # MNIST with a checkpoint trained on this data: one line, before any work
+    line = one_error_line(run("prune_network.py", "--quick", "--network", "lenet-5",
+                              "--dense-dir", "dense", "--model-dir", "p2", cwd=tmp_path))
+    assert "trained on 16x20 images with 4 classes; this data has 28x28 images" in line
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    line = one_error_line(run("train_network_dense.py", "--quick", "--dataset", "bad.npz",
+                              "--model-dir", "d2", cwd=tmp_path))
+    assert "bad.npz as a dataset .npz" in line

@@ -127,3 +127,12 @@ def test_huffman_format_decodes_like_shared_and_is_smaller():
     np.testing.assert_array_equal(a["values"], b["values"])
     np.testing.assert_array_equal(a["indices"], b["indices"])
     assert sf.nbytes(coded) < sf.nbytes(plain)
+
+
+@pytest.mark.parametrize("fmt", sf.FORMATS)
+def test_a_layer_pruned_away_entirely_round_trips(fmt):
+    empty = dict(name="a", values=np.zeros(0, np.float32), indices=np.zeros((0, 2), np.int16),
+                 shape=np.array([5, 3], np.int32), bias=np.ones(3, np.float32))
+    (back,) = sf.decode(sf.encode([empty], fmt), fmt, ["a"])
+    assert back["values"].shape == (0,) and back["indices"].shape == (0, 2)
+    np.testing.assert_array_equal(back["bias"], empty["bias"])

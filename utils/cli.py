@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import configs
+from utils import datasets
 from utils.checkpoints import CheckpointError
-from utils.mnist import MnistError, load_mnist
+from utils.datasets import DataError
+from utils.mnist import MnistError
 
-EXPECTED_ERRORS = (CheckpointError, MnistError, ValueError, OSError)
+EXPECTED_ERRORS = (CheckpointError, DataError, MnistError, ValueError, OSError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,10 +31,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser(description):
-    """Parser with the flags every stage has: data dir, seed, quick mode."""
+    """Parser with the flags every stage has: network, data, seed, quick mode."""
     p = Parser(description)
-    p.add_argument("--data-dir", type=path, help="folder with MNIST (IDX files or mnist.npz); "
-                   "default: $MNIST_DIR, data/mnist/, Keras' cache, else download")
+    p.add_argument("--network", choices=list(configs.NETWORKS), default="mlp",
+                   help="which network and recipe (configs.py); the default paths follow it "
+                        "(default %(default)s)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data-dir", type=path, help="folder with MNIST (IDX files or mnist.npz); "
+                      "default: $MNIST_DIR, data/mnist/, Keras' cache, else download")
+    data.add_argument("--dataset", type=path, help="your own data instead of MNIST (no checksum): "
+                      "a .npz with x_train [N, H, W], y_train, x_test, y_test, or a folder of "
+                      "four IDX files (train-images, train-labels, t10k-images, t10k-labels)")
     p.add_argument("--seed", type=seed, help="random seed (default 123)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: a small subset of MNIST and 1 epoch; never writes pics/")
@@ -78,6 +87,11 @@ def path(text):
     return Path(text).expanduser().resolve()
 
 
+def bits(text):
+    """A shared-weight code width."""
+    return _number(int, text, lambda v: 1 <= v <= 8, "an integer in 1..8")
+
+
 def storage_format(text):
     from utils import sparse_formats  # deferred: only the deploy stage has this flag
     try:
@@ -120,8 +134,7 @@ def run(main):
 
 
 def load_data(args):
-    """MNIST splits for a stage: all of it, or the --quick subset."""
-    quick = configs.QUICK
-    if args.quick:
-        return load_mnist(args.data_dir, quick["train_size"], quick["val_size"], quick["test_size"])
-    return load_mnist(args.data_dir)
+    """The splits of MNIST or of --dataset (`utils.datasets.splits`): all, or the --quick subset."""
+    q = configs.QUICK
+    sizes = (q["train_size"], q["val_size"], q["test_size"]) if args.quick else (None,) * 3
+    return datasets.load(args.dataset, args.data_dir, sizes)

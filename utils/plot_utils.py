@@ -11,11 +11,18 @@ import numpy as np  # noqa: E402
 from utils.atomic import replacing  # noqa: E402
 
 
-def plot_weight_distribution(kernels, path, title, bins=100, value_range=(-0.15, 0.15)):
-    """Histogram of all non-zero kernel entries, written atomically to `path` (PNG).
+def weight_range(kernels):
+    """A histogram's half-width for these kernels: their 99.9th percentile of |w|, so that a few
+    outliers do not squeeze the bulk into the middle bins."""
+    values = np.abs(np.concatenate([np.ravel(k) for k in kernels]))
+    return float(np.quantile(values[values != 0], 0.999))
 
-    Zeros are left out so the pruned weights do not hide the shape of the kept ones.
+
+def plot_weight_distribution(kernels, path, title, limit, bins=100):
+    """Histogram of all non-zero kernel entries in [-limit, limit], written atomically to `path`
+    (PNG). Zeros are left out so the pruned weights do not hide the shape of the kept ones.
     """
+    value_range = (-limit, limit)
     values = np.concatenate([np.ravel(k) for k in kernels])
     nonzero = values[values != 0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -27,24 +34,43 @@ def plot_weight_distribution(kernels, path, title, bins=100, value_range=(-0.15,
     _save(fig, ax, path)
 
 
-def plot_accuracy_vs_compression(rows, dense_accuracy, original, path):
-    """Test accuracy against compression, one line per schedule; dense baseline and the original.
+def plot_accuracy_vs_compression(rows, dense_accuracy, original, published, network, path):
+    """Test accuracy of the sweep's points, one line per schedule, on two axes side by side:
+    against the parameter reduction (weights / non-zeros, Han et al. 2015's measure) as pruned,
+    and against the byte compression (dense float32 / stored bytes) as stored with weight
+    sharing + Huffman, as Deep Compression counts it. The papers' results are marked on the axis
+    of the measure they report; the dense baseline and (MLP) the original recipe too.
 
-    `rows`: dicts with schedule, compression, test_accuracy; `original`: one such dict.
+    `rows`: the sweep's dicts; `original`: one such dict or None; `published`: (label, error %,
+    "params" | "bytes", reduction) tuples.
     """
-    fig, ax = plt.subplots(figsize=(8, 5))
-    _accuracy_lines(ax, rows, "schedule", "compression", dense_accuracy)
-    ax.plot(original["compression"], 100 * original["test_accuracy"], marker="*", markersize=14,
-            color="tab:red", linestyle="none", label="original recipe (|w| < 0.03, one-shot)")
-    ax.set_xscale("log")
-    ax.set_xticks(sorted({round(r["compression"], 1) for r in rows}))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("compression (dense float32 bytes / coo16 sparse bytes), log scale")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("MNIST 784-512-512-10: accuracy vs compression by pruning schedule")
-    ax.legend()
-    _save(fig, ax, path)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    panels = [(axes[0], "param_reduction", "test_accuracy", "params",
+               "parameter reduction (weights / non-zero weights), as pruned (float32)"),
+              (axes[1], "shared_compression", "shared_test_accuracy", "bytes",
+               "compression (dense float32 bytes / stored bytes), shared-5bit-huffman")]
+    markers = iter("s^Dv")
+    for ax, x, y, measure, label in panels:
+        _accuracy_lines(ax, [dict(r, test_accuracy=r[y]) for r in rows], "schedule", x,
+                        dense_accuracy)
+        if original:
+            ax.plot(original[x], 100 * original[y], marker="*", markersize=14, color="tab:red",
+                    linestyle="none", label="original recipe (|w| < 0.03, one-shot)")
+        for name, error, kind, reduction in published:
+            if kind == measure:
+                ax.plot(reduction, 100 - error, marker=next(markers), markersize=10,
+                        linestyle="none", markeredgecolor="black", label=f"{name}: {error}%")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted({round(r[x]) for r in rows} | {p[3] for p in published
+                                                            if p[2] == measure}))
+        ax.set_xlabel(label + ", log scale", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(f"MNIST {network}: accuracy vs compression by pruning schedule")
+    _write(fig, path)
 
 
 def plot_layer_sensitivity(rows, dense_accuracy, path):
@@ -68,13 +94,18 @@ def _accuracy_lines(ax, rows, group, x, dense_accuracy, x_scale=1):
                label=f"dense baseline {100 * dense_accuracy:.2f}%")
 
 
-def _save(fig, ax, path):
-    """Grid, tight layout, and an atomic PNG write."""
-    ax.grid(alpha=0.3)
+def _write(fig, path):
+    """Tight layout and an atomic PNG write."""
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
+
+
+def _save(fig, ax, path):
+    """Grid, tight layout, and an atomic PNG write."""
+    ax.grid(alpha=0.3)
+    _write(fig, path)
 
 
 def publish(names, source, dest):

@@ -18,6 +18,7 @@ arrays whose total `nbytes` is the format's size, and back. Formats:
 Biases stay float32 and shapes int32 in every format; both are counted.
 """
 import heapq
+import json
 import re
 
 import numpy as np
@@ -54,7 +55,8 @@ def _encode_gaps(layer):
     rows, cols = _rows_cols(layer)
     n_rows = int(layer["shape"][0])
     prev = np.full(len(cols), -1, np.int64)
-    same_row = np.r_[False, rows[1:] == rows[:-1]]
+    same_row = np.zeros(len(rows), bool)  # (not np.r_[False, ...]: that has length 1 if empty)
+    same_row[1:] = rows[1:] == rows[:-1]
     prev[same_row] = cols[:-1][same_row[1:]]
     gaps = cols - prev                                   # >= 1
     pads = (gaps - 1) // MAX_GAP                         # padding entries needed before each weight
@@ -112,6 +114,8 @@ def kmeans_1d(values, k, iterations=50):
     (Han et al. 2016, Deep Compression, section 3.1).
     """
     values = values.astype(np.float64)
+    if not len(values):  # a layer pruned away entirely
+        return np.zeros(k, np.float32), np.zeros(0, np.uint8)
     centroids = np.linspace(values.min(), values.max(), k)
     for _ in range(iterations):
         codes = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, values)
@@ -137,9 +141,14 @@ def unpack_bits(packed, bits, count):
 
 
 def _encode_shared(layer, bits):
+    """A layer carrying its own N-bit "codebook" and "codes" (trained quantization:
+    utils/trained_quantization.py) is stored with them; any other is shared by k-means."""
     if not 1 <= bits <= 8:
         raise ValueError(f"shared-Nbit needs 1 <= N <= 8 bits, got {bits}")
-    codebook, codes = kmeans_1d(layer["values"], 2 ** bits)
+    if len(layer.get("codebook", ())) == 2 ** bits:
+        codebook, codes = layer["codebook"].astype(np.float32), layer["codes"].astype(np.uint8)
+    else:
+        codebook, codes = kmeans_1d(layer["values"], 2 ** bits)
     return {**_common(layer), **_encode_gaps(layer), "codebook": codebook,
             "codes": pack_bits(codes, bits), "bits": np.array([bits], np.uint8)}
 
@@ -247,11 +256,12 @@ def encode(layers, fmt):
     return [encoder(layer) for layer in layers]
 
 
-def decode(encoded, fmt, names):
-    """Layers (`to_coo` dicts with "name" and "bias") back from `encode`'s output."""
+def decode(encoded, fmt, names, specs=None):
+    """Layers (`to_coo` dicts with "name", "bias" and "spec") back from `encode`'s output."""
     _, decoder = codec(fmt)
-    return [{"name": name, "shape": arrays["shape"], "bias": arrays["bias"], **decoder(arrays)}
-            for name, arrays in zip(names, encoded)]
+    return [{"name": name, "shape": arrays["shape"], "bias": arrays["bias"], "spec": spec,
+             **decoder(arrays)}
+            for name, spec, arrays in zip(names, specs or [None] * len(names), encoded)]
 
 
 def nbytes(encoded):
@@ -260,10 +270,15 @@ def nbytes(encoded):
 
 
 def save(path, layers, fmt):
-    """Encode `layers` and write them (uncompressed .npz) atomically; returns the encoded arrays."""
+    """Encode `layers` and write them (uncompressed .npz) atomically; returns the encoded arrays.
+
+    Each layer's name and spec (how it runs: `networks.network_sparse.sparse_layers`) are stored
+    as text beside the arrays and, like the names, not counted in `nbytes`.
+    """
     encoded = encode(layers, fmt)
     with replacing(path) as tmp:
         np.savez(tmp, format=np.array(fmt), names=np.array([l["name"] for l in layers]),
+                 specs=np.array([json.dumps(l.get("spec")) for l in layers]),
                  **{f"{i}/{key}": a for i, arrays in enumerate(encoded)
                     for key, a in arrays.items()})
     return encoded
@@ -273,6 +288,7 @@ def load(path):
     """(format, layers) from a file written by `save`."""
     with np.load(path) as f:
         fmt, names = str(f["format"]), [str(n) for n in f["names"]]
+        specs = [json.loads(str(s)) for s in f["specs"]] if "specs" in f.files else None
         encoded = [{key.split("/", 1)[1]: f[key] for key in f.files if key.startswith(f"{i}/")}
                    for i in range(len(names))]
-    return fmt, decode(encoded, fmt, names)
+    return fmt, decode(encoded, fmt, names, specs)
