@@ -83,13 +83,13 @@ NETWORKS = {
         architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=40, lr_boundaries=(20, 30), lr_values=(5e-2, 5e-3, 5e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual",
-                    lr_values=(1e-2, 1e-3), weight_decay=5e-4)),
+                    lr_values=(1e-2, 1e-3), weight_decay=0.0)),
     "lenet-5": dict(
         architecture=dict(conv_filters=(20, 50), hidden_sizes=(500,), dropout=0.0,
                           init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=20, lr_boundaries=(12, 17), lr_values=(1e-2, 1e-3, 1e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual", epochs=10,
-                    lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=5e-4)),
+                    lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=0.0)),
 }
 
 

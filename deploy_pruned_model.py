@@ -97,6 +97,8 @@ def main():
                    "that trained quantization fine-tunes (default 5)")
     p.add_argument("--codebook-epochs", type=cli.at_least(0),
                    help="epochs of trained quantization; 0: k-means codebooks only (default 3)")
+    p.add_argument("--codebook-lr", type=cli.positive, help="learning rate of trained "
+                   f"quantization (default {configs.SparseConfig.codebook_learning_rate:g})")
     p.add_argument("--pruned-dir", type=cli.path, help="stage-2 checkpoint folder (default "
                    f"{configs.PrunedConfig.model_dir}, "
                    "saved_models/<network>/network_dense_pruned)")
@@ -107,6 +109,7 @@ def main():
     config = configs.sparse_config(args.network)
     config = configs.override(
         config, seed=args.seed, codebook_bits=args.codebook_bits,
+        codebook_learning_rate=args.codebook_lr,
         codebook_epochs=quick.get("epochs") if args.codebook_epochs is None else
         args.codebook_epochs, model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
     pruned_dir = args.pruned_dir or configs.repo_path(configs.pruned_config(args.network).model_dir)
@@ -165,7 +168,8 @@ def main():
             compression=results["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
             sparse_saved_model_bytes=saved_disk, formats=results,
             trained_quantization=quantization,
-            nonzeros={l["name"]: len(l["values"]) for l in layers})})
+            nonzeros={l["name"]: len(l["values"]) for l in layers},
+            weights={l["name"]: int(np.prod(l["shape"])) for l in layers})})
     print(*lines, sep="\n")
     print(f"saved {config.model_dir}/")
 

@@ -14,12 +14,14 @@ Three kernels compute that product (timings in
               batch ~32 up, and faster than the dense product at batch >= 100;
   - "gather": gather the input rows each weight reads, scale, `segment_sum` per output row;
               plain TF ops that run anywhere, but it materialises nnz x batch values;
-and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above.
+and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above, and CSR for every conv
+layer (its product has one column per output pixel: H'·W' per image, past the crossover).
 """
 import keras
 import numpy as np
 import tensorflow as tf
 
+from networks.network_dense import ByteDropout
 from utils.pruning_utils import to_coo
 
 COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
@@ -73,8 +75,7 @@ def sparse_layers(model):
                 layer.padding == "valid":
             layers[-1]["spec"]["pool"] = layer.pool_size[0]
         elif not isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten,
-                                    keras.layers.Dropout, keras.layers.InputLayer)) and \
-                type(layer).__name__ != "ByteDropout":
+                                    keras.layers.Dropout, ByteDropout, keras.layers.InputLayer)):
             raise ValueError(f"cannot deploy {layer.name} ({type(layer).__name__}) sparsely")
     return layers
 
@@ -112,8 +113,13 @@ class SparseNetwork(tf.Module):
         return tf.cond(tf.shape(pixels)[0] <= COO_MAX_BATCH,
                        lambda: self._forward(pixels, "coo"), lambda: self._forward(pixels, "csr"))
 
-    def _weights(self, kernel):
-        """The layers as graph constants (plus the CSR matrices for the "csr" kernel).
+    def _kernels(self, kernel):
+        """The kernel of each layer: `kernel`, except CSR for the conv layers under "auto"."""
+        return ["csr" if self.kernel == "auto" and l["spec"]["kind"] == "conv" else kernel
+                for l in self.layers]
+
+    def _weights(self, kernels):
+        """The layers as graph constants (plus the CSR matrices of the layers run by "csr").
 
         Why constants and not variables: with constant inputs TensorFlow's graph optimiser
         precomputes the int16 -> int64 casts and the CSR conversion once instead of on every call
@@ -125,15 +131,16 @@ class SparseNetwork(tf.Module):
         weights = [dict(values=tf.constant(l["values"]), shape=tf.constant(l["shape"]),
                         indices=tf.cast(tf.constant(l["indices"]), tf.int64),
                         bias=tf.constant(l["bias"]), spec=l["spec"]) for l in self.layers]
-        if kernel == "csr":
-            for w in weights:
+        for w, kernel in zip(weights, kernels):
+            if kernel == "csr":
                 w["csr"] = tf.raw_ops.SparseTensorToCSRSparseMatrix(
                     indices=w["indices"], values=w["values"], dense_shape=w["shape"])
         return weights
 
     def _forward(self, pixels, kernel):
         h = pixels  # [batch, ...] through the convs, then [features, batch]
-        for i, w in enumerate(self._weights(kernel)):
+        kernels = self._kernels(kernel)
+        for i, (w, kernel) in enumerate(zip(self._weights(kernels), kernels)):
             spec = w["spec"]
             if spec["kind"] == "conv":
                 h = self._conv(w, tf.reshape(h, [-1, *spec["input_shape"]]), kernel)

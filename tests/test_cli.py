@@ -60,6 +60,17 @@ BAD_FLAGS = [
     ("deploy_pruned_model.py", ["--format", "shared-9bit"], "argument --format: format "
                                                             "'shared-9bit': shared-Nbit needs N"),
     ("deploy_pruned_model.py", ["--format", "zip"], "argument --format: unknown format 'zip'"),
+    ("deploy_pruned_model.py", ["--codebook-bits", "9"], "argument --codebook-bits: must be an "
+                                                         "integer in 1..8, got '9'"),
+    ("deploy_pruned_model.py", ["--codebook-epochs", "-1"], "argument --codebook-epochs: must be "
+                                                            "an integer >= 0"),
+    ("deploy_pruned_model.py", ["--codebook-lr", "0"], "argument --codebook-lr: must be a finite "
+                                                       "number > 0"),
+    ("train_network_dense.py", ["--network", "lenet-4"], "argument --network: invalid choice"),
+    ("prune_network.py", ["--dataset", "x.npz", "--data-dir", "d"], "argument --data-dir: not "
+                                                                    "allowed with argument"),
+    ("compare_with_papers.py", ["--network", "lenet-5", "--seeds", "-2"], "argument --seeds: "
+                                                                          "must be an integer"),
     ("sweep_pruning.py", ["--sparsities", "0.9", "1.5"], "argument --sparsities: must be a number "
                                                          "in [0, 1), got '1.5'"),
     ("sweep_pruning.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
@@ -106,17 +117,20 @@ def test_quick_sweep_refuses_the_committed_results(no_work, monkeypatch):
     assert "--quick never writes the committed" in code and not no_work
 
 
+@pytest.mark.parametrize("network", ["mlp", "lenet-5"])
 @pytest.mark.parametrize("script, flag, default", [
     ("train_network_dense.py", "output", configs.DenseConfig.model_dir),
     ("prune_network.py", "--dense-dir", configs.DenseConfig.model_dir),
     ("deploy_pruned_model.py", "--pruned-dir", configs.PrunedConfig.model_dir),
 ])
 def test_default_paths_are_the_repos_and_given_ones_the_current_folders(
-        script, flag, default, no_work, monkeypatch, tmp_path):
+        script, flag, default, network, no_work, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     option = "--model-dir" if flag == "output" else flag
+    if network != "mlp":  # the original's folders for mlp, a folder per network otherwise
+        default = f"saved_models/{network}/{Path(default).name}"
     for args, expected in (([], REPO / default), ([option, "mine"], tmp_path / "mine")):
-        monkeypatch.setattr("sys.argv", [script, "--quick", *args])  # --quick: no pics/ lock
+        monkeypatch.setattr("sys.argv", [script, "--quick", "--network", network, *args])  # no lock
         with pytest.raises(WorkStarted):
             runpy.run_path(str(REPO / script), run_name="__main__")
         assert Path(no_work[flag]) == expected

@@ -272,3 +272,17 @@ def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
     line = one_error_line(run("train_network_dense.py", "--quick", "--dataset", "bad.npz",
                               "--model-dir", "d2", cwd=tmp_path))
     assert "bad.npz as a dataset .npz" in line
+
+
+def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(network_pipeline,
+                                                                              tmp_path):
+    network, cwd, *_ = network_pipeline
+    for seed in ("7", "8"):  # two "seeds" already deployed: read, not rerun
+        for stage in ("dense", "pruned", "sparse"):
+            shutil.copytree(cwd / stage, tmp_path / "runs" / seed / stage)
+    result = run("compare_with_papers.py", "--network", network, "--seeds", "7", "8",
+                 "--runs-dir", "runs", "--results-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "out/papers_comparison.md").read_text()
+    assert "| seed 7 |" in table and "| seed 8 |" in table and "+- 0.00" in table
+    assert "| Deep Compression 2016 | | | " in table and "Target (Deep Compression's)" in table

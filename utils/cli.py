@@ -76,6 +76,10 @@ def fraction(text):
     return _number(float, text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def positive(text):
+    return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
 def non_negative(text):
     return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 

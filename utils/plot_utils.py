@@ -63,8 +63,11 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, published, netw
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(sorted({round(r[x]) for r in rows} | {p[3] for p in published
-                                                            if p[2] == measure}))
+        ticks = []
+        for tick in sorted({round(r[x]) for r in rows}):  # no two labels on top of each other
+            if not ticks or tick >= 1.15 * ticks[-1]:
+                ticks.append(tick)
+        ax.set_xticks(ticks)
         ax.set_xlabel(label + ", log scale", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -13,8 +13,9 @@ arrays whose total `nbytes` is the format's size, and back. Formats:
               float32 codebook of 2^N centroids (k-means, linear initialisation; lossy: the error
               is at most half the gap between neighbouring centroids), codes bit-packed;
   shared-Nbit-huffman
-              shared-Nbit with the gap bytes and the codes each Huffman-coded (canonical codes:
-              only the code length of every symbol is stored), as Deep Compression's last stage.
+              shared-Nbit with the gap bytes, the codes and the row lengths (entries per row, in
+              place of the int32 row pointers) each Huffman-coded (canonical codes: only the code
+              length of every symbol is stored), as Deep Compression's last stage.
 Biases stay float32 and shapes int32 in every format; both are counted.
 """
 import heapq
@@ -206,22 +207,28 @@ def huffman_decode(lengths, packed, count):
             current = ""
             if len(out) == count:
                 break
-    return np.array(out, np.uint8)
+    return np.array(out, np.min_scalar_type(max(len(lengths) - 1, 0)))
 
 
 def _encode_shared_huffman(layer, bits):
     arrays = _encode_shared(layer, bits)
     gaps, codes = arrays.pop("gaps"), unpack_bits(arrays.pop("codes"), bits, len(layer["values"]))
+    rows = np.diff(arrays.pop("row_ptr"))
     arrays["gap_lengths"], arrays["gap_stream"] = huffman_encode(gaps)
     arrays["code_lengths"], arrays["code_stream"] = huffman_encode(codes)
-    arrays["counts"] = np.array([len(gaps), len(codes)], np.int32)
+    # Row lengths can exceed 255, but their code lengths still fit uint8: a Huffman code of
+    # length L needs at least Fibonacci(L + 2) symbols in all, so L < 50 for any layer here.
+    arrays["row_lengths"], arrays["row_stream"] = huffman_encode(rows)
+    arrays["counts"] = np.array([len(gaps), len(codes), len(rows)], np.int32)
     return arrays
 
 
 def _decode_shared_huffman(arrays):
-    gaps = huffman_decode(arrays["gap_lengths"], arrays["gap_stream"], int(arrays["counts"][0]))
-    codes = huffman_decode(arrays["code_lengths"], arrays["code_stream"], int(arrays["counts"][1]))
-    indices = _decode_gaps({"gaps": gaps, "row_ptr": arrays["row_ptr"]})
+    gaps, codes, rows = (huffman_decode(arrays[f"{name}_lengths"], arrays[f"{name}_stream"],
+                                        int(count))
+                         for name, count in zip(("gap", "code", "row"), arrays["counts"]))
+    row_ptr = np.r_[0, np.cumsum(rows, dtype=np.int64)]
+    indices = _decode_gaps({"gaps": gaps, "row_ptr": row_ptr})
     return {"values": arrays["codebook"][codes], "indices": indices}
 
 
