@@ -51,29 +51,33 @@ def build_network(config):
         H x W x 1, conv1 .. convK (5x5, valid, no activation, as in Caffe's LeNet), each followed
         by 2x2 max-pooling, then the fully connected layers as above.
     """
-    if config.init_stddev:
-        init = keras.initializers.TruncatedNormal(stddev=config.init_stddev)
-    else:  # Caffe's "xavier" filler: uniform with variance 1/fan_in, i.e. LeCun uniform
-        init = keras.initializers.LecunUniform(seed=config.seed)
-    weights = dict(kernel_initializer=init,
-                   bias_initializer=keras.initializers.Constant(config.init_bias),
-                   kernel_regularizer=keras.regularizers.L2(config.weight_decay)
-                   if config.weight_decay else None)
+    def weights():
+        """A weight layer's initialisers and regulariser, new for each layer: an unseeded Keras
+        initialiser draws its seed once, when it is made, so one shared by all layers would give
+        them all the same random stream. Caffe's "xavier" filler (the LeNets) is LeCun uniform;
+        it is seeded with config.seed, the same in every layer, as the README's LeNet results
+        were trained (all their kernels draw from one stream, each at its own scale)."""
+        init = (keras.initializers.TruncatedNormal(stddev=config.init_stddev) if config.init_stddev
+                else keras.initializers.LecunUniform(seed=config.seed))
+        return dict(kernel_initializer=init,
+                    bias_initializer=keras.initializers.Constant(config.init_bias),
+                    kernel_regularizer=keras.regularizers.L2(config.weight_decay)
+                    if config.weight_decay else None)
 
     check_image_size(config)
     layers = [keras.Input((config.input_size,), name="pixels")]
     if config.conv_filters:
         layers.append(keras.layers.Reshape((*config.image_shape, 1), name="image"))
         for i, filters in enumerate(config.conv_filters, start=1):
-            layers += [keras.layers.Conv2D(filters, 5, name=f"conv{i}", **weights),
+            layers += [keras.layers.Conv2D(filters, 5, name=f"conv{i}", **weights()),
                        keras.layers.MaxPooling2D(2, name=f"pool{i}")]
         layers.append(keras.layers.Flatten(name="flatten"))
     for i, units in enumerate(config.hidden_sizes, start=1):
-        layers.append(keras.layers.Dense(units, "relu", name=f"fc{i}", **weights))
+        layers.append(keras.layers.Dense(units, "relu", name=f"fc{i}", **weights()))
         if config.dropout:
             layers.append(ByteDropout(config.dropout, seed=config.seed + i, name=f"dropout{i}"))
     layers.append(keras.layers.Dense(config.num_classes, name=f"fc{len(config.hidden_sizes) + 1}",
-                                     **weights))
+                                     **weights()))
     return keras.Sequential(layers, name=config.network.replace("-", "_"))
 
 
