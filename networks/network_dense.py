@@ -52,13 +52,12 @@ def build_network(config):
         by 2x2 max-pooling, then the fully connected layers as above.
     """
     def weights():
-        """A weight layer's initialisers and regulariser, new for each layer: an unseeded Keras
-        initialiser draws its seed once, when it is made, so one shared by all layers would give
-        them all the same random stream. Caffe's "xavier" filler (the LeNets) is LeCun uniform;
-        it is seeded with config.seed, the same in every layer, as the README's LeNet results
-        were trained (all their kernels draw from one stream, each at its own scale)."""
+        """A weight layer's initialisers and regulariser, new for each layer: a Keras 3
+        initialiser draws its seed once (from the seed `keras.utils.set_random_seed` set), when
+        it is made, so one shared by all layers, or one int seed given to all, would make every
+        kernel draw from the same random stream. Caffe's "xavier" filler is LeCun uniform."""
         init = (keras.initializers.TruncatedNormal(stddev=config.init_stddev) if config.init_stddev
-                else keras.initializers.LecunUniform(seed=config.seed))
+                else keras.initializers.LecunUniform())
         return dict(kernel_initializer=init,
                     bias_initializer=keras.initializers.Constant(config.init_bias),
                     kernel_regularizer=keras.regularizers.L2(config.weight_decay)

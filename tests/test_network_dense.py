@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -27,6 +28,17 @@ def test_the_papers_networks_have_their_published_sizes(network, params, kernels
     assert [tuple(layer.kernel.shape) for layer in weight_layers(model)] == kernels
     assert model(np.zeros((2, 784), np.float32)).shape == (2, 10)
     assert not any("dropout" in layer.name for layer in model.layers)
+
+
+@pytest.mark.parametrize("network", ["mlp", "lenet-5"])
+def test_every_layer_draws_its_own_initial_weights(network):
+    """Not one random stream for all: a layer's kernel is not a rescaled prefix of another's."""
+    keras.utils.set_random_seed(1)
+    kernels = [l.kernel.numpy().ravel() for l in weight_layers(build_network(
+        configs.dense_config(network)))]
+    for a, b in zip(kernels, kernels[1:]):
+        n = min(len(a), len(b))
+        assert abs(np.corrcoef(a[:n], b[:n])[0, 1]) < 0.5  # one shared stream: 1.0
 
 
 def test_networks_take_their_input_and_output_sizes_from_the_config():
