@@ -99,11 +99,9 @@ def main():
                    help="epochs of trained quantization; 0: k-means codebooks only (default 3)")
     p.add_argument("--codebook-lr", type=cli.positive, help="learning rate of trained "
                    f"quantization (default {configs.SparseConfig.codebook_learning_rate:g})")
-    p.add_argument("--pruned-dir", type=cli.path, help="stage-2 checkpoint folder (default "
-                   f"{configs.PrunedConfig.model_dir}, "
-                   "saved_models/<network>/network_dense_pruned)")
-    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
-                   f"{configs.SparseConfig.model_dir}, saved_models/<network>/network_sparse)")
+    cli.folder_flag(p, "--pruned-dir", "stage-2 checkpoint folder",
+                    configs.PrunedConfig.model_dir)
+    cli.folder_flag(p, "--model-dir", "output folder", configs.SparseConfig.model_dir)
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     config = configs.sparse_config(args.network)

@@ -50,11 +50,8 @@ def main():
     p.add_argument("--prune-every", type=cli.positive_int,
                    help="gradual: steps between mask updates (100)")
     p.add_argument("--epochs", type=cli.positive_int, help="fine-tuning epochs (default 20)")
-    p.add_argument("--dense-dir", type=cli.path, help="stage-1 checkpoint folder (default "
-                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
-    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
-                   f"{configs.PrunedConfig.model_dir}, "
-                   "saved_models/<network>/network_dense_pruned)")
+    cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
+    cli.folder_flag(p, "--model-dir", "output folder", configs.PrunedConfig.model_dir)
     p.add_argument("--pics-dir", type=cli.path, help="where a full run copies its plots "
                    "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
     args = p.parse_args()

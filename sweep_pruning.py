@@ -146,8 +146,7 @@ def main():
                    help="schedules to compare (default: all for mlp, gradual for the LeNets)")
     p.add_argument("--epochs", type=cli.positive_int,
                    help="fine-tuning epochs per point (default: the network's recipe, 20)")
-    p.add_argument("--dense-dir", type=cli.path, help="stage-1 checkpoint folder (default "
-                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
+    cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
     p.add_argument("--results-dir", type=cli.path,
                    help="where the CSVs go (default: the repo's results/, results/<network>/ for "
                         f"the LeNets; --quick: {QUICK_DIR})")

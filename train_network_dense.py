@@ -26,8 +26,7 @@ def main():
     p = cli.parser(__doc__)
     p.add_argument("--epochs", type=cli.positive_int,
                    help="training epochs (default: the network's recipe, 25 for mlp)")
-    p.add_argument("--model-dir", type=cli.path, help="output folder (default "
-                   f"{configs.DenseConfig.model_dir}, saved_models/<network>/network_dense)")
+    cli.folder_flag(p, "--model-dir", "output folder", configs.DenseConfig.model_dir)
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     config = configs.dense_config(args.network)

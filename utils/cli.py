@@ -105,6 +105,13 @@ def storage_format(text):
     return text
 
 
+def folder_flag(p, flag, what, default):
+    """Add a folder flag whose default follows --network: `default` (a configs model_dir) for
+    mlp, saved_models/<network>/<the same name> for the others (configs._folder)."""
+    p.add_argument(flag, type=path, help=f"{what} (default {default}, "
+                   f"saved_models/<network>/{Path(default).name})")
+
+
 def given(args, names):
     """The names among `names` whose flags were given on the command line (not left at None)."""
     return {name for name in names if getattr(args, name, None) is not None}
