@@ -48,6 +48,8 @@ class PrunedConfig(DenseConfig):
     threshold: float = 0.03                  # threshold: prune |w| < threshold
     quality: float = 1.0                     # std: prune |w| < quality x std of the layer
     sparsity: float = 0.95                   # layer-/global-sparsity: fraction of weights pruned
+    block: tuple = (1, 1)                    # (outputs, inputs) pruned together; 1x4: TFLite's
+    #                                          fast sparse layout (pruning/criteria.py)
     schedule: str = "one-shot"               # one-shot | iterative | gradual (utils/schedules.py)
     rounds: int = 3                          # iterative: prune -> fine-tune rounds
     initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
@@ -66,6 +68,7 @@ class SparseConfig:
     codebook_bits: int = 5                   # trained quantization: bits of the shared weights
     codebook_epochs: int = 3                 # trained quantization: epochs; 0 = k-means only
     codebook_learning_rate: float = 1e-4     # trained quantization: SGD (momentum 0.9) step
+    calibration_images: int = 500            # int8 .tflite: training images that set its scales
     seed: int = SEED
     model_dir: str = "saved_models/network_sparse"
 

@@ -10,8 +10,11 @@ first: the 5-bit shared-weight codebooks (--codebook-bits) are fine-tuned for --
 codes fixed, and kept if they score better on the validation split. Every storage format
 (utils/sparse_formats.py) is written to <model-dir>/weights.<format>.npz, read back, decoded into
 the sparse network and evaluated; the one chosen with --format is exported as
-<model-dir>/saved_model/ (`serving_default`: float32 [None, H*W] -> logits). Also writes
-compression_report.txt, config.json and stage.json.
+<model-dir>/saved_model/ (`serving_default`: float32 [None, H*W] -> logits). The pruned float32
+weights are also converted to LiteRT: <model-dir>/model.tflite (sparse weights, float32) and
+model_int8.tflite (int8 weights and activations, calibrated on --calibration-images training
+images), each read back to report how every weight is stored, and evaluated in LiteRT's
+interpreter. Also writes compression_report.txt, config.json and stage.json.
 <model-dir> must be new, empty or this script's earlier output; it is replaced only when the run
 succeeds.
 """
@@ -26,6 +29,7 @@ import configs
 from networks.network_base import evaluate, logits_function, predict
 from networks.network_dense import check_data, export_saved_model, load_pruned, weight_layers
 from networks.network_sparse import SparseNetwork, sparse_layers
+from networks.network_tflite import TFLiteNetwork, convert, layer_storage
 from utils import cli, pruning_utils, sparse_formats, trained_quantization
 from utils.checkpoints import stage_output, write_json
 
@@ -87,6 +91,48 @@ def evaluate_formats(layers, formats, out, x_test, y_test, batch_size, shared=No
     return results, decoded
 
 
+def export_tflite(model, out, data, config, dense_logits):
+    """Write model.tflite (float32, sparse weights) and model_int8.tflite; (report lines, results).
+
+    Each is compared with the same network converted with dense weights, by size and accuracy.
+    Raises ValueError, before anything is saved, if the float32 model's logits are not those of
+    the Keras model.
+    """
+    x_test, y_test = data["test"]
+    calibration = data["train"][0][:config.calibration_images]
+    variants = {"model.tflite": convert(model),
+                "dense float32": convert(model, sparse=False),
+                "model_int8.tflite": convert(model, representative=calibration),
+                "dense int8": convert(model, sparse=False, representative=calibration)}
+    results, lines = {}, ["LiteRT (.tflite), run in LiteRT's interpreter on the test set:"]
+    for name, content in variants.items():
+        network = TFLiteNetwork(content)
+        logits = predict(network, x_test)
+        results[name] = dict(bytes=len(content), layers=layer_storage(content),
+                             xnnpack=network.xnnpack,  # False: XNNPACK could not run it
+                             test_accuracy=float(np.mean(logits.argmax(1) == y_test)),
+                             max_logit_difference=float(np.max(np.abs(logits - dense_logits))))
+    float_gap = results["model.tflite"]["max_logit_difference"]
+    if float_gap > LOGITS_TOLERANCE:
+        raise ValueError(f"model.tflite disagrees with the Keras model (max |logit difference| "
+                         f"{float_gap:.1e} > {LOGITS_TOLERANCE:.0e}): not saved")
+    for name in ("model.tflite", "model_int8.tflite"):
+        (out / name).write_bytes(variants[name])
+    lines.append(f"  {'file':18s} {'bytes':>9s} {'vs dense':>9s} {'test acc':>9s} "
+                 f"{'max |logit diff|':>16s}  weights stored as")
+    for name, r in results.items():
+        dense = results["dense int8" if "int8" in name else "dense float32"]["bytes"]
+        r["compression"] = dense / r["bytes"]
+        storage = ", ".join(f"{l['storage']} ({l['bytes']:,d} B)" for l in r["layers"])
+        lines.append(f"  {name:18s} {r['bytes']:9,d} {r['compression']:8.2f}x "
+                     f"{r['test_accuracy']:9.4f} {r['max_logit_difference']:16.1e}  {storage}")
+    float_dense = results["dense float32"]["bytes"]
+    lines.append(f"  model.tflite is {float_dense / results['model.tflite']['bytes']:.1f}x and "
+                 f"model_int8.tflite {float_dense / results['model_int8.tflite']['bytes']:.1f}x "
+                 f"smaller than the dense float32 .tflite")
+    return lines, results
+
+
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--format", default="coo16", type=cli.storage_format,
@@ -99,6 +145,9 @@ def main():
                    help="epochs of trained quantization; 0: k-means codebooks only (default 3)")
     p.add_argument("--codebook-lr", type=cli.positive, help="learning rate of trained "
                    f"quantization (default {configs.SparseConfig.codebook_learning_rate:g})")
+    p.add_argument("--calibration-images", type=cli.positive_int, help="training images that "
+                   "calibrate the int8 .tflite (default "
+                   f"{configs.SparseConfig.calibration_images})")
     cli.folder_flag(p, "--pruned-dir", "stage-2 checkpoint folder",
                     configs.PrunedConfig.model_dir)
     cli.folder_flag(p, "--model-dir", "output folder", configs.SparseConfig.model_dir)
@@ -107,7 +156,7 @@ def main():
     config = configs.sparse_config(args.network)
     config = configs.override(
         config, seed=args.seed, codebook_bits=args.codebook_bits,
-        codebook_learning_rate=args.codebook_lr,
+        codebook_learning_rate=args.codebook_lr, calibration_images=args.calibration_images,
         codebook_epochs=quick.get("epochs") if args.codebook_epochs is None else
         args.codebook_epochs, model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
     pruned_dir = args.pruned_dir or configs.repo_path(configs.pruned_config(args.network).model_dir)
@@ -138,6 +187,9 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:  # the dense export: only for its size
             export_saved_model(model, tmp)
             dense_disk = directory_bytes(tmp)
+        # Before trained quantization, which writes the shared weights into `model`.
+        tflite_lines, tflite = export_tflite(model, out, data, config,
+                                             predict(dense_fn, x_test))
         dense_bytes = pruning_utils.dense_bytes(layers)
         shared, quantization_lines, quantization = {}, [], None
         if config.codebook_epochs:
@@ -156,7 +208,7 @@ def main():
             r["compression"] = dense_bytes / r["bytes"]
             lines.append(f"{fmt:20s} {r['bytes']:9,d} {r['compression']:10.2f}x "
                          f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
-        lines += quantization_lines
+        lines += quantization_lines + tflite_lines
         lines.append(f"deployed: {args.format}, SavedModel {saved_disk:,d} bytes on disk "
                      f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)")
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
@@ -165,7 +217,7 @@ def main():
             test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
             compression=results["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
             sparse_saved_model_bytes=saved_disk, formats=results,
-            trained_quantization=quantization,
+            trained_quantization=quantization, tflite=tflite,
             nonzeros={l["name"]: len(l["values"]) for l in layers},
             weights={l["name"]: int(np.prod(l["shape"])) for l in layers})})
     print(*lines, sep="\n")

@@ -4,6 +4,7 @@
     python prune_network.py --network lenet-5     # its recipe: configs.NETWORKS
     python prune_network.py --threshold 0.05 --epochs 5
     python prune_network.py --criterion global-sparsity --sparsity 0.97 --schedule gradual
+    python prune_network.py --block 1x4           # whole blocks: what .tflite runs fast
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
 Needs the checkpoint of train_network_dense.py (of the same --network and data). Writes
@@ -43,6 +44,10 @@ def main():
                    help="std: prune |w| < quality x layer std (default 1)")
     p.add_argument("--sparsity", type=cli.fraction, help="layer-/global-sparsity: fraction of "
                    "weights to prune (default: the network's recipe, 0.95 for mlp)")
+    p.add_argument("--block", type=cli.block, help="prune blocks of OUTPUTSxINPUTS weights "
+                   "whole, scored by their mean |w|: 1x4 (4 consecutive inputs of one unit) is "
+                   "the float32 layout TFLite's sparse kernel runs fast, 1x16 the int8 one "
+                   "(default 1x1: single weights)")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,
@@ -50,6 +55,9 @@ def main():
     p.add_argument("--prune-every", type=cli.positive_int,
                    help="gradual: steps between mask updates (100)")
     p.add_argument("--epochs", type=cli.positive_int, help="fine-tuning epochs (default 20)")
+    p.add_argument("--lr-values", type=cli.positive, nargs="+", metavar="LR",
+                   help="fine-tuning learning rates, one per step of the schedule (default: the "
+                        "network's recipe, 1e-3 1e-4 for mlp: the first half, the second half)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
     cli.folder_flag(p, "--model-dir", "output folder", configs.PrunedConfig.model_dir)
     p.add_argument("--pics-dir", type=cli.path, help="where a full run copies its plots "
@@ -59,15 +67,17 @@ def main():
     threshold = quick.get("threshold") if args.threshold is None else args.threshold
     config = configs.pruned_config(args.network)
     config = configs.override(
-        config, criterion=args.criterion, threshold=threshold,
-        quality=args.quality, sparsity=args.sparsity, schedule=args.schedule, rounds=args.rounds,
+        config, criterion=args.criterion, threshold=threshold, quality=args.quality,
+        sparsity=args.sparsity, block=args.block, schedule=args.schedule, rounds=args.rounds,
         prune_every=args.prune_every, epochs=args.epochs or quick.get("epochs"), seed=args.seed,
+        lr_values=args.lr_values and tuple(args.lr_values),
         model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
     dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
     check_config(config, given=cli.given(args, USED_ONLY_BY))
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
     keras.utils.set_random_seed(config.seed)
-    target = f"{config.criterion} {criterion_value(config)}, {config.schedule}"
+    blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
+    target = f"{config.criterion} {criterion_value(config)}{blocks}, {config.schedule}"
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
         with stage_output(config.model_dir, "prune_network.py",

@@ -1,13 +1,24 @@
-"""Inference time of the dense pruned network against every sparse kernel and the SavedModel.
+"""Inference time of every deployment of the pruned network against the fastest dense one.
 
     python benchmarks/bench_inference.py            # after ./run_experiments.sh
-    python benchmarks/bench_inference.py --batches 4 8 16 32 64 --variants dense sparse-coo \
+    python benchmarks/bench_inference.py --batches 4 8 16 32 64 --variants sparse-coo \
         sparse-csr --name crossover             # where COO stops beating CSR
 
 Times batches of MNIST test images (several repetitions after a warm-up: median, min, max per
-call), prints a table and writes benchmarks/results/inference-<cpu|gpu>.json with the machine's
-facts. "ideal" is the dense time x density: the time if skipping the zeros were free. The dense
-network is always timed: every ratio is against it.
+call), all in one process, prints a table and writes benchmarks/results/inference-<cpu|gpu>.json
+with the machine's facts. The variants:
+  dense                  TensorFlow, the pruned weights as dense matrices (tf.function)
+  sparse-<kernel>        TensorFlow, networks/network_sparse.py with one sparse kernel
+  savedmodel             the deployed SavedModel (<sparse-dir>/saved_model)
+  tflite-dense[-builtin] the same network converted to .tflite with dense weights, in LiteRT
+                         with its default XNNPACK delegate (or TFLite's built-in kernels only)
+  tflite[-builtin]       the deployed <sparse-dir>/model.tflite (sparse weights) in LiteRT;
+  tflite-tf              ... in TensorFlow's bundled (deprecated) tf.lite.Interpreter
+  tflite-int8, tflite-dense-int8   model_int8.tflite, and the dense network quantized alike
+The dense baselines (dense, tflite-dense, tflite-dense-builtin; tflite-dense-int8 for int8) are
+always timed: "vs dense" is the speed-up over the fastest of them at each batch size. "ideal" is
+that time x density, the time if skipping the zeros were free; GFLOP/s counts the useful work,
+2 x non-zero weights x images, so the distance to the machine's limit shows.
 """
 import argparse
 import re
@@ -24,6 +35,7 @@ from benchmarks.timing import RESULTS_DIR, machine_facts, time_calls, write_resu
 from networks.network_base import logits_function  # noqa: E402
 from networks.network_dense import load_pruned  # noqa: E402
 from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers  # noqa: E402
+from networks.network_tflite import TFLiteNetwork, convert  # noqa: E402
 from utils import cli  # noqa: E402
 from utils.checkpoints import lock, read_artifact  # noqa: E402
 from utils.mnist import load_mnist  # noqa: E402
@@ -31,7 +43,11 @@ from utils.mnist import load_mnist  # noqa: E402
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
 # timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.
 TIMED_LAST = ("sparse-coo", "sparse-gather")
-VARIANTS = ["dense", *(f"sparse-{k}" for k in KERNELS), "savedmodel"]
+DENSE = {"float32": ("dense", "tflite-dense", "tflite-dense-builtin"),
+         "int8": ("tflite-dense-int8",)}  # the baselines, always timed
+VARIANTS = ["dense", *(f"sparse-{k}" for k in KERNELS), "savedmodel", "tflite-dense",
+            "tflite-dense-builtin", "tflite", "tflite-builtin", "tflite-tf", "tflite-dense-int8",
+            "tflite-int8"]
 
 
 def results_name(text):
@@ -46,7 +62,7 @@ def main():
     p.add_argument("--batches", type=cli.positive_int, nargs="+", default=[1, 100, 1000, 10000])
     p.add_argument("--repeats", type=cli.positive_int, default=7)
     p.add_argument("--variants", nargs="+", choices=VARIANTS,
-                   help="which to time (default: all); dense is always timed, as the baseline")
+                   help="which to time (default: all); the dense baselines are always timed")
     p.add_argument("--name", type=results_name, default="inference",
                    help="results file: <results-dir>/<name>-<device>.json (%(default)s)")
     p.add_argument("--results-dir", type=cli.path, default=RESULTS_DIR,
@@ -57,47 +73,81 @@ def main():
                    default=configs.repo_path(configs.SparseConfig.model_dir))
     p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
-    chosen = {"dense", *(args.variants or VARIANTS)}
+    chosen = {*args.variants, *DENSE["float32"]} if args.variants else set(VARIANTS)
+    if any("int8" in v for v in chosen):
+        chosen |= set(DENSE["int8"])
     with lock(args.results_dir / args.name, "--results-dir"):  # writable; one benchmark at a time
         run_benchmark(args, chosen)
 
 
-def run_benchmark(args, chosen):
-    """Time the `chosen` variants at every batch size; print the table, write the JSON."""
+def load_variants(args, chosen):
+    """{name: pixels -> logits} of the `chosen` variants, and the pruned network's density."""
     model, _, _ = load_pruned(args.pruned_dir)
     layers = sparse_layers(model)
-    density = sum(len(l["values"]) for l in layers) / sum(int(np.prod(l["shape"])) for l in layers)
+    nonzeros = sum(len(l["values"]) for l in layers)
+    density = nonzeros / sum(int(np.prod(l["shape"])) for l in layers)
     variants = {"dense": logits_function(model),
-                **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS}}
+                **{f"sparse-{k}": (lambda k=k: SparseNetwork(layers, kernel=k)) for k in KERNELS}}
     if "savedmodel" in chosen:
         serving = read_artifact(args.sparse_dir / "saved_model", lambda p: tf.saved_model.load(
             str(p)).signatures["serving_default"], made_by="deploy_pruned_model.py")
         variants["savedmodel"] = lambda x: serving(pixels=x)["output_0"]
-    variants = {k: v for k, v in variants.items() if k in chosen}
+
+    def deployed(name):
+        return read_artifact(args.sparse_dir / name, lambda p: p.read_bytes(),
+                             made_by="deploy_pruned_model.py")
+
+    calibration = load_mnist(args.data_dir)["train"][0][:configs.SparseConfig.calibration_images]
+    tflite = {  # name: (what to convert or read, interpreter options)
+        "tflite-dense": (lambda: convert(model, sparse=False), {}),
+        "tflite-dense-builtin": (lambda: convert(model, sparse=False), dict(xnnpack=False)),
+        "tflite": (lambda: deployed("model.tflite"), {}),
+        "tflite-builtin": (lambda: deployed("model.tflite"), dict(xnnpack=False)),
+        "tflite-tf": (lambda: deployed("model.tflite"), dict(xnnpack=False, runtime="tensorflow")),
+        "tflite-dense-int8": (lambda: convert(model, sparse=False, representative=calibration),
+                              {}),
+        "tflite-int8": (lambda: deployed("model_int8.tflite"), {})}
+    for name, (content, options) in tflite.items():
+        if name in chosen:
+            variants[name] = TFLiteNetwork(content(), **options)
+    variants = {k: v() if k.startswith("sparse-") else v for k, v in variants.items()
+                if k in chosen}
+    return variants, nonzeros, density
+
+
+def run_benchmark(args, chosen):
+    """Time the `chosen` variants at every batch size; print the table, write the JSON."""
+    variants, nonzeros, density = load_variants(args, chosen)
     x_test, y_test = load_mnist(args.data_dir)["test"]
 
-    results = dict(machine=machine_facts(), density=density, timings={}, accuracy={})
+    results = dict(machine=machine_facts(), density=density, nonzero_weights=nonzeros,
+                   baselines=DENSE, timings={}, accuracy={})
     for name, fn in variants.items():
-        logits = fn(tf.constant(x_test)).numpy()
+        logits = np.asarray(fn(tf.constant(x_test)))
         results["accuracy"][name] = float(np.mean(logits.argmax(1) == y_test))
     print(f"density {density:.2%}; {results['machine']['cpu']}, {results['machine']['cores']} "
           f"cores, TF {tf.__version__} on {results['machine']['device']}")
-    print(f"{'batch':>6s} {'variant':14s} {'median ms':>10s} {'min-max ms':>16s} "
-          f"{'vs dense':>9s} {'vs ideal':>9s}")
+    print(f"{'batch':>6s} {'variant':20s} {'median ms':>10s} {'min-max ms':>16s} "
+          f"{'vs dense':>9s} {'vs ideal':>9s} {'GFLOP/s':>8s}")
     for last in (False, True):
         for batch in args.batches:
-            x = tf.constant(np.resize(x_test, (batch, x_test.shape[1])))
-            calls = {name: (lambda fn=fn: fn(x).numpy()) for name, fn in variants.items()
+            x = np.resize(x_test, (batch, x_test.shape[1]))
+            calls = {name: (lambda fn=fn, x=x if name.startswith("tflite") else tf.constant(x):
+                            np.asarray(fn(x))) for name, fn in variants.items()
                      if (name in TIMED_LAST) == last}
             results["timings"].setdefault(str(batch), {}).update(time_calls(calls, args.repeats))
     for batch, timings in results["timings"].items():
-        dense = timings["dense"]["median_s"]
+        fastest = {kind: min((timings[n]["median_s"], n) for n in names if n in timings)
+                   for kind, names in DENSE.items() if any(n in timings for n in names)}
         for name, t in timings.items():
-            t["speedup_vs_dense"] = dense / t["median_s"]
-            t["ratio_to_ideal"] = t["median_s"] / (dense * density)
-            print(f"{batch:>6s} {name:14s} {t['median_s'] * 1e3:10.3f} "
+            seconds, baseline = fastest["int8" if "int8" in name else "float32"]
+            t.update(baseline=baseline, speedup_vs_dense=seconds / t["median_s"],
+                     ratio_to_ideal=t["median_s"] / (seconds * density),
+                     useful_gflops=2 * nonzeros * int(batch) / t["median_s"] / 1e9)
+            print(f"{batch:>6s} {name:20s} {t['median_s'] * 1e3:10.3f} "
                   f"{t['min_s'] * 1e3:7.3f}-{t['max_s'] * 1e3:<8.3f} "
-                  f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x")
+                  f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x "
+                  f"{t['useful_gflops']:8.1f}")
     print(f"accuracy: {results['accuracy']}")
     print(f"wrote {write_results(args.name, results, args.results_dir)}")
 

@@ -14,8 +14,10 @@ Three kernels compute that product (timings in
               batch ~32 up, and faster than the dense product at batch >= 100;
   - "gather": gather the input rows each weight reads, scale, `segment_sum` per output row;
               plain TF ops that run anywhere, but it materialises nnz x batch values;
-and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above, and CSR for every conv
-layer (its product has one column per output pixel: H'·W' per image, past the crossover).
+and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above, CSR for every conv
+layer (its product has one column per output pixel: H'·W' per image, past the crossover), and a
+dense product for a fully connected layer that is more than DENSE_ABOVE non-zero (the MLP's
+last layer, 83%: a sparse format then costs more memory traffic than the zeros it skips).
 """
 import keras
 import numpy as np
@@ -25,6 +27,7 @@ from networks.network_dense import ByteDropout
 from utils.pruning_utils import to_coo
 
 COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
+DENSE_ABOVE = 0.5  # density above which "auto" multiplies a fully connected layer densely
 KERNELS = ("auto", "coo", "csr", "gather")
 
 
@@ -41,7 +44,11 @@ def _gather(w, h):
     return tf.math.unsorted_segment_sum(products, w["indices"][:, 0], w["shape"][0])
 
 
-MATMUL = {"coo": _coo, "csr": _csr, "gather": _gather}
+def _dense(w, h):
+    return tf.matmul(w["dense"], h)
+
+
+MATMUL = {"coo": _coo, "csr": _csr, "gather": _gather, "dense": _dense}
 
 
 def sparse_layers(model):
@@ -114,8 +121,12 @@ class SparseNetwork(tf.Module):
                        lambda: self._forward(pixels, "coo"), lambda: self._forward(pixels, "csr"))
 
     def _kernels(self, kernel):
-        """The kernel of each layer: `kernel`, except CSR for the conv layers under "auto"."""
-        return ["csr" if self.kernel == "auto" and l["spec"]["kind"] == "conv" else kernel
+        """The kernel of each layer: `kernel`, except under "auto" CSR for the conv layers and
+        dense for the nearly dense fully connected ones."""
+        if self.kernel != "auto":
+            return [kernel] * len(self.layers)
+        return ["csr" if l["spec"]["kind"] == "conv" else
+                "dense" if len(l["values"]) > DENSE_ABOVE * np.prod(l["shape"]) else kernel
                 for l in self.layers]
 
     def _weights(self, kernels):
@@ -128,13 +139,20 @@ class SparseNetwork(tf.Module):
         (measured 0.1 ms a call more), and a CSR matrix passed in from outside does not survive
         a SavedModel reload. So "auto" stores the arrays twice in its SavedModel.
         """
-        weights = [dict(values=tf.constant(l["values"]), shape=tf.constant(l["shape"]),
-                        indices=tf.cast(tf.constant(l["indices"]), tf.int64),
-                        bias=tf.constant(l["bias"]), spec=l["spec"]) for l in self.layers]
-        for w, kernel in zip(weights, kernels):
+        weights = []
+        for l, kernel in zip(self.layers, kernels):
+            w = dict(bias=tf.constant(l["bias"]), spec=l["spec"])
+            if kernel == "dense":  # W^T with its zeros
+                dense = np.zeros(l["shape"], np.float32)
+                dense[tuple(l["indices"].astype(np.int64).T)] = l["values"]
+                w["dense"] = tf.constant(dense)
+            else:
+                w.update(values=tf.constant(l["values"]), shape=tf.constant(l["shape"]),
+                         indices=tf.cast(tf.constant(l["indices"]), tf.int64))
             if kernel == "csr":
                 w["csr"] = tf.raw_ops.SparseTensorToCSRSparseMatrix(
                     indices=w["indices"], values=w["values"], dense_shape=w["shape"])
+            weights.append(w)
         return weights
 
     def _forward(self, pixels, kernel):

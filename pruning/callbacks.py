@@ -66,15 +66,17 @@ class GradualPruning(keras.callbacks.Callback):
     """Raise the sparsity of the pruned layers along `schedule` (a `PolynomialDecay`) during fit.
 
     The model must have been through `prune_low_magnitude` (sparsity 0 starts dense); `criterion`
-    is "global-sparsity" (one cut over all pruned layers) or "layer-sparsity".
+    is "global-sparsity" (one cut over all pruned layers) or "layer-sparsity"; with `block`,
+    each layer keeps its weights in whole blocks, as many as the cut keeps (`criteria.in_blocks`).
     """
 
-    def __init__(self, schedule, criterion="global-sparsity"):
+    def __init__(self, schedule, criterion="global-sparsity", block=criteria.UNSTRUCTURED):
         super().__init__()
         if criterion not in ("layer-sparsity", "global-sparsity"):
             raise ValueError(f"criterion: gradual pruning needs layer-sparsity or "
                              f"global-sparsity, got {criterion!r}")
         self.schedule, self.criterion = schedule, criterion
+        self.block = criteria.parse_block(block)
 
     def on_train_begin(self, logs=None):
         layers = list(pruned_layers(self.model).values())
@@ -106,7 +108,9 @@ class GradualPruning(keras.callbacks.Callback):
             else:
                 flat = tf.concat([tf.reshape(m, [-1]) for m in magnitudes], 0)
                 cuts = [_cut(flat, sparsity)] * len(magnitudes)
-            return [tf.cast((m >= cut) & (m > 0), tf.float32) for m, cut in zip(magnitudes, cuts)]
+            masks = [tf.cast((m >= cut) & (m > 0), tf.float32) for m, cut in zip(magnitudes, cuts)]
+            return masks if self.block == criteria.UNSTRUCTURED else \
+                [_in_blocks(mask, m, self.block) for mask, m in zip(masks, magnitudes)]
 
         # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
         # synchronisation point, which cannot sit inside control flow.
@@ -120,6 +124,24 @@ class GradualPruning(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)
+
+
+def _in_blocks(mask, magnitudes, block):
+    """`criteria.in_blocks` in TensorFlow ops, to run inside the compiled train step: the blocks
+    of largest mean |w| (pruned weights count as 0) that hold as many weights as `mask` keeps."""
+    outs, ins = block
+    matrix = tf.reshape(magnitudes, [-1, magnitudes.shape[-1]])
+    rows, cols = matrix.shape
+    pad = [[0, -rows % ins], [0, -cols % outs]]
+    shape = [(rows + pad[0][1]) // ins, ins, (cols + pad[1][1]) // outs, outs]
+    counts = np.pad(np.ones((rows, cols), np.float32), pad).reshape(shape).sum(axis=(1, 3))
+    scores = tf.reshape(tf.reduce_sum(tf.reshape(tf.pad(matrix, pad), shape), axis=[1, 3])
+                        / counts, [-1])
+    blocks = tf.round(tf.reduce_sum(mask) / (outs * ins))
+    cut = _cut(scores, 1.0 - blocks / tf.cast(tf.size(scores), tf.float32))
+    keep = tf.cast((scores >= cut) & (scores > 0), tf.float32)
+    expanded = tf.repeat(tf.repeat(tf.reshape(keep, shape[::2]), ins, 0), outs, 1)
+    return tf.reshape(expanded[:rows, :cols], mask.shape)
 
 
 def _cut(population, sparsity):
@@ -136,20 +158,22 @@ def _cut(population, sparsity):
 
 class IterativePruning(keras.callbacks.Callback):
     """Prune further at the start of chosen epochs: `targets` = {epoch (0-based): value} of
-    `criterion` (see `prune_low_magnitude`); each round's masks nest in the previous ones."""
+    `criterion` (see `prune_low_magnitude`, also for `block`); each round's masks nest in the
+    previous ones."""
 
-    def __init__(self, criterion, targets, layers=None):
+    def __init__(self, criterion, targets, layers=None, block=criteria.UNSTRUCTURED):
         super().__init__()
         criteria.check_criterion(criterion)
         if not targets or any(not isinstance(e, (int, np.integer)) or e < 0 for e in targets):
             raise ValueError(f"targets must map epochs (integers >= 0) to values, got {targets!r}")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers
+        self.block = criteria.parse_block(block)
         self.on_prune = None  # called as on_prune(epoch, masks) after each pruning
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch in self.targets:
             masks = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
-                                        self.layers)
+                                        self.layers, self.block)
             if self.on_prune is not None:
                 self.on_prune(epoch, masks)
 

@@ -123,7 +123,8 @@ def _select(model, layers):
     return chosen
 
 
-def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=None):
+def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=None,
+                        block=criteria.UNSTRUCTURED):
     """Zero the smallest-magnitude weights of `model`'s kernels and keep them zero from then on.
 
     Args:
@@ -135,12 +136,15 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
       value: the criterion's number, or {layer name: number} for a per-layer target (not with
         global-sparsity); the dict's keys then choose the layers.
       layers: names of the layers to prune (default: every prunable layer).
+      block: (outputs, inputs) or "1x4": prune whole blocks of the kernel seen as [inputs,
+        outputs], scored by their mean |w| (see `criteria`); default unstructured.
     Calling it again prunes further: the new masks are nested in the old ones.
 
     Returns:
       {layer name: bool mask}, True where a weight is kept.
     """
     criteria.check_criterion(criterion)
+    block = criteria.parse_block(block)
     if isinstance(value, dict):
         if criterion == "global-sparsity":
             raise ValueError("value: a per-layer dict needs a per-layer criterion "
@@ -155,10 +159,10 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
         _check_value(criterion, v, "value")
     kernels = [l.kernel.numpy() for l in chosen]
     if isinstance(value, dict):
-        masks = [criteria.criterion_masks([k], criterion, v)[0]
+        masks = [criteria.criterion_masks([k], criterion, v, block=block)[0]
                  for k, v in zip(kernels, values)]
     else:
-        masks = criteria.criterion_masks(kernels, criterion, value)
+        masks = criteria.criterion_masks(kernels, criterion, value, block=block)
     masks = [m & l.kernel.constraint.numpy() if isinstance(l.kernel.constraint, PruningMask) else m
              for m, l in zip(masks, chosen)]
     criteria.check_masks(masks, [l.name for l in chosen], criterion, value)

@@ -85,15 +85,17 @@ def test_gradual_pruning_follows_its_schedule_inside_the_compiled_step(steps_per
             assert not layer.kernel.numpy()[~get_masks(model)[layer.name]].any()
 
 
-def test_in_graph_masks_match_the_numpy_criterion():
+@pytest.mark.parametrize("criterion", ["global-sparsity", "layer-sparsity"])
+@pytest.mark.parametrize("block", [(1, 1), (1, 4), (2, 2)])
+def test_in_graph_masks_match_the_numpy_criterion(criterion, block):
     model = users_conv_model()
     weights = [l.kernel.numpy() for l in model.layers if hasattr(l, "kernel")]
-    prune_low_magnitude(model, "global-sparsity", 0.0)
+    prune_low_magnitude(model, criterion, 0.0)
     model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
     model.fit(*users_data(16), batch_size=16, verbose=0, callbacks=[GradualPruning(
-        PolynomialDecay(final_sparsity=0.7, end_step=1))])
-    expected = criteria.global_sparsity_masks(weights, 0.7)
+        PolynomialDecay(final_sparsity=0.7, end_step=1), criterion, block)])
+    expected = criteria.criterion_masks(weights, criterion, 0.7, block=block)
     for got, want in zip(get_masks(model).values(), expected):
         np.testing.assert_array_equal(got, want)
 

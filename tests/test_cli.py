@@ -60,6 +60,11 @@ BAD_FLAGS = [
     ("deploy_pruned_model.py", ["--format", "shared-9bit"], "argument --format: format "
                                                             "'shared-9bit': shared-Nbit needs N"),
     ("deploy_pruned_model.py", ["--format", "zip"], "argument --format: unknown format 'zip'"),
+    ("deploy_pruned_model.py", ["--calibration-images", "0"], "argument --calibration-images: "
+                                                              "must be an integer >= 1"),
+    ("prune_network.py", ["--block", "1x0"], "argument --block: block must be OUTPUTSxINPUTS"),
+    ("prune_network.py", ["--lr-values", "0.1", "-1"], "argument --lr-values: must be a finite "
+                                                       "number > 0"),
     ("deploy_pruned_model.py", ["--codebook-bits", "9"], "argument --codebook-bits: must be an "
                                                          "integer in 1..8, got '9'"),
     ("deploy_pruned_model.py", ["--codebook-epochs", "-1"], "argument --codebook-epochs: must be "
@@ -100,6 +105,8 @@ UNUSED_OR_CONFLICTING = [
     (["--schedule", "iterative", "--rounds", "5", "--epochs", "2"], "--rounds must be in [1, "
                                                                     "--epochs 2]"),
     (["--quick", "--pics-dir", str(REPO / "pics")], "--quick never writes the committed"),
+    (["--lr-values", "0.1"], "--lr-values needs 2 learning rates (the rate steps down after "
+                             "epochs [10]), got 1"),
 ]
 
 

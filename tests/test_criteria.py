@@ -92,3 +92,62 @@ def test_unknown_criterion_is_rejected():
 def test_sparsity_of_several_masks_counts_them_together():
     masks = [np.array([True, False]), np.array([False, False, False, True])]
     assert criteria.sparsity(masks) == pytest.approx(4 / 6)
+
+
+# --- blocks: (outputs, inputs), along the input rows of a kernel [inputs, outputs]
+def test_block_scores_are_mean_magnitudes_and_edge_blocks_count_their_own_weights():
+    w = -np.arange(1.0, 11.0).reshape(5, 2)       # inputs 5, outputs 2
+    np.testing.assert_array_equal(criteria.block_scores(w, (1, 4)),
+                                  [[4.0, 5.0], [9.0, 10.0]])  # rows 0-3 and the edge row 4
+    np.testing.assert_array_equal(criteria.block_scores(w, (2, 1)), [[1.5], [3.5], [5.5],
+                                                                     [7.5], [9.5]])
+
+
+def test_expand_blocks_inverts_the_tiling_of_a_conv_kernel():
+    block_mask = np.array([[True, False], [False, True]])
+    mask = criteria.expand_blocks(block_mask, (1, 3, 2), (1, 2))  # seen as [3, 2]
+    np.testing.assert_array_equal(mask.reshape(3, 2), [[1, 0], [1, 0], [0, 1]])
+
+
+def test_in_blocks_keeps_the_count_in_the_largest_blocks():
+    w = np.array([[0.9, 0.0], [0.0, 0.5], [0.1, 0.5], [0.1, 0.4],
+                  [0.0, 0.0], [0.0, 0.1], [0.0, 0.0], [0.0, 0.3]])
+    (mask,) = criteria.in_blocks([np.abs(w) >= 0.4], [w], (1, 4))  # 4 kept -> one 1x4 block
+    expected = np.zeros((8, 2), bool)
+    expected[:4, 1] = True                        # mean 0.35 beats column 0's 0.275
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_in_blocks_keeps_nothing_when_the_criterion_keeps_nothing_and_one_when_it_keeps_one():
+    w = np.ones((8, 1))
+    empty, single = criteria.in_blocks([np.zeros((8, 1), bool), np.eye(8, 1, dtype=bool)],
+                                       [w, w], (1, 4))
+    assert not empty.any() and single.sum() == 4
+
+
+@pytest.mark.parametrize("criterion, value", [("threshold", 0.5), ("std", 1.0),
+                                              ("layer-sparsity", 0.75),
+                                              ("global-sparsity", 0.75)])
+def test_every_criterion_prunes_in_whole_blocks_of_the_unstructured_size(criterion, value):
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(64, 8)), rng.normal(size=(32, 4))]
+    flat = criteria.criterion_masks(weights, criterion, value)
+    blocked = criteria.criterion_masks(weights, criterion, value, block=(1, 4))
+    for f, b in zip(flat, blocked):
+        blocks = b.reshape(-1, 4, b.shape[1])
+        assert (blocks.all(axis=1) == blocks.any(axis=1)).all()  # all or none of each block
+        assert abs(int(b.sum()) - int(f.sum())) <= 2              # the count, to a block
+    # nested pruning stays in blocks
+    again = criteria.criterion_masks(weights, "layer-sparsity", 0.9, blocked, block=(1, 4))
+    assert all((a <= b).all() for a, b in zip(again, blocked))
+
+
+@pytest.mark.parametrize("text, block", [("1x4", (1, 4)), (" 1x16 ", (1, 16)), ((2, 2), (2, 2))])
+def test_parse_block(text, block):
+    assert criteria.parse_block(text) == block
+
+
+@pytest.mark.parametrize("bad", ["1x0", "4", "1x4x4", "axb", (0, 4)])
+def test_a_bad_block_is_refused(bad):
+    with pytest.raises(ValueError, match="block must be OUTPUTSxINPUTS"):
+        criteria.parse_block(bad)

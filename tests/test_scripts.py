@@ -59,7 +59,8 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
                  "pruned/weights_distribution_after_fine_tuning.png",
                  "sparse/saved_model/saved_model.pb", "sparse/weights.coo16.npz",
                  "sparse/weights.shared-5bit.npz", "sparse/weights.shared-5bit-huffman.npz",
-                 "sparse/compression_report.txt"]:
+                 "sparse/compression_report.txt", "sparse/model.tflite",
+                 "sparse/model_int8.tflite"]:
         assert (pipeline / path).stat().st_size > 0, path
     report = (pipeline / "sparse/compression_report.txt").read_text()
     assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
@@ -71,6 +72,10 @@ def test_sparse_stage_matches_the_pruned_stage(pipeline):
     sparse = json.loads((pipeline / "sparse/config.json").read_text())
     assert sparse["results"]["test_accuracy"] == pruned["results"]["test_accuracy"]
     assert sparse["results"]["max_logit_difference"] <= 1e-4
+    tflite = sparse["results"]["tflite"]
+    assert tflite["model.tflite"]["max_logit_difference"] <= 1e-4
+    assert tflite["model.tflite"]["test_accuracy"] == pruned["results"]["test_accuracy"]
+    assert (pipeline / "sparse/model.tflite").stat().st_size == tflite["model.tflite"]["bytes"]
     assert sum(sparse["results"]["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
 
 
@@ -189,7 +194,30 @@ def test_inference_benchmark_times_any_subset_of_variants(pipeline, tmp_path):
         cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (written,) = (tmp_path / "r").glob("inference-*.json")
-    assert sorted(json.loads(written.read_text())["timings"]["2"]) == ["dense", "sparse-csr"]
+    assert sorted(json.loads(written.read_text())["timings"]["2"]) == [
+        "dense", "sparse-csr", "tflite-dense", "tflite-dense-builtin"]
+
+
+def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline, tmp_path):
+    result = run("prune_network.py", "--quick", "--block", "1x4", "--criterion",
+                 "layer-sparsity", "--sparsity", "0.9", "--dense-dir", str(pipeline / "dense"),
+                 "--model-dir", "p", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run("deploy_pruned_model.py", "--quick", "--pruned-dir", "p", "--model-dir", "s",
+                 "--codebook-epochs", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tflite = json.loads((tmp_path / "s/config.json").read_text())["results"]["tflite"]
+    assert [l["storage"] for l in tflite["model.tflite"]["layers"]] == ["1x4 blocks"] * 3
+    assert tflite["dense float32"]["bytes"] > 8 * tflite["model.tflite"]["bytes"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_inference.py"), "--pruned-dir", "p",
+         "--sparse-dir", "s", "--variants", "tflite", "tflite-int8", "--batches", "3",
+         "--repeats", "1", "--results-dir", "r"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (written,) = (tmp_path / "r").glob("inference-*.json")
+    timings = json.loads(written.read_text())["timings"]["3"]
+    assert timings["tflite-int8"]["baseline"] == "tflite-dense-int8"
+    assert timings["tflite"]["baseline"] in ("dense", "tflite-dense", "tflite-dense-builtin")
 
 
 def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
@@ -264,6 +292,10 @@ def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
     assert dense["config"]["image_shape"] == [16, 20] and dense["config"]["num_classes"] == 4
     assert pruned["config"]["image_shape"] == [16, 20]
     assert sparse["results"]["max_logit_difference"] <= 1e-4
+    tflite = sparse["results"]["tflite"]
+    assert tflite["model.tflite"]["max_logit_difference"] <= 1e-4
+    assert tflite["model.tflite"]["test_accuracy"] == pruned["results"]["test_accuracy"]
+    assert (pipeline / "sparse/model.tflite").stat().st_size == tflite["model.tflite"]["bytes"]
     # MNIST with a checkpoint trained on this data: one line, before any work
     line = one_error_line(run("prune_network.py", "--quick", "--network", "lenet-5",
                               "--dense-dir", "dense", "--model-dir", "p2", cwd=tmp_path))

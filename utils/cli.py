@@ -96,6 +96,15 @@ def bits(text):
     return _number(int, text, lambda v: 1 <= v <= 8, "an integer in 1..8")
 
 
+def block(text):
+    """A pruning block, OUTPUTSxINPUTS (pruning/criteria.py)."""
+    from pruning import criteria
+    try:
+        return criteria.parse_block(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def storage_format(text):
     from utils import sparse_formats  # deferred: only the deploy stage has this flag
     try:

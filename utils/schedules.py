@@ -51,6 +51,10 @@ def check_config(config, given=()):
     if config.schedule == "gradual" and VALUE_OF[config.criterion] != "sparsity":
         raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
                          f"layer-sparsity or global-sparsity, got {config.criterion}")
+    if len(config.lr_values) != len(config.lr_boundaries) + 1:
+        raise ValueError(f"--lr-values needs {len(config.lr_boundaries) + 1} learning rates "
+                         f"(the rate steps down after epochs {list(config.lr_boundaries)}), got "
+                         f"{len(config.lr_values)}")
     if config.schedule == "iterative" and not 1 <= config.rounds <= config.epochs:
         raise ValueError(f"--rounds must be in [1, --epochs {config.epochs}] (each round "
                          f"fine-tunes at least one epoch), got {config.rounds}")
@@ -72,14 +76,15 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     on_prune = on_prune or (lambda r, masks: None)
     value = criterion_value(config)
     if config.schedule == "one-shot":
-        on_prune(1, prune_low_magnitude(model, config.criterion, value))
+        on_prune(1, prune_low_magnitude(model, config.criterion, value, block=config.block))
         history = fit(model, optimizer, config, data, log=log)
         return get_masks(model), history
 
     if config.schedule == "iterative":
         starts = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
         rounds = IterativePruning(config.criterion, {
-            int(starts[r - 1]): round_value(config, r) for r in range(1, config.rounds + 1)})
+            int(starts[r - 1]): round_value(config, r) for r in range(1, config.rounds + 1)},
+            block=config.block)
         rounds.on_prune = lambda epoch, masks: on_prune(int(np.searchsorted(starts, epoch)) + 1,
                                                         masks)
 
@@ -102,6 +107,6 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         final_sparsity=value, end_step=max(1, int(config.ramp_fraction * steps)),
         initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
     prune_low_magnitude(model, config.criterion, 0.0)  # dense masks for the ramp to shrink
-    history = fit(model, optimizer, config, data, [GradualPruning(schedule, config.criterion)],
-                  log=log)
+    history = fit(model, optimizer, config, data,
+                  [GradualPruning(schedule, config.criterion, config.block)], log=log)
     return get_masks(model), history
