@@ -1,14 +1,14 @@
 """The deployed network as a LiteRT (TFLite) flatbuffer: what edge devices and low latency run.
 
-TensorFlow's converter stores a weight sparsely when `Optimize.EXPERIMENTAL_SPARSITY` is on and
-the weight has at least 30% zeros: in TFLite's 1x4 block layout when its block sparsity is at least
-0.9 of its element-wise sparsity, otherwise element by element ("random sparse") behind a DENSIFY
-op, which rebuilds the dense matrix for a dense kernel to run
-(tensorflow/compiler/mlir/lite/transforms/dense_to_sparse.cc). Only the fully-connected op has
-sparse kernels: float32 with 1x4 blocks, int8 with 1x16 blocks
-(tensorflow/lite/kernels/fully_connected.cc); so `prune_network.py --block 1x4` is what makes the
-.tflite fast, while every pruned model gets the smaller file. `layer_storage` reads the flatbuffer
-back to say which way each weight went, rather than trusting these rules.
+With `Optimize.EXPERIMENTAL_SPARSITY`, TensorFlow's converter stores a weight with enough zeros
+sparsely (tensorflow/compiler/mlir/lite/transforms/dense_to_sparse.cc): in blocks, 1x4 for float32
+and 1x16 for int8 (the layouts of the fully-connected op's sparse kernels), when that keeps most
+of its zeros, else element by element ("random sparse") behind a DENSIFY op that hands a dense
+kernel the dense matrix. What it did with the MLP (measured): layers pruned in 1x4 blocks ->
+1x4 blocks (float32) and 1x16 blocks (int8); unstructured fc1 -> 1x4 blocks with the zeros inside
+them, fc2 -> random sparse + DENSIFY; fc3 (17% zeros) dense. So `prune_network.py --block 1x4`
+makes the .tflite fast, while any pruned model gets a smaller file. `layer_storage` reads the
+flatbuffer back to report what was stored, rather than trusting these rules.
 
 The interpreter is LiteRT's (`ai-edge-litert`), the maintained successor of `tf.lite.Interpreter`.
 """
@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 # Flatbuffer enum values -> names, for the report.
 OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -40,7 +40,7 @@ def convert(model, sparse=True, representative=None):
     logits = tf.function(lambda pixels: model(pixels, training=False))
     # The weights as constants: with variables, int8 calibration fails (READ_VARIABLE).
     frozen = convert_variables_to_constants_v2(logits.get_concrete_function(signature))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
     if representative is not None:
         converter.optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -48,8 +48,8 @@ def convert(model, sparse=True, representative=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         # One scale per weight matrix, not per output unit: per-unit quantization stores, for the
         # weights and again for the bias, a float32 scale and an int64 zero point per unit (24 KB
-        # of the MLP's 69 KB int8 file; measured per-tensor: 44 KB, test accuracy 97.43% against
-        # 97.47%). The converter has no public switch for it.
+        # of the 1x16-pruned MLP's 69 KB int8 file; per-tensor: 44 KB, test accuracy 97.43%
+        # against 97.47%). The converter has no public switch for it.
         converter._experimental_disable_per_channel = True
     return converter.convert()
 
@@ -110,8 +110,9 @@ class TFLiteNetwork:
     """A .tflite model in LiteRT's interpreter: pixels -> logits (NumPy) at any batch size.
 
     xnnpack: let the default XNNPACK delegate take the ops it can (LiteRT's default); False runs
-      TFLite's built-in kernels only. XNNPACK has no sparse fully-connected kernel: it leaves the
-      block-sparse ops to the built-in kernel and densifies what DENSIFY would.
+      TFLite's built-in kernels only. The block-sparse models ran equally fast both ways
+      (measured). Where XNNPACK cannot prepare a model, it is run without, and `self.xnnpack`
+      becomes False.
     threads: interpreter threads (default: every core).
     runtime: "litert", or "tensorflow" for the deprecated `tf.lite.Interpreter` bundled with
       TensorFlow, whose built-in kernels are a different build (the benchmark times both).
@@ -134,24 +135,25 @@ class TFLiteNetwork:
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = None
 
-    def _resize(self, shape):
-        self.interpreter.resize_tensor_input(self.input, shape)
-        self.interpreter.allocate_tensors()
-        self.batch = shape[0]
-
-    def __call__(self, pixels):
-        pixels = np.asarray(pixels, np.float32)
+    def _run(self, pixels):
         if len(pixels) != self.batch:  # the interpreter's shapes are fixed until resized
-            try:
-                self._resize(pixels.shape)
-            except RuntimeError:
-                if not self.xnnpack:
-                    raise
-                # XNNPACK (LiteRT 2.3) fails to prepare int8 weights behind a DENSIFY op (what
-                # unstructured pruning gives): the built-in kernels run them. `xnnpack` says so.
-                self.xnnpack = False
-                self._start()
-                self._resize(pixels.shape)
+            self.interpreter.resize_tensor_input(self.input, pixels.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(pixels)
         self.interpreter.set_tensor(self.input, pixels)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output)
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, np.float32)
+        try:
+            return self._run(pixels)
+        except RuntimeError:
+            if not self.xnnpack:
+                raise
+            # XNNPACK (LiteRT 2.3) fails to prepare some models (seen: int8 weights behind a
+            # DENSIFY op, which unstructured pruning gives; LeNet-5 in --quick); the built-in
+            # kernels run them.
+            self.xnnpack = False
+            self._start()
+            return self._run(pixels)

@@ -295,7 +295,7 @@ def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
     tflite = sparse["results"]["tflite"]
     assert tflite["model.tflite"]["max_logit_difference"] <= 1e-4
     assert tflite["model.tflite"]["test_accuracy"] == pruned["results"]["test_accuracy"]
-    assert (pipeline / "sparse/model.tflite").stat().st_size == tflite["model.tflite"]["bytes"]
+    assert (tmp_path / "sparse/model.tflite").stat().st_size == tflite["model.tflite"]["bytes"]
     # MNIST with a checkpoint trained on this data: one line, before any work
     line = one_error_line(run("prune_network.py", "--quick", "--network", "lenet-5",
                               "--dense-dir", "dense", "--model-dir", "p2", cwd=tmp_path))
