@@ -44,10 +44,11 @@ def main():
                    help="std: prune |w| < quality x layer std (default 1)")
     p.add_argument("--sparsity", type=cli.fraction, help="layer-/global-sparsity: fraction of "
                    "weights to prune (default: the network's recipe, 0.95 for mlp)")
-    p.add_argument("--block", type=cli.block, help="prune blocks of OUTPUTSxINPUTS weights "
-                   "whole, scored by their mean |w|: 1x4 (4 consecutive inputs of one unit) is "
-                   "the float32 layout TFLite's sparse kernel runs fast, 1x16 the int8 one "
-                   "(default 1x1: single weights)")
+    p.add_argument("--block", type=cli.block, help="prune in whole blocks of OUTPUTSxINPUTS "
+                   "weights: each layer keeps as many weights as the criterion would, in its "
+                   "blocks of largest mean |w|. 1x4 (4 consecutive inputs of one unit) is the "
+                   "float32 layout TFLite's sparse kernel runs, 1x16 the int8 one (default 1x1: "
+                   "single weights)")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,

@@ -136,8 +136,9 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
       value: the criterion's number, or {layer name: number} for a per-layer target (not with
         global-sparsity); the dict's keys then choose the layers.
       layers: names of the layers to prune (default: every prunable layer).
-      block: (outputs, inputs) or "1x4": prune whole blocks of the kernel seen as [inputs,
-        outputs], scored by their mean |w| (see `criteria`); default unstructured.
+      block: (outputs, inputs) or "1x4": each layer keeps as many weights as the criterion
+        would, in whole blocks of its kernel seen as [inputs, outputs], those of largest mean
+        |w| (`criteria.in_blocks`); default unstructured.
     Calling it again prunes further: the new masks are nested in the old ones.
 
     Returns:
