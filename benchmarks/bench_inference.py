@@ -97,14 +97,16 @@ def load_variants(args, chosen):
         return read_artifact(args.sparse_dir / name, lambda p: p.read_bytes(),
                              made_by="deploy_pruned_model.py")
 
-    calibration = load_mnist(args.data_dir)["train"][0][:configs.SparseConfig.calibration_images]
+    def calibration():  # as the deploy stage calibrates its int8 model by default
+        return load_mnist(args.data_dir)["train"][0][:configs.SparseConfig.calibration_images]
+
     tflite = {  # name: (what to convert or read, interpreter options)
         "tflite-dense": (lambda: convert(model, sparse=False), {}),
         "tflite-dense-builtin": (lambda: convert(model, sparse=False), dict(xnnpack=False)),
         "tflite": (lambda: deployed("model.tflite"), {}),
         "tflite-builtin": (lambda: deployed("model.tflite"), dict(xnnpack=False)),
         "tflite-tf": (lambda: deployed("model.tflite"), dict(xnnpack=False, runtime="tensorflow")),
-        "tflite-dense-int8": (lambda: convert(model, sparse=False, representative=calibration),
+        "tflite-dense-int8": (lambda: convert(model, sparse=False, representative=calibration()),
                               {}),
         "tflite-int8": (lambda: deployed("model_int8.tflite"), {})}
     for name, (content, options) in tflite.items():
