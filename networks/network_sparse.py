@@ -17,7 +17,7 @@ Three kernels compute that product (timings in
 and "auto" (the default) picks COO up to COO_MAX_BATCH rows and CSR above, CSR for every conv
 layer (its product has one column per output pixel: H'·W' per image, past the crossover), and a
 dense product for a fully connected layer that is more than DENSE_ABOVE non-zero (the MLP's
-last layer, 83%: a sparse format then costs more memory traffic than the zeros it skips).
+last layer, 83%: measured as fast, and its SavedModel 5% smaller).
 """
 import keras
 import numpy as np

@@ -98,7 +98,7 @@ def bits(text):
 
 def block(text):
     """A pruning block, OUTPUTSxINPUTS (pruning/criteria.py)."""
-    from pruning import criteria
+    from pruning import criteria  # deferred: only the pruning stage has this flag
     try:
         return criteria.parse_block(text)
     except ValueError as e:
