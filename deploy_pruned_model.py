@@ -177,7 +177,8 @@ def main():
         layers = sparse_layers(model)
         exact = SparseNetwork(layers)
         sparse_acc, sparse_loss = evaluate(exact, x_test, y_test, config.batch_size)
-        gap = float(np.max(np.abs(predict(exact, x_test) - predict(dense_fn, x_test))))
+        dense_logits = predict(dense_fn, x_test)
+        gap = float(np.max(np.abs(predict(exact, x_test) - dense_logits)))
         print(f"sparse network:                  test accuracy {sparse_acc:.4f}  "
               f"loss {sparse_loss:.4f}  (max |logit difference| {gap:.1e})")
         if gap > LOGITS_TOLERANCE:
@@ -188,8 +189,7 @@ def main():
             export_saved_model(model, tmp)
             dense_disk = directory_bytes(tmp)
         # Before trained quantization, which writes the shared weights into `model`.
-        tflite_lines, tflite = export_tflite(model, out, data, config,
-                                             predict(dense_fn, x_test))
+        tflite_lines, tflite = export_tflite(model, out, data, config, dense_logits)
         dense_bytes = pruning_utils.dense_bytes(layers)
         shared, quantization_lines, quantization = {}, [], None
         if config.codebook_epochs:

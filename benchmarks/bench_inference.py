@@ -87,7 +87,8 @@ def load_variants(args, chosen):
     nonzeros = sum(len(l["values"]) for l in layers)
     density = nonzeros / sum(int(np.prod(l["shape"])) for l in layers)
     variants = {"dense": logits_function(model),
-                **{f"sparse-{k}": (lambda k=k: SparseNetwork(layers, kernel=k)) for k in KERNELS}}
+                **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS
+                   if f"sparse-{k}" in chosen}}
     if "savedmodel" in chosen:
         serving = read_artifact(args.sparse_dir / "saved_model", lambda p: tf.saved_model.load(
             str(p)).signatures["serving_default"], made_by="deploy_pruned_model.py")
@@ -112,8 +113,6 @@ def load_variants(args, chosen):
     for name, (content, options) in tflite.items():
         if name in chosen:
             variants[name] = TFLiteNetwork(content(), **options)
-    variants = {k: v() if k.startswith("sparse-") else v for k, v in variants.items()
-                if k in chosen}
     return variants, nonzeros, density
 
 

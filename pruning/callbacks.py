@@ -134,9 +134,8 @@ def _in_blocks(mask, magnitudes, block):
     rows, cols = matrix.shape
     pad = [[0, -rows % ins], [0, -cols % outs]]
     shape = [(rows + pad[0][1]) // ins, ins, (cols + pad[1][1]) // outs, outs]
-    counts = np.pad(np.ones((rows, cols), np.float32), pad).reshape(shape).sum(axis=(1, 3))
     scores = tf.reshape(tf.reduce_sum(tf.reshape(tf.pad(matrix, pad), shape), axis=[1, 3])
-                        / counts, [-1])
+                        / criteria.block_sizes(mask.shape, block), [-1])
     blocks = tf.round(tf.reduce_sum(mask) / (outs * ins))
     cut = _cut(scores, 1.0 - blocks / tf.cast(tf.size(scores), tf.float32))
     keep = tf.cast((scores >= cut) & (scores > 0), tf.float32)

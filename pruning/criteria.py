@@ -39,15 +39,22 @@ def _as_matrix(weights):
     return weights.reshape(-1, weights.shape[-1]) if weights.ndim else weights.reshape(1, 1)
 
 
+def _block_sums(matrix, block):
+    """Sum of each block of an [inputs, outputs] matrix, the edge blocks padded with zeros."""
+    outs, ins = block
+    pad = ((0, -matrix.shape[0] % ins), (0, -matrix.shape[1] % outs))
+    padded = np.pad(matrix, pad)
+    return padded.reshape(-1, ins, padded.shape[1] // outs, outs).sum(axis=(1, 3))
+
+
+def block_sizes(shape, block):
+    """How many weights of a kernel of `shape` each block holds (fewer at the edges)."""
+    return _block_sums(np.ones(_as_matrix(np.empty(shape, bool)).shape, np.float32), block)
+
+
 def block_scores(weights, block):
     """Mean |w| of each block: [ceil(inputs / block inputs), ceil(outputs / block outputs)]."""
-    outs, ins = block
-    magnitudes = np.abs(_as_matrix(weights))
-    pad = ((0, -magnitudes.shape[0] % ins), (0, -magnitudes.shape[1] % outs))
-    shape = (-1, ins, (magnitudes.shape[1] + pad[1][1]) // outs, outs)
-    sums, counts = (np.pad(m, pad).reshape(shape).sum(axis=(1, 3))
-                    for m in (magnitudes, np.ones_like(magnitudes)))
-    return sums / counts
+    return _block_sums(np.abs(_as_matrix(weights)), block) / block_sizes(np.shape(weights), block)
 
 
 def expand_blocks(block_mask, shape, block):
