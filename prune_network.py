@@ -22,7 +22,7 @@ import keras
 import configs
 from networks.network_base import evaluate, logits_function
 from networks.network_dense import check_data, load_for_fine_tuning, weight_layers
-from pruning import sparsity_lines
+import pruning
 from utils import cli
 from utils.checkpoints import lock, save_checkpoint, stage_output
 from utils.plot_utils import plot_weight_distribution, publish, weight_range
@@ -95,7 +95,7 @@ def main():
                 if round_ == 1:
                     before_fine_tuning["accuracy"], _ = evaluate(logits_fn, *data["test"])
                     kernels["after pruning"] = [l.kernel.numpy() for l in weight_layers(model)]
-                    print(f"pruned ({target}, round 1):", *sparsity_lines(masks), sep="\n")
+                    print(f"pruned ({target}, round 1):", pruning.summary(model), sep="\n")
                     print(f"test accuracy {dense_acc:.4f} dense -> "
                           f"{before_fine_tuning['accuracy']:.4f} pruned, before fine-tuning")
 
@@ -108,7 +108,8 @@ def main():
             seconds = time.perf_counter() - start
             # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
             for layer in weight_layers(model):
-                assert not layer.kernel.numpy()[~masks[layer.name]].any(), f"{layer.name} grew back"
+                assert not layer.kernel.numpy()[~masks[f"{layer.name}/kernel"]].any(), \
+                    f"{layer.name} grew back"
             kernels["after fine-tuning"] = [l.kernel.numpy() for l in weight_layers(model)]
             test_acc, test_loss = evaluate(logits_fn, *data["test"])
 
@@ -125,7 +126,7 @@ def main():
                 plot_weight_distribution(weights, out / PLOTS[when], titles[when], limit)
         if pics:
             publish(PLOTS.values(), Path(config.model_dir), pics)
-    print("final masks:", *sparsity_lines(masks), sep="\n")
+    print("final masks:", pruning.summary(model), sep="\n")
     print(f"after fine-tuning: test accuracy {test_acc:.4f}  loss {test_loss:.4f}  "
           f"({nonzero:,} non-zero weights, {seconds:.1f} s)")
     print(f"saved {config.model_dir}/" + (f" and copied its plots to {pics}/" if pics else ""))

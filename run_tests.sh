@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set-up (as run_experiments.sh), then the test suite. Extra arguments go to pytest.
+# Set-up (as run_experiments.sh), then the test suite on TensorFlow, then the pruning package's
+# own tests again on JAX. Extra arguments go to both pytest runs.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 python -m pytest -q tests "$@"
+KERAS_BACKEND=jax python -m pytest -q tests/pruning "$@"

@@ -22,23 +22,19 @@ that time x density, the time if skipping the zeros were free; GFLOP/s counts th
 """
 import argparse
 import re
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import configs  # noqa: E402
-from benchmarks.timing import RESULTS_DIR, machine_facts, time_calls, write_results  # noqa: E402
-from networks.network_base import logits_function  # noqa: E402
-from networks.network_dense import load_pruned  # noqa: E402
-from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers  # noqa: E402
-from networks.network_tflite import TFLiteNetwork, convert  # noqa: E402
-from utils import cli  # noqa: E402
-from utils.checkpoints import lock, read_artifact  # noqa: E402
-from utils.mnist import load_mnist  # noqa: E402
+import configs
+from benchmarks.timing import RESULTS_DIR, machine_facts, time_calls, write_results
+from networks.network_base import logits_function
+from networks.network_dense import load_pruned
+from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers
+from networks.network_tflite import TFLiteNetwork, convert
+from utils import cli
+from utils.checkpoints import lock, read_artifact
+from utils.mnist import load_mnist
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
 # timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.

@@ -15,25 +15,22 @@ step time: the share of the step the matmuls would take if nothing else cost any
 epoch is timed from its first to its last batch (a callback), without fit's per-call set-up.
 Writes benchmarks/results/training-<cpu|gpu>.json.
 """
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import configs  # noqa: E402
-from benchmarks.timing import RESULTS_DIR, machine_facts, write_results  # noqa: E402
-from networks.network_base import cross_entropy  # noqa: E402
-from networks.network_dense import build_network, weight_layers  # noqa: E402
-from pruning.masks import set_mask  # noqa: E402
-from utils import cli  # noqa: E402
-from utils.checkpoints import lock  # noqa: E402
-from utils.mnist import load_mnist  # noqa: E402
-from utils.training import STEPS_PER_EXECUTION, compile_for_training, dataset  # noqa: E402
+import configs
+from benchmarks.timing import RESULTS_DIR, machine_facts, write_results
+from networks.network_base import cross_entropy
+from networks.network_dense import build_network, weight_layers
+import pruning
+from pruning.prune import set_mask
+from utils import cli
+from utils.checkpoints import lock
+from utils.mnist import load_mnist
+from utils.training import STEPS_PER_EXECUTION, compile_for_training, dataset
 
 
 class CustomLoop:
@@ -136,8 +133,8 @@ def setting(name, x, y):
         masks = {l.name: rng.random(l.kernel.shape) >= 0.95 for l in weight_layers(models[0])}
         for layer in weight_layers(models[0]):
             layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
-        for layer in weight_layers(models[1]):
-            set_mask(layer, masks[layer.name])
+        for weight in pruning.prunable_weights(models[1]):
+            set_mask(weight, masks[weight.layer.name])
     loop = CustomLoop(models[0], keras.optimizers.SGD(0.01, momentum=config.momentum), x, y,
                       config.weight_decay, {l.kernel.path: masks[l.name]
                                             for l in weight_layers(models[0]) if masks})

@@ -162,7 +162,7 @@ def load_pruned(pruned_dir, network="mlp"):
     """
     model, meta = load_checkpoint(pruned_dir, made_by="prune_network.py")
     config = checkpoint_config(meta, network, pruned_dir)
-    masks = get_masks(model)
+    masks = {key.removesuffix("/kernel"): mask for key, mask in get_masks(model).items()}
     if sorted(masks) != sorted(l.name for l in weight_layers(model)):
         raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
                               f"not on every weight layer: rerun prune_network.py")

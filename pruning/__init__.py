@@ -1,23 +1,32 @@
-"""Magnitude pruning for any Keras 3 model, trained with plain `model.fit`.
+"""Magnitude pruning for any Keras 3 model, trained with plain `model.fit`, on TensorFlow and JAX.
 
     import pruning
-    pruning.prune_low_magnitude(model, "layer-sparsity", 0.9)     # zeroes, masks as constraints
-    model.compile(...); model.fit(...)                             # pruned weights stay exactly 0
+    model.fit(x, y)                                                # train (or start untrained)
+    pruning.prune_low_magnitude(model, "layer-sparsity", 0.8)      # zeroes, masks as constraints
+    model.fit(x, y)                                                # pruned weights stay exactly 0
     schedule = pruning.PolynomialDecay(final_sparsity=0.95, end_step=2000)
-    model.fit(..., callbacks=[pruning.GradualPruning(schedule)])   # or prune while training
+    model.fit(x, y, callbacks=[pruning.GradualPruning(schedule)])  # or prune while training
+    print(pruning.summary(model))                                  # what is pruned, what is not
     pruning.strip_pruning(model)                                   # a plain model for export
 
-Self-contained (Keras 3, TensorFlow, NumPy): copy this folder into your project or import it.
-No maintained library does this for Keras 3; the TF Model Optimization Toolkit needs Keras 2.
-  criteria.py   which weights to prune: NumPy in, NumPy out
-  masks.py      masks as kernel constraints; prune_low_magnitude, strip_pruning
+Depends on Keras 3 and NumPy only; the backend is yours.
+  criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4): NumPy in, NumPy out
+  masks.py      PruningMask, the constraint that holds the zeros
+  registry.py   which weights of which layer kinds are pruned; register_prunable for your own
+  prune.py      prune_low_magnitude, get_masks, strip_pruning, restore_masks
+  summary.py    summary(model)
   callbacks.py  schedules as callbacks: GradualPruning (Zhu & Gupta), IterativePruning (Han et al.)
 """
 from pruning.callbacks import GradualPruning, IterativePruning, PolynomialDecay
 from pruning.criteria import sparsity
-from pruning.masks import (PruningMask, get_masks, prunable_layers, prune_low_magnitude,
-                           pruned_layers, sparsity_lines, strip_pruning)
+from pruning.masks import PruningMask
+from pruning.prune import (get_masks, prunable_layers, prunable_weights, prune_low_magnitude,
+                           pruned_weights, restore_masks, strip_pruning)
+from pruning.registry import register_prunable
+from pruning.summary import summary
+
+__version__ = "0.2.0"
 
 __all__ = ["GradualPruning", "IterativePruning", "PolynomialDecay", "PruningMask", "get_masks",
-           "prunable_layers", "prune_low_magnitude", "pruned_layers", "sparsity", "sparsity_lines",
-           "strip_pruning"]
+           "prunable_layers", "prunable_weights", "prune_low_magnitude", "pruned_weights",
+           "register_prunable", "restore_masks", "sparsity", "strip_pruning", "summary"]

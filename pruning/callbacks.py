@@ -1,24 +1,28 @@
 """Pruning schedules as Keras callbacks: pass them to `model.fit(callbacks=[...])`.
 
   GradualPruning   Zhu & Gupta (2017): the sparsity rises along a cubic ramp while training; the
-                   masks are recomputed inside the compiled train step, at the optimizer's step
-                   count, so `steps_per_execution > 1` changes nothing.
+                   masks are recomputed inside the compiled train step (keras.ops, so on
+                   TensorFlow and JAX), at the optimizer's step count, so `steps_per_execution > 1`
+                   changes nothing.
   IterativePruning Han et al. (2015): prune further at the start of chosen epochs.
-Both put the current sparsity in the logs (progress bar, `History`) as "sparsity".
+Both put the sparsity of the pruned weights in the epoch logs (`History`) as "sparsity"; not in
+every batch's, which would copy every mask to the host at every step.
 """
 import dataclasses
+import numbers
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from pruning import criteria
-from pruning.masks import get_masks, prune_low_magnitude, pruned_layers
+from pruning.prune import _check_value, get_masks, prune_low_magnitude, pruned_weights, retrace
 
 
 def _log_sparsity(model, logs):
-    if logs is not None:
-        logs["sparsity"] = criteria.sparsity(list(get_masks(model).values()))
+    masks = list(get_masks(model).values())
+    if logs is not None and masks:
+        logs["sparsity"] = criteria.sparsity(masks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +32,9 @@ class PolynomialDecay:
     t counts optimizer updates (`optimizer.iterations` once step t is done). The masks are
     recomputed after updates t0, t0 + frequency, ... and T, so the final sparsity is reached at
     exactly T; they only ever shrink, and after T they stay fixed while training goes on.
+
+    Example:
+      PolynomialDecay(final_sparsity=0.9, end_step=2000, frequency=100)
     """
     final_sparsity: float
     end_step: int
@@ -36,6 +43,12 @@ class PolynomialDecay:
     frequency: int = 100
 
     def __post_init__(self):
+        for name in ("final_sparsity", "initial_sparsity"):
+            if not isinstance(getattr(self, name), numbers.Real):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
+        for name in ("end_step", "begin_step", "frequency"):
+            if not isinstance(getattr(self, name), numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 0 <= self.initial_sparsity <= self.final_sparsity < 1:
             raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got "
                              f"initial_sparsity={self.initial_sparsity}, "
@@ -49,10 +62,10 @@ class PolynomialDecay:
     def sparsity(self, step):
         """Target sparsity after `step` updates (a Python number or a scalar tensor)."""
         progress = (step - self.begin_step) / (self.end_step - self.begin_step)
-        if isinstance(progress, tf.Tensor):
-            progress = tf.clip_by_value(tf.cast(progress, tf.float32), 0.0, 1.0)
-        else:
+        if isinstance(progress, numbers.Number):
             progress = min(max(progress, 0.0), 1.0)
+        else:
+            progress = ops.clip(ops.cast(progress, "float32"), 0.0, 1.0)
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * \
             (1.0 - progress) ** 3
 
@@ -63,121 +76,176 @@ class PolynomialDecay:
 
 
 class GradualPruning(keras.callbacks.Callback):
-    """Raise the sparsity of the pruned layers along `schedule` (a `PolynomialDecay`) during fit.
+    """Raise the sparsity of the pruned weights along `schedule` (a `PolynomialDecay`) during fit.
 
-    The model must have been through `prune_low_magnitude` (sparsity 0 starts dense); `criterion`
-    is "global-sparsity" (one cut over all pruned layers) or "layer-sparsity"; with `block`,
-    each layer keeps its weights in whole blocks, as many as the cut keeps (`criteria.in_blocks`).
+    `criterion` is "global-sparsity" (one cut over all pruned weights) or "layer-sparsity";
+    `pattern` as in `prune_low_magnitude` ("1x4" blocks, "2:4"). A model without masks gets dense
+    ones on the weights `layers` chooses (default all) when training begins.
+
+    Example:
+      schedule = pruning.PolynomialDecay(final_sparsity=0.8, end_step=1000)
+      model.fit(x, y, epochs=10, callbacks=[pruning.GradualPruning(schedule)])
     """
 
-    def __init__(self, schedule, criterion="global-sparsity", block=criteria.UNSTRUCTURED):
+    def __init__(self, schedule, criterion="global-sparsity", pattern=None, layers=None,
+                 block=None):
         super().__init__()
+        if not isinstance(schedule, PolynomialDecay):
+            raise ValueError(f"schedule must be a pruning.PolynomialDecay, got {schedule!r}: "
+                             f"e.g. GradualPruning(PolynomialDecay(final_sparsity=0.8, "
+                             f"end_step=1000))")
         if criterion not in ("layer-sparsity", "global-sparsity"):
             raise ValueError(f"criterion: gradual pruning needs layer-sparsity or "
                              f"global-sparsity, got {criterion!r}")
-        self.schedule, self.criterion = schedule, criterion
-        self.block = criteria.parse_block(block)
+        if pattern is not None and block is not None:
+            raise ValueError("give pattern or block, not both")
+        self.schedule, self.criterion, self.layers = schedule, criterion, layers
+        self.pattern = criteria.parse_pattern(pattern if block is None else block)
+        self._tracked = []
 
     def on_train_begin(self, logs=None):
-        layers = list(pruned_layers(self.model).values())
-        if not layers:
-            raise ValueError("GradualPruning: the model has no pruned layer; call "
-                             "prune_low_magnitude(model, ...) first (sparsity 0 starts dense)")
+        done = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations.value))
+        if done >= self.schedule.end_step:
+            raise ValueError(
+                f"GradualPruning: the schedule ends at step {self.schedule.end_step}, but the "
+                f"optimizer has made {done} updates already (steps count optimizer.iterations); "
+                f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
+        if not pruned_weights(self.model):
+            prune_low_magnitude(self.model, self.criterion, 0.0, self.layers, self.pattern)
+        weights = pruned_weights(self.model)
         # The optimizer applies the constraints in the order of trainable_variables, after it has
         # updated every variable: the first one recomputes all masks, then each applies its own.
-        kernels = {id(l.kernel): l for l in layers}
-        first = next(kernels[id(v)] for v in self.model.trainable_variables if id(v) in kernels)
-        first.kernel.constraint.update = lambda: self._update(layers)
-        self.model.make_train_function(force=True)  # retrace with the update in the step
+        first = {id(w.variable): w for w in weights}
+        first = next(first[id(v)] for v in self.model.trainable_variables if id(v) in first)
+        # Not self.model inside the step: on JAX that property syncs the model's state.
+        optimizer = self.model.optimizer
+        first.mask.update = lambda: self._update(weights, optimizer)
+        for weight in weights:
+            weight.mask.pattern = str(self.pattern)
+        if keras.backend.backend() == "jax":
+            # JAX's train step is a pure function of the model's and the optimizer's state: a
+            # mask outside that state is a constant of the traced step, and assigning it there is
+            # lost. Tracked by the optimizer for this fit, the masks travel in and out of every
+            # step (Keras' stateless_apply maps them).
+            self._tracked = [w.mask.mask for w in weights]
+            for mask in self._tracked:
+                optimizer._track_variable(mask)
+        retrace(self.model)  # the update inside the step
 
     def on_train_end(self, logs=None):
-        for layer in pruned_layers(self.model).values():
-            layer.kernel.constraint.update = None
-        self.model.make_train_function(force=True)  # a later fit must not keep pruning
+        for weight in pruned_weights(self.model):
+            weight.mask.update = None
+        for mask in self._tracked:  # out of the optimizer: its saved state stays its own
+            self.model.optimizer._tracker.untrack(mask)
+        self._tracked = []
+        retrace(self.model)  # a later fit must not keep pruning
 
-    def _update(self, layers):
-        step = self.model.optimizer.iterations + 1  # the update being applied now
-        constraints = [l.kernel.constraint for l in layers]
+    def _update(self, weights, optimizer):
+        step = optimizer.iterations + 1  # the update being applied now
+        constraints = [w.mask for w in weights]
 
         def shrink():
             sparsity = self.schedule.sparsity(step)
-            magnitudes = [tf.abs(tf.convert_to_tensor(l.kernel)) * c.mask
-                          for l, c in zip(layers, constraints)]
+            magnitudes = [ops.abs(w.variable.value) * c.mask for w, c in zip(weights, constraints)]
+            if self.pattern.kind == "n:m":  # the N largest of every M, then the cut among them
+                magnitudes = [m * _n_of_m(c.mask, m, self.pattern.a, self.pattern.b)
+                              for m, c in zip(magnitudes, constraints)]
             if self.criterion == "layer-sparsity":
-                cuts = [_cut(tf.reshape(m, [-1]), sparsity) for m in magnitudes]
+                cuts = [_cut(ops.reshape(m, [-1]), sparsity) for m in magnitudes]
             else:
-                flat = tf.concat([tf.reshape(m, [-1]) for m in magnitudes], 0)
+                flat = ops.concatenate([ops.reshape(m, [-1]) for m in magnitudes], 0)
                 cuts = [_cut(flat, sparsity)] * len(magnitudes)
-            masks = [tf.cast((m >= cut) & (m > 0), tf.float32) for m, cut in zip(magnitudes, cuts)]
-            return masks if self.block == criteria.UNSTRUCTURED else \
-                [_in_blocks(mask, m, self.block) for mask, m in zip(masks, magnitudes)]
+            masks = [ops.cast((m >= cut) & (m > 0), "float32")
+                     for m, cut in zip(magnitudes, cuts)]
+            if self.pattern.kind == "n:m" or (self.pattern.a, self.pattern.b) == (1, 1):
+                return masks
+            block = (self.pattern.a, self.pattern.b)
+            return [_in_blocks(mask, m, block) for mask, m in zip(masks, magnitudes)]
 
         # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
         # synchronisation point, which cannot sit inside control flow.
-        masks = tf.cond(self.schedule.is_update_step(tf.cast(step, tf.int64)), shrink,
-                        lambda: [tf.convert_to_tensor(c.mask) for c in constraints])
+        masks = ops.cond(self.schedule.is_update_step(ops.cast(step, "int32")), shrink,
+                         lambda: [ops.convert_to_tensor(c.mask) for c in constraints])
         for c, mask in zip(constraints, masks):
             c.mask.assign(mask)
-
-    def on_train_batch_end(self, batch, logs=None):
-        _log_sparsity(self.model, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)
 
 
+def _n_of_m(mask, magnitudes, n, m):
+    """`criteria.n_of_m`: of every m consecutive inputs of an output unit, the n largest kept."""
+    matrix = ops.reshape(magnitudes * mask, [-1, magnitudes.shape[-1]])
+    keep = ops.reshape(mask, matrix.shape)
+    rows, cols = matrix.shape
+    pad = [[0, -rows % m], [0, 0]]
+    groups = ops.reshape(ops.pad(matrix, pad), [-1, m, cols])
+    rank = ops.argsort(ops.argsort(-groups, axis=1), axis=1)
+    chosen = ops.cast(rank < n, "float32") * ops.reshape(ops.pad(keep, pad), [-1, m, cols])
+    return ops.reshape(ops.reshape(chosen, [-1, cols])[:rows], mask.shape)
+
+
 def _in_blocks(mask, magnitudes, block):
-    """`criteria.in_blocks` in TensorFlow ops, to run inside the compiled train step: the blocks
-    of largest mean |w| (pruned weights count as 0) that hold as many weights as `mask` keeps."""
+    """`criteria.in_blocks` in keras.ops: the blocks of largest mean |w| (pruned weights count as
+    0) that hold as many weights as `mask` keeps."""
     outs, ins = block
-    matrix = tf.reshape(magnitudes, [-1, magnitudes.shape[-1]])
+    matrix = ops.reshape(magnitudes, [-1, magnitudes.shape[-1]])
     rows, cols = matrix.shape
     pad = [[0, -rows % ins], [0, -cols % outs]]
     shape = [(rows + pad[0][1]) // ins, ins, (cols + pad[1][1]) // outs, outs]
-    scores = tf.reshape(tf.reduce_sum(tf.reshape(tf.pad(matrix, pad), shape), axis=[1, 3])
-                        / criteria.block_sizes(mask.shape, block), [-1])
-    blocks = tf.round(tf.reduce_sum(mask) / (outs * ins))
-    cut = _cut(scores, 1.0 - blocks / tf.cast(tf.size(scores), tf.float32))
-    keep = tf.cast((scores >= cut) & (scores > 0), tf.float32)
-    expanded = tf.repeat(tf.repeat(tf.reshape(keep, shape[::2]), ins, 0), outs, 1)
-    return tf.reshape(expanded[:rows, :cols], mask.shape)
+    sizes = ops.convert_to_tensor(criteria.block_sizes(mask.shape, block), "float32")
+    scores = ops.reshape(ops.sum(ops.reshape(ops.pad(matrix, pad), shape), axis=[1, 3]) / sizes,
+                         [-1])
+    blocks = ops.round(ops.sum(mask) / (outs * ins))
+    cut = _cut(scores, 1.0 - blocks / scores.shape[0])
+    keep = ops.cast((scores >= cut) & (scores > 0), "float32")
+    expanded = ops.repeat(ops.repeat(ops.reshape(keep, shape[::2]), ins, 0), outs, 1)
+    return ops.reshape(expanded[:rows, :cols], mask.shape)
 
 
 def _cut(population, sparsity):
     """The smallest magnitude kept when keeping round((1 - sparsity) x size) of `population`.
 
-    A sort and a gather, not `tf.math.top_k` or a slice: k changes with the step, and XLA would
+    A sort and a gather, not `top_k` or a slice: k changes with the step, and XLA would
     recompile the step for every new k (measured: ~0.7 s a step). Ties at the cut may keep a few
     more weights than asked.
     """
-    size = tf.size(population)
-    keep = tf.maximum(1, tf.cast(tf.round((1.0 - sparsity) * tf.cast(size, tf.float32)), tf.int32))
-    return tf.gather(tf.sort(population, direction="DESCENDING"), keep - 1)
+    size = population.shape[0]
+    keep = ops.maximum(1, ops.cast(ops.round((1.0 - sparsity) * size), "int32"))
+    return ops.take(ops.sort(population), size - keep)
 
 
 class IterativePruning(keras.callbacks.Callback):
     """Prune further at the start of chosen epochs: `targets` = {epoch (0-based): value} of
-    `criterion` (see `prune_low_magnitude`, also for `block`); each round's masks nest in the
-    previous ones."""
+    `criterion` (see `prune_low_magnitude`, also for `layers` and `pattern`); each round's masks
+    nest in the previous ones.
 
-    def __init__(self, criterion, targets, layers=None, block=criteria.UNSTRUCTURED):
+    Example:
+      rounds = pruning.IterativePruning("layer-sparsity", {0: 0.5, 2: 0.75, 4: 0.9})
+      model.fit(x, y, epochs=6, callbacks=[rounds])
+    """
+
+    def __init__(self, criterion, targets, layers=None, pattern=None, block=None):
         super().__init__()
         criteria.check_criterion(criterion)
-        if not targets or any(not isinstance(e, (int, np.integer)) or e < 0 for e in targets):
+        if not isinstance(targets, dict) or not targets or any(
+                not isinstance(e, (int, np.integer)) or e < 0 for e in targets):
             raise ValueError(f"targets must map epochs (integers >= 0) to values, got {targets!r}")
+        for value in targets.values():
+            if not isinstance(value, dict):
+                _check_value(criterion, value, "a value of targets")
+        if pattern is not None and block is not None:
+            raise ValueError("give pattern or block, not both")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers
-        self.block = criteria.parse_block(block)
+        self.pattern = criteria.parse_pattern(pattern if block is None else block)
         self.on_prune = None  # called as on_prune(epoch, masks) after each pruning
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch in self.targets:
             masks = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
-                                        self.layers, self.block)
+                                        self.layers, self.pattern)
             if self.on_prune is not None:
                 self.on_prune(epoch, masks)
-
-    def on_train_batch_end(self, batch, logs=None):
-        _log_sparsity(self.model, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)

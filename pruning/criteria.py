@@ -1,4 +1,4 @@
-"""Magnitude-pruning criteria, NumPy in and NumPy out: which weights a mask keeps.
+"""Magnitude-pruning criteria and patterns, NumPy in and NumPy out: which weights a mask keeps.
 
 Plain arrays of any shape (dense kernels, conv kernels), so that every rule can be checked by
 hand on tiny examples. `pruning.masks` applies them to a Keras model.
@@ -15,12 +15,54 @@ A block is (outputs, inputs), TFLite's notation for a fully-connected weight [ou
 kernel (int8's is 1x16). A Keras kernel is [inputs, outputs] (a conv kernel [kh, kw, cin, cout]
 is seen as [kh*kw*cin, cout]), so a 1x4 block is 4 consecutive rows of one column; blocks that
 overhang the kernel's edge are scored by the weights they hold.
+
+N:M sparsity ("2:4", NVIDIA's sparse tensor cores) keeps, of every M consecutive inputs of one
+output unit (M consecutive rows of one column of the [inputs, outputs] matrix), the N largest;
+the criterion then prunes further among those, so a sparsity of 1 - N/M or less gives exactly N
+of every M, and more prunes the smallest of the survivors.
+A pattern is written "unstructured", "OxI" (a block) or "N:M" (`parse_pattern`).
 """
 import re
+from typing import NamedTuple
 
 import numpy as np
 
 UNSTRUCTURED = (1, 1)
+
+
+class Pattern(NamedTuple):
+    """A parsed pattern: kind "block" with (outputs, inputs), or kind "n:m" with (n, m)."""
+    kind: str
+    a: int
+    b: int
+
+    def __str__(self):
+        if self.kind == "n:m":
+            return f"{self.a}:{self.b}"
+        return "unstructured" if (self.a, self.b) == UNSTRUCTURED else f"{self.a}x{self.b}"
+
+
+def parse_pattern(pattern):
+    """"unstructured", "1x4", (1, 4), "2:4" or a Pattern -> Pattern, checked.
+
+    >>> str(parse_pattern("2:4")), str(parse_pattern((1, 4))), str(parse_pattern(None))
+    ('2:4', '1x4', 'unstructured')
+    """
+    if isinstance(pattern, Pattern):
+        return pattern
+    if pattern is None or (isinstance(pattern, str) and pattern.strip() == "unstructured"):
+        return Pattern("block", *UNSTRUCTURED)
+    match = isinstance(pattern, str) and re.fullmatch(r"(\d+):(\d+)", pattern.strip())
+    if match:
+        n, m = map(int, match.groups())
+        if not 1 <= n <= m:
+            raise ValueError(f"pattern N:M needs 1 <= N <= M, got {pattern!r}")
+        return Pattern("n:m", n, m)
+    try:
+        return Pattern("block", *parse_block(pattern))
+    except ValueError:
+        raise ValueError(f"pattern must be 'unstructured', OUTPUTSxINPUTS like '1x4' or N:M like "
+                         f"'2:4', got {pattern!r}") from None
 
 
 def parse_block(block):
@@ -77,6 +119,25 @@ def in_blocks(masks, weights, block):
         blocks = max(1, round(kept / size)) if kept else 0
         structured.append(expand_blocks(_keep_largest(block_scores(w, block), blocks),
                                         np.shape(w), block))
+    return structured
+
+
+def n_of_m(masks, weights, n, m):
+    """Per layer, of every `m` consecutive inputs of one output unit, the `n` largest |w| among
+    the weights `masks` keeps (ties broken by position); a short last group keeps at most `n`.
+
+    >>> n_of_m([np.ones((4, 1), bool)], [np.array([[.1], [-.4], [.3], [.2]])], 2, 4)[0].ravel()
+    array([False,  True,  True, False])
+    """
+    structured = []
+    for mask, w in zip(masks, weights):
+        matrix, keep = np.abs(_as_matrix(w)), _as_matrix(np.asarray(mask, bool))
+        rows, cols = matrix.shape
+        pad = ((0, -rows % m), (0, 0))
+        groups = np.pad(matrix * keep, pad).reshape(-1, m, cols)
+        rank = np.argsort(np.argsort(-groups, axis=1, kind="stable"), axis=1, kind="stable")
+        chosen = (rank < n) & np.pad(keep, pad).reshape(-1, m, cols)
+        structured.append(chosen.reshape(-1, cols)[:rows].reshape(np.shape(w)))
     return structured
 
 
@@ -142,18 +203,25 @@ def check_criterion(criterion):
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
 
 
-def criterion_masks(weights, criterion, value, previous=None, block=UNSTRUCTURED):
-    """Masks of `weights` (a list of arrays) by a named criterion, in blocks of `block`
-    (`in_blocks`); ANDed with `previous` if given, so that repeated pruning only removes weights."""
+def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED):
+    """Masks of `weights` (a list of arrays) by a named criterion, in `pattern` (blocks or N:M);
+    ANDed with `previous` if given, so that repeated pruning only removes weights."""
     check_criterion(criterion)
-    masks = in_blocks(CRITERIA[criterion][0](weights, value), weights, block)
+    pattern, rule = parse_pattern(pattern), CRITERIA[criterion][0]
+    if pattern.kind == "n:m":
+        kept = previous or [np.ones(np.shape(w), bool) for w in weights]
+        chosen = n_of_m(kept, weights, pattern.a, pattern.b)
+        masks = [m & c for m, c in zip(rule([w * c for w, c in zip(weights, chosen)], value),
+                                      chosen)]
+    else:
+        masks = in_blocks(rule(weights, value), weights, (pattern.a, pattern.b))
     if previous is not None:
         masks = [m & p for m, p in zip(masks, previous)]
     return masks
 
 
 def check_masks(masks, names, criterion="threshold", value=None):
-    """Raise ValueError when a mask removes every weight of a layer: the network would be dead.
+    """Raise ValueError when a mask removes every weight of a matrix: the network would be dead.
 
     The message names the criterion's value (threshold, quality or sparsity) that went too far.
     """
@@ -161,10 +229,14 @@ def check_masks(masks, names, criterion="threshold", value=None):
     for name, mask in zip(names, masks):
         if not mask.any():
             raise ValueError(f"{criterion} pruning at {value_name} {value} removes every weight "
-                             f"of layer {name}: choose a smaller {value_name}")
+                             f"of {name}: choose a smaller {value_name}")
 
 
 def sparsity(masks):
-    """Fraction of pruned (zero) entries of one mask or of a list of masks together."""
+    """Fraction of pruned (zero) entries of one mask or of a list of masks together.
+
+    >>> sparsity([np.array([True, False]), np.array([False, False])])
+    0.75
+    """
     masks = masks if isinstance(masks, (list, tuple)) else [masks]
-    return 1.0 - sum(np.count_nonzero(m) for m in masks) / sum(m.size for m in masks)
+    return float(1.0 - sum(np.count_nonzero(m) for m in masks) / sum(m.size for m in masks))

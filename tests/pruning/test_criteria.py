@@ -27,7 +27,7 @@ def test_check_masks_names_the_emptied_layer():
 
 
 def test_check_masks_names_the_value_that_went_too_far():
-    with pytest.raises(ValueError, match="std pruning at quality 50 removes every weight of layer "
+    with pytest.raises(ValueError, match="std pruning at quality 50 removes every weight of "
                                          "fc1: choose a smaller quality"):
         criteria.check_masks([np.array([False])], ["fc1"], "std", 50)
 
@@ -132,13 +132,13 @@ def test_every_criterion_prunes_in_whole_blocks_of_the_unstructured_size(criteri
     rng = np.random.default_rng(0)
     weights = [rng.normal(size=(64, 8)), rng.normal(size=(32, 4))]
     flat = criteria.criterion_masks(weights, criterion, value)
-    blocked = criteria.criterion_masks(weights, criterion, value, block=(1, 4))
+    blocked = criteria.criterion_masks(weights, criterion, value, pattern=(1, 4))
     for f, b in zip(flat, blocked):
         blocks = b.reshape(-1, 4, b.shape[1])
         assert (blocks.all(axis=1) == blocks.any(axis=1)).all()  # all or none of each block
         assert abs(int(b.sum()) - int(f.sum())) <= 2              # the count, to a block
     # nested pruning stays in blocks
-    again = criteria.criterion_masks(weights, "layer-sparsity", 0.9, blocked, block=(1, 4))
+    again = criteria.criterion_masks(weights, "layer-sparsity", 0.9, blocked, pattern=(1, 4))
     assert all((a <= b).all() for a, b in zip(again, blocked))
 
 
@@ -151,3 +151,49 @@ def test_parse_block(text, block):
 def test_a_bad_block_is_refused(bad):
     with pytest.raises(ValueError, match="block must be OUTPUTSxINPUTS"):
         criteria.parse_block(bad)
+
+
+def test_n_of_m_keeps_the_n_largest_of_every_m_inputs_of_each_output():
+    w = np.array([[.1, -.9], [-.4, .8], [.3, .1], [.2, .2], [.5, .05], [-.6, .3]])  # [6 in, 2 out]
+    (mask,) = criteria.n_of_m([np.ones(w.shape, bool)], [w], 2, 4)
+    # column 0: rows 0-3 keep .4 and .3; the short group (rows 4-5) keeps both
+    np.testing.assert_array_equal(mask[:, 0], [False, True, True, False, True, True])
+    np.testing.assert_array_equal(mask[:, 1], [True, True, False, False, True, True])
+
+
+def test_n_of_m_chooses_only_among_the_weights_already_kept():
+    w = np.array([[.9], [.8], [.1], [.2]])
+    (mask,) = criteria.n_of_m([np.array([[False], [True], [True], [True]])], [w], 2, 4)
+    np.testing.assert_array_equal(mask.ravel(), [False, True, False, True])
+
+
+def test_a_conv_kernel_in_2_4_has_two_of_every_four_inputs_per_filter():
+    w = np.random.default_rng(0).normal(size=(3, 3, 4, 5))  # 36 inputs per filter: 9 groups
+    (mask,) = criteria.criterion_masks([w], "layer-sparsity", 0.5, pattern="2:4")
+    assert ((mask.reshape(9, 4, 5)).sum(axis=1) == 2).all()
+
+
+def test_a_sparsity_beyond_n_m_prunes_the_smallest_survivors():
+    w = np.random.default_rng(1).normal(size=(64, 8))
+    (mask,) = criteria.criterion_masks([w], "layer-sparsity", 0.75, pattern="2:4")
+    assert mask.sum() == 128 and (mask.reshape(16, 4, 8).sum(axis=1) <= 2).all()
+    (nm,) = criteria.criterion_masks([w], "layer-sparsity", 0.5, pattern="2:4")
+    assert not (mask & ~nm).any() and np.abs(w[mask]).min() >= np.abs(w[nm & ~mask]).max()
+
+
+@pytest.mark.parametrize("text, pattern", [("2:4", ("n:m", 2, 4)), ("1x4", ("block", 1, 4)),
+                                           (None, ("block", 1, 1)),
+                                           ("unstructured", ("block", 1, 1))])
+def test_parse_pattern(text, pattern):
+    assert tuple(criteria.parse_pattern(text)) == pattern
+
+
+@pytest.mark.parametrize("bad", ["0:4", "5:4", "2:", "x4", "2-4"])
+def test_a_bad_pattern_is_refused(bad):
+    with pytest.raises(ValueError, match="pattern"):
+        criteria.parse_pattern(bad)
+
+
+def test_the_docstring_examples_give_what_they_show():
+    import doctest
+    assert doctest.testmod(criteria).failed == 0

@@ -1,0 +1,89 @@
+"""The pruning package's cost inside `model.fit`, on the backend KERAS_BACKEND names.
+
+    python -m benchmarks.bench_pruning_overhead                      # TensorFlow
+    KERAS_BACKEND=jax python -m benchmarks.bench_pruning_overhead    # JAX
+
+For LeNet-300-100 and LeNet-5, XLA on, steps_per_execution 1 and 50: epochs of plain `fit` on the
+unpruned model, with fixed masks (90% layer sparsity) and under `GradualPruning(frequency=100)`;
+each epoch timed from its first to its last batch (a callback), the first epoch (compilation)
+dropped, the settings run in turn `--rounds` times in one process. Reports the median epoch time
+of each setting as a ratio to unpruned; writes benchmarks/results/pruning-overhead-<backend>.json.
+"""
+import time
+
+import keras
+import numpy as np
+
+import configs
+import pruning
+from benchmarks.timing import RESULTS_DIR, machine_facts, write_results
+from networks.network_dense import build_network
+from utils import cli
+
+SETTINGS = ("unpruned", "fixed masks", "gradual")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def epoch_seconds(network, setting, steps_per_execution, x, y, epochs):
+    """Median seconds of an epoch after the first, for one setting."""
+    keras.utils.set_random_seed(0)
+    model = build_network(configs.dense_config(network))
+    callbacks = [EpochTimer()]
+    if setting == "fixed masks":
+        pruning.prune_low_magnitude(model, "layer-sparsity", 0.9)
+    if setting == "gradual":
+        callbacks.append(pruning.GradualPruning(pruning.PolynomialDecay(
+            final_sparsity=0.9, end_step=10 ** 9, frequency=100), "layer-sparsity"))
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True,
+                  steps_per_execution=steps_per_execution)
+    model.fit(x, y, batch_size=100, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks)
+    return float(np.median(callbacks[0].seconds[1:]))
+
+
+def main():
+    parser = cli.Parser(__doc__)
+    parser.add_argument("--images", type=cli.positive_int, default=10000,
+                        help="images per epoch (default 10000: 100 steps of 100)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=4,
+                        help="epochs per fit; the first is dropped (default 4)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=2,
+                        help="times each setting is run, in turn (default 2)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    x = rng.random((args.images, 784), np.float32)
+    y = rng.integers(0, 10, args.images).astype(np.int32)
+    results = {}
+    for network in ("lenet-300-100", "lenet-5"):
+        for spe in (1, 50):
+            seconds = {s: [] for s in SETTINGS}
+            for _ in range(args.rounds):
+                for setting in SETTINGS:
+                    seconds[setting].append(epoch_seconds(network, setting, spe, x, y,
+                                                          args.epochs))
+            median = {s: float(np.median(t)) for s, t in seconds.items()}
+            row = {s: dict(epoch_s=median[s], ratio=median[s] / median["unpruned"],
+                           epochs_s=seconds[s]) for s in SETTINGS}
+            results[f"{network} spe={spe}"] = row
+            print(f"{network:14s} steps_per_execution {spe:2d}: " + "  ".join(
+                f"{s} {r['ratio']:.2f}x" for s, r in row.items()))
+    path = write_results(f"pruning-overhead-{keras.backend.backend()}", dict(
+        machine=machine_facts(), backend=keras.backend.backend(), images=args.images,
+        epochs=args.epochs, rounds=args.rounds, results=results), RESULTS_DIR)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

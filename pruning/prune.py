@@ -1,0 +1,256 @@
+"""Prune a Keras 3 model, read its masks, strip or restore them: the package's one-shot API.
+
+Every call checks everything first and then changes everything, so a refused call leaves the model
+as it was; and every change retraces the model's train function, so the next `fit` applies it
+even if the model was compiled and fit before (a step traced earlier would not see a new
+constraint, and on JAX it holds the masks as constants).
+"""
+import numbers
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from pruning import criteria, registry
+from pruning.masks import PruningMask
+
+
+def prunable_weights(model):
+    """The weights `prune_low_magnitude` can prune, as `registry.PrunableWeight`s.
+
+    Example:
+      [w.key for w in pruning.prunable_weights(model)]   # ["conv/kernel", "head/kernel", ...]
+    """
+    return registry.scan(model)[0]
+
+
+def prunable_layers(model):
+    """The layers that hold a prunable weight, in the order of `model.weights`.
+
+    Example:
+      [layer.name for layer in pruning.prunable_layers(model)]
+    """
+    layers = []
+    for weight in prunable_weights(model):
+        if not any(weight.layer is layer for layer in layers):
+            layers.append(weight.layer)
+    return layers
+
+
+def pruned_weights(model):
+    """The prunable weights that carry a `PruningMask`.
+
+    Example:
+      for w in pruning.pruned_weights(model):
+          print(w.key, w.mask.numpy().mean())   # the fraction kept
+    """
+    return [w for w in prunable_weights(model) if w.mask is not None]
+
+
+def get_masks(model):
+    """{weight key ("fc1/kernel"): bool mask, True where a weight is kept} of every pruned weight.
+
+    Example:
+      masks = pruning.get_masks(model)
+      sparsity = pruning.sparsity(list(masks.values()))
+    """
+    return {w.key: w.mask.numpy() for w in pruned_weights(model)}
+
+
+def _check_value(criterion, value, argument):
+    name = criteria.VALUE_NAME[criterion]
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if name == "sparsity":
+        ok = number and 0 <= value < 1
+        allowed = "in [0, 1)"
+    else:
+        ok = number and np.isfinite(value) and value >= 0
+        allowed = "a finite number >= 0"
+    if not ok:
+        raise ValueError(f"{argument} (the {name} of criterion {criterion!r}) must be {allowed}, "
+                         f"got {value!r}")
+
+
+def _names(weight):
+    return weight.layer.name, weight.key
+
+
+def select(model, layers=None):
+    """The prunable weights of `model` that `layers` chooses, checked; warns about weights of
+    rank >= 2 that no registered layer kind holds.
+
+    `layers`: None (all), a list of layer names or weight keys, a compiled regex (matched in full
+    against each layer name and weight key) or a predicate `f(layer) -> bool`.
+    """
+    unbuilt = [layer.name for layer, _, _ in registry._walk(model) if not layer.built]
+    if not model.built or unbuilt:
+        raise ValueError(f"model: {unbuilt or [model.name]} not built yet; build the model first "
+                         f"(give it a keras.Input, or call it once on a batch)")
+    weights, unpruned = registry.scan(model)
+    if not weights:
+        raise ValueError(f"model {model.name!r} has no prunable weight (Dense, EinsumDense, "
+                         f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, RNN cells, or a "
+                         f"layer given to pruning.register_prunable): nothing to prune")
+    keys = [w.key for w in weights]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"model {model.name!r} has prunable weights with the same path: {keys}; "
+                         f"give its layers distinct names")
+    if layers is None:
+        chosen = weights
+    elif isinstance(layers, (str, bytes)):
+        raise ValueError(f"layers must be a list of names (['{layers}']), a compiled regex "
+                         f"(re.compile({layers!r})) or a predicate, not the string {layers!r}")
+    elif isinstance(layers, re.Pattern):
+        chosen = [w for w in weights if any(layers.fullmatch(n) for n in _names(w))]
+        if not chosen:
+            raise ValueError(f"layers: {layers.pattern!r} matches none of the prunable weights "
+                             f"of model {model.name!r}: {keys}")
+    elif callable(layers):
+        chosen = [w for w in weights if layers(w.layer)]
+        if not chosen:
+            raise ValueError(f"layers: the predicate chose none of the prunable weights of model "
+                             f"{model.name!r}: {keys}")
+    else:
+        layers = list(layers)
+        unknown = [n for n in layers if not any(n in _names(w) for w in weights)]
+        if unknown or not layers:
+            raise ValueError(f"layers: {unknown or 'an empty list'} not among the prunable "
+                             f"layers and weights of model {model.name!r}: {keys}")
+        chosen = [w for w in weights if any(n in _names(w) for n in layers)]
+    if unpruned:
+        warnings.warn(f"pruning: not pruned, no registered layer kind holds them (see "
+                      f"pruning.register_prunable): {[key for key, _ in unpruned]}", stacklevel=3)
+    return chosen
+
+
+def retrace(model):
+    """Make the model's next train step see the current constraints and masks."""
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+
+
+def _per_weight(value, weights):
+    """The value for each weight: `value`, or value[weight key or layer name]."""
+    if not isinstance(value, dict):
+        return [value] * len(weights)
+    return [value[w.key] if w.key in value else value[w.layer.name] for w in weights]
+
+
+def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=None,
+                        pattern=None, block=None):
+    """Zero the smallest-magnitude weights of `model` and keep them zero from then on.
+
+    Args:
+      model: a built Keras 3 model (Sequential, functional or subclassed), compiled and trained
+        or not: the next `fit` keeps the zeros either way. Its weight matrices are pruned (see
+        `pruning.summary` for which); biases and normalisation weights never are.
+      criterion: "threshold" (prune |w| < value), "std" (|w| < value x the weight's std, Han et
+        al. 2015), "layer-sparsity" (each weight loses the fraction `value`) or
+        "global-sparsity" (one magnitude cut over all the chosen weights).
+      value: the criterion's number, or {layer name or weight key: number} for a per-layer
+        target (not with global-sparsity); the dict's keys then choose the weights.
+      layers: which weights to prune (default all): a list of layer names or weight keys, a
+        compiled regex or a predicate on the layer.
+      pattern: "unstructured" (default), blocks "OxI" such as "1x4" (each weight keeps as many
+        weights as the criterion would, in the whole blocks of largest mean |w|), or "N:M" such
+        as "2:4" (at most N of every M consecutive inputs of an output unit).
+      block: the older name of `pattern`, for blocks.
+    Calling it again prunes further: the new masks are nested in the old ones.
+
+    Returns:
+      {weight key: bool mask}, True where a weight is kept.
+
+    Example:
+      model.fit(x, y, epochs=5)                                   # train
+      pruning.prune_low_magnitude(model, "layer-sparsity", 0.8)   # prune
+      model.fit(x, y, epochs=2)                                   # fine-tune: zeros stay zero
+    """
+    criteria.check_criterion(criterion)
+    if pattern is not None and block is not None:
+        raise ValueError(f"give pattern or block, not both (pattern={pattern!r}, block={block!r})")
+    pattern = criteria.parse_pattern(pattern if block is None else block)
+    if isinstance(value, dict):
+        if criterion == "global-sparsity":
+            raise ValueError("value: a per-layer dict needs a per-layer criterion "
+                             "(threshold, std or layer-sparsity), not global-sparsity")
+        if layers is not None and sorted(layers) != sorted(value):
+            raise ValueError(f"layers {sorted(layers)} and the keys of value {sorted(value)} "
+                             f"differ")
+        layers = list(value)
+    chosen = select(model, layers)
+    values = _per_weight(value, chosen)
+    for v in values:
+        _check_value(criterion, v, "value")
+    foreign = [f"{w.key} ({type(w.variable.constraint).__name__})" for w in chosen
+               if w.variable.constraint is not None and w.mask is None]
+    if foreign:
+        raise ValueError(f"weights {foreign} already have a constraint; pruning would replace "
+                         f"it: remove it first (nothing was pruned)")
+    kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
+    if isinstance(value, dict):
+        masks = [criteria.criterion_masks([k], criterion, v, pattern=pattern)[0]
+                 for k, v in zip(kernels, values)]
+    else:
+        masks = criteria.criterion_masks(kernels, criterion, value, pattern=pattern)
+    masks = [m & w.mask.numpy() if w.mask is not None else m for m, w in zip(masks, chosen)]
+    criteria.check_masks(masks, [w.key for w in chosen], criterion, value)
+    for weight, mask in zip(chosen, masks):
+        set_mask(weight, mask, pattern)
+    retrace(model)
+    lost = [w.key for w in chosen if not w.in_config]
+    if lost:
+        warnings.warn(f"pruning: keras.models.load_model rebuilds {lost} from their owner's "
+                      f"arguments, without the masks (the zeros are saved): after loading, call "
+                      f"pruning.restore_masks(model)", stacklevel=2)
+    return {w.key: m for w, m in zip(chosen, masks)}
+
+
+def set_mask(weight, mask, pattern="unstructured"):
+    """Give `weight` (a `registry.PrunableWeight`) the bool `mask`, replacing its current one,
+    and zero what it prunes; the caller retraces (`retrace`)."""
+    constraint = weight.mask
+    if constraint is not None:
+        constraint.mask.assign(np.asarray(mask, np.float32))  # same variable: compiled steps see it
+        constraint.pattern = str(pattern)
+    else:
+        constraint = PruningMask(mask, pattern=str(pattern))
+        if weight.constraint_attribute is not None:  # in the layer's config: saved
+            setattr(weight.layer, weight.constraint_attribute, constraint)
+        weight.variable.constraint = constraint          # applied by the optimizer
+    variable = weight.variable
+    variable.assign(keras.ops.convert_to_numpy(variable.value) * mask)
+
+
+def restore_masks(model):
+    """Give every prunable weight that has exact zeros but no mask the mask of its non-zeros;
+    returns their keys. For models whose layers `load_model` rebuilds without the masks
+    (subclassed models, MultiHeadAttention, your own layers): the zeros are saved, the masks not.
+
+    Example:
+      model = keras.models.load_model("pruned.keras")
+      pruning.restore_masks(model)
+    """
+    restored = []
+    for weight in prunable_weights(model):
+        values = keras.ops.convert_to_numpy(weight.variable.value)
+        if weight.mask is None and weight.variable.constraint is None and not values.all():
+            set_mask(weight, values != 0, "unstructured")
+            restored.append(weight.key)
+    retrace(model)
+    return restored
+
+
+def strip_pruning(model):
+    """Remove every `PruningMask` from `model` in place (the zeros stay) and return it: a plain
+    Keras model whose config and SavedModel/TFLite export know nothing of pruning.
+
+    Example:
+      pruning.strip_pruning(model).export("saved_model")
+    """
+    for weight in pruned_weights(model):
+        if weight.constraint_attribute is not None:
+            setattr(weight.layer, weight.constraint_attribute, None)
+        weight.variable.constraint = None
+    retrace(model)
+    return model

@@ -1,0 +1,51 @@
+"""Models of the kinds users bring, tiny data, and the one assertion every test makes: the pruned
+weights are exactly zero, read from the weights themselves. Only Keras and NumPy: these tests run
+with nothing but the package and a backend installed."""
+import keras
+import numpy as np
+
+import pruning
+
+
+def users_conv_model():
+    """A functional conv net: Conv2D, pooling, Flatten, Dense."""
+    keras.utils.set_random_seed(3)
+    pixels = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="conv1")(pixels)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(16, activation="relu", name="fc")(h)
+    return keras.Model(pixels, keras.layers.Dense(3, name="out")(h))
+
+
+def users_data(n=160):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 12, 12, 1)).astype(np.float32)
+    return x, (x[:, :4, :4, 0].mean(axis=(1, 2)) * 9).astype(np.int32) % 3
+
+
+def compile_(model, optimizer, jit=False, steps_per_execution=1,
+             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)):
+    model.compile(optimizer, loss, jit_compile=jit, steps_per_execution=steps_per_execution)
+
+
+def values(variable):
+    return keras.ops.convert_to_numpy(variable.value)
+
+
+def weights_of(model):
+    """{weight key: its values now}, of every prunable weight."""
+    return {w.key: values(w.variable) for w in pruning.prunable_weights(model)}
+
+
+def assert_pruned_weights_are_zero(model, masks):
+    """Every weight that `masks` ({key: bool}) prunes is exactly 0 in `model`."""
+    now = weights_of(model)
+    assert set(masks) <= set(now), sorted(set(masks) - set(now))
+    for key, mask in masks.items():
+        assert not now[key][~mask].any(), f"{key}: a pruned weight is not zero"
+
+
+def zero_fraction(array):
+    return 1.0 - np.count_nonzero(array) / array.size
