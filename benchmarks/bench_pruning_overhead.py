@@ -21,6 +21,7 @@ from networks.network_dense import build_network
 from utils import cli
 
 SETTINGS = ("unpruned", "fixed masks", "gradual")
+NETWORKS = ("lenet-300-100", "lenet-5")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -61,12 +62,14 @@ def main():
                         help="epochs per fit; the first is dropped (default 4)")
     parser.add_argument("--rounds", type=cli.positive_int, default=2,
                         help="times each setting is run, in turn (default 2)")
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=NETWORKS,
+                        help="which networks (default both)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.random((args.images, 784), np.float32)
     y = rng.integers(0, 10, args.images).astype(np.int32)
     results = {}
-    for network in ("lenet-300-100", "lenet-5"):
+    for network in args.networks:
         for spe in (1, 50):
             seconds = {s: [] for s in SETTINGS}
             for _ in range(args.rounds):

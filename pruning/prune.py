@@ -83,11 +83,14 @@ def select(model, layers=None):
     `layers`: None (all), a list of layer names or weight keys, a compiled regex (matched in full
     against each layer name and weight key) or a predicate `f(layer) -> bool`.
     """
-    unbuilt = [layer.name for layer, _, _ in registry._walk(model) if not layer.built]
-    if not model.built or unbuilt:
-        raise ValueError(f"model: {unbuilt or [model.name]} not built yet; build the model first "
-                         f"(give it a keras.Input, or call it once on a batch)")
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet; build it first (give it a "
+                         f"keras.Input, or call it once on a batch)")
     weights, unpruned = registry.scan(model)
+    if unpruned:
+        warnings.warn("pruning: not pruned: " + "; ".join(f"{key} ({why})"
+                                                         for key, _, why in unpruned),
+                      stacklevel=3)
     if not weights:
         raise ValueError(f"model {model.name!r} has no prunable weight (Dense, EinsumDense, "
                          f"Conv*, SeparableConv*, DepthwiseConv*, Embedding, RNN cells, or a "
@@ -118,9 +121,6 @@ def select(model, layers=None):
             raise ValueError(f"layers: {unknown or 'an empty list'} not among the prunable "
                              f"layers and weights of model {model.name!r}: {keys}")
         chosen = [w for w in weights if any(n in _names(w) for n in layers)]
-    if unpruned:
-        warnings.warn(f"pruning: not pruned, no registered layer kind holds them (see "
-                      f"pruning.register_prunable): {[key for key, _ in unpruned]}", stacklevel=3)
     return chosen
 
 

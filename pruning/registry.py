@@ -112,27 +112,37 @@ def _owned_variables(layer):
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
+UNREGISTERED = "no registered layer kind holds it (pruning.register_prunable)"
+
+
 def scan(model):
-    """(prunable weights, unpruned weights of rank >= 2 as (key, shape)) of `model`, in the
-    order of `model.weights`; a layer used twice counts once."""
+    """(prunable weights, unpruned matrices as (key, shape, why)) of `model`, in the order of
+    `model.weights`; a layer used twice counts once. Unpruned: the rank >= 2 weights of layers no
+    registered kind covers, the weights of registered layers that are not built, and those that
+    are not a plain variable (a LoRA-enabled or quantized layer's kernel)."""
     order = {id(v): i for i, v in enumerate(model.weights)}
     prunable, other, seen = [], [], set()
     for layer, path, carried in _walk(model):
         cls, attributes = _attributes(layer)
-        claimed = set()
         for attribute, constraint_attribute in attributes.items():
-            variable = getattr(layer, attribute, None)
-            if not isinstance(variable, keras.Variable) or id(variable) in seen:
+            key = f"{path}/{attribute}"
+            if not layer.built:
+                other.append((key, (), "its layer is not built (never called)", None))
                 continue
-            seen.add(id(variable))
-            claimed.add(id(variable))
-            prunable.append(PrunableWeight(f"{path}/{attribute}", layer, attribute,
-                                           constraint_attribute,
-                                           carried and cls in _BUILTIN))
+            variable = getattr(layer, attribute, None)
+            if not isinstance(variable, keras.Variable):
+                other.append((key, tuple(getattr(variable, "shape", ())),
+                              "not a plain variable (a LoRA-enabled or quantized layer?)", None))
+                continue
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                prunable.append(PrunableWeight(key, layer, attribute, constraint_attribute,
+                                               carried and cls in _BUILTIN))
         for variable in [] if cls else _owned_variables(layer):  # a registered kind's others
             if id(variable) not in seen and len(variable.shape) >= 2:      # are its biases
                 seen.add(id(variable))
-                other.append((f"{path}/{variable.name}", tuple(variable.shape), id(variable)))
+                other.append((f"{path}/{variable.name}", tuple(variable.shape), UNREGISTERED,
+                              id(variable)))
     prunable.sort(key=lambda w: order.get(id(w.variable), len(order)))
-    other.sort(key=lambda o: order.get(o[2], len(order)))
-    return prunable, [(key, shape) for key, shape, _ in other]
+    other.sort(key=lambda o: order.get(o[3], len(order)))
+    return prunable, [(key, shape, why) for key, shape, why, _ in other]

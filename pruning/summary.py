@@ -67,8 +67,7 @@ def summary(model):
         else:
             pruned.append(Row(w.key, values.shape, int(np.count_nonzero(values)), values.size,
                               w.mask.pattern))
-    for key, shape in other:
-        unpruned.append(Row(key, shape, int(np.prod(shape)), int(np.prod(shape)),
-                            "no registered layer kind holds it (pruning.register_prunable)"))
+    for key, shape, why in other:
+        unpruned.append(Row(key, shape, int(np.prod(shape)), int(np.prod(shape)), why))
     vectors = sum(int(np.prod(v.shape)) for v in model.weights if len(v.shape) < 2)
     return Summary(pruned, unpruned, vectors)

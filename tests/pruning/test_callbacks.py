@@ -190,3 +190,14 @@ def test_a_second_gradual_fit_prunes_further_from_where_the_first_stopped():
         assert_pruned_weights_are_zero(model, get_masks(model))
         n_variables = n_variables or len(model.optimizer.variables)
         assert len(model.optimizer.variables) == n_variables  # nothing of pruning left in it
+
+
+def test_gradual_pruning_refuses_a_frozen_pruned_layer():
+    model = users_conv_model()
+    prune_low_magnitude(model, "layer-sparsity", 0.0)
+    model.get_layer("conv1").trainable = False
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match=r"\['conv1/kernel'\] are not trainable"):
+        model.fit(*users_data(16), verbose=0, callbacks=[GradualPruning(
+            PolynomialDecay(final_sparsity=0.5, end_step=5))])

@@ -22,7 +22,7 @@ def test_threshold_must_be_finite_and_non_negative(bad):
 
 
 def test_check_masks_names_the_emptied_layer():
-    with pytest.raises(ValueError, match="every weight of layer fc2"):
+    with pytest.raises(ValueError, match="every weight of fc2"):
         criteria.check_masks([np.array([True]), np.array([False, False])], ["fc1", "fc2"])
 
 

@@ -170,7 +170,7 @@ def kinds_data(n=32):
 
 def test_every_layer_kind_is_pruned_and_the_rest_is_named(tmp_path):
     model = layer_kinds_model()
-    with pytest.warns(UserWarning, match=r"not pruned, no registered layer kind.*block/gate"):
+    with pytest.warns(UserWarning, match=r"not pruned: block/gate \(no registered layer kind"):
         masks = prune_low_magnitude(model, "layer-sparsity", 0.5)
     assert sorted(masks) == sorted(LAYER_KINDS)
     compile_(model, keras.optimizers.Adam(0.01), jit=True)
@@ -284,6 +284,26 @@ def test_an_unbuilt_model_is_refused():
     model = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="not built yet"):
         prune_low_magnitude(model)
+
+
+def test_layers_that_cannot_be_pruned_are_named_not_skipped():
+    class Partly(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = keras.layers.Dense(4, name="used"), keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.used(x)
+
+    model = Partly()
+    model(np.zeros((1, 3), np.float32))
+    with pytest.warns(UserWarning, match=r"not pruned: dense\w*/kernel \(its layer is not built"):
+        assert list(prune_low_magnitude(model, "layer-sparsity", 0.5)) == ["used/kernel"]
+    lora = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="lora")])
+    lora.layers[0].enable_lora(2)
+    with pytest.warns(UserWarning, match=r"lora/kernel \(not a plain variable"):
+        with pytest.raises(ValueError, match="no prunable weight"):
+            prune_low_magnitude(lora, "layer-sparsity", 0.5)
 
 
 def test_a_numpy_scalar_value_is_accepted():
