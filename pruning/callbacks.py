@@ -168,10 +168,10 @@ class GradualPruning(keras.callbacks.Callback):
         # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
         # synchronisation point, which cannot sit inside control flow.
         if self.pattern == criteria.parse_pattern(None):
-            # Only the cuts leave the cond, one number per weight (-1 when the masks stay):
-            # masks as outputs of a conditional are copied at every step (measured: 1.5-2x the
-            # step time of LeNet-300-100 with steps_per_execution 50), the element-wise update
-            # below fuses with the constraint's own multiply.
+            # Only the cuts leave the cond, one number per weight (-1 when the masks stay), and
+            # the masks follow element-wise, next to the constraint's own multiply: a
+            # conditional's outputs are buffers of their own, so masks returned from it would
+            # be written out whole at every step.
             cut = ops.cond(update, lambda: ops.stack(cuts(magnitudes())),
                            lambda: ops.full((len(weights),), -1.0))
             for i, (w, c) in enumerate(zip(weights, constraints)):

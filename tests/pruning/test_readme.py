@@ -9,6 +9,7 @@ import venv
 from pathlib import Path
 
 import keras
+import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -33,6 +34,8 @@ def test_the_readmes_example_runs_as_written_from_another_folder(tmp_path):
     assert (tmp_path / "pruned.keras").is_file()
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="packaging is the same on every backend: checked once")
 def test_pip_install_makes_a_package_that_needs_only_keras_and_numpy(tmp_path):
     """`pip install .` into a fresh virtualenv (pip fetches setuptools to build it, as for any
     user); Keras and the backend then come from this interpreter (a .pth file), so that the test
