@@ -1,5 +1,6 @@
 """One-shot pruning on models this repository did not build: every order of compile / fit / prune
 / save / load / clone, every layer kind, bad input. Asserted on the weights themselves."""
+import os
 import re
 import subprocess
 import sys
@@ -334,3 +335,11 @@ def test_the_mask_round_trips_its_config():
     again = PruningMask.from_config(PruningMask(mask, pattern="2:4").get_config())
     np.testing.assert_array_equal(again.numpy(), mask)
     assert again.pattern == "2:4"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="a check of the JAX backend")
+def test_on_jax_the_package_imports_no_tensorflow():
+    script = "import sys, pruning; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr[-2000:]
