@@ -115,7 +115,11 @@ def select(model, layers=None):
             raise ValueError(f"layers: the predicate chose none of the prunable weights of model "
                              f"{model.name!r}: {keys}")
     else:
-        layers = list(layers)
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise ValueError(f"layers must be a list of names, a compiled regex or a predicate, "
+                             f"got {layers!r}") from None
         unknown = [n for n in layers if not any(n in _names(w) for w in weights)]
         if unknown or not layers:
             raise ValueError(f"layers: {unknown or 'an empty list'} not among the prunable "
@@ -174,9 +178,10 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
         if criterion == "global-sparsity":
             raise ValueError("value: a per-layer dict needs a per-layer criterion "
                              "(threshold, std or layer-sparsity), not global-sparsity")
-        if layers is not None and sorted(layers) != sorted(value):
-            raise ValueError(f"layers {sorted(layers)} and the keys of value {sorted(value)} "
-                             f"differ")
+        if layers is not None and (not isinstance(layers, (list, tuple, set))
+                                   or sorted(layers) != sorted(value)):
+            raise ValueError(f"layers {layers!r} and the keys of value {sorted(value)} differ: "
+                             f"with a per-layer dict, its keys choose the layers")
         layers = list(value)
     chosen = select(model, layers)
     values = _per_weight(value, chosen)
