@@ -146,7 +146,9 @@ def layer_kinds_model():
     h = keras.layers.Reshape((6, 8, 1))(h)
     h = keras.layers.SeparableConv2D(2, 3, padding="same", name="sep2d")(h)
     h = keras.layers.DepthwiseConv2D(3, padding="same", name="dw2d")(h)
+    h = keras.layers.Conv2DTranspose(2, 3, padding="same", name="convt2d")(h)
     h = keras.layers.Conv3D(2, 1, name="conv3d")(keras.layers.Reshape((6, 8, 2, 1))(h))
+    h = keras.layers.Conv3DTranspose(2, 1, name="convt3d")(h)
     h = keras.layers.Flatten()(h)
     return keras.Model([tokens, seq], keras.layers.Dense(3, name="out")(h))
 
@@ -160,7 +162,8 @@ LAYER_KINDS = [  # weight key -> expected: every matrix of every claimed kind
     "gru/gru_cell/kernel", "gru/gru_cell/recurrent_kernel",
     "rnn/simple_rnn_cell/kernel", "rnn/simple_rnn_cell/recurrent_kernel",
     "td/td_dense/kernel", "block/inner/kernel", "sep2d/depthwise_kernel",
-    "sep2d/pointwise_kernel", "dw2d/kernel", "conv3d/kernel", "out/kernel"]
+    "sep2d/pointwise_kernel", "dw2d/kernel", "convt2d/kernel", "conv3d/kernel", "convt3d/kernel",
+    "out/kernel"]
 
 
 def kinds_data(n=32):
