@@ -10,10 +10,9 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
-
-import keras
 
 from _models import users_conv_model, users_data
 from pruning import (GradualPruning, PolynomialDecay, get_masks, prune_low_magnitude,
