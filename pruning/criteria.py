@@ -205,7 +205,8 @@ def check_criterion(criterion):
 
 def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED):
     """Masks of `weights` (a list of arrays) by a named criterion, in `pattern` (blocks or N:M);
-    ANDed with `previous` if given, so that repeated pruning only removes weights."""
+    ANDed with `previous` if given, so that repeated pruning only removes weights. With N:M the
+    criterion sees the entries N:M drops as zeros (so `std` measures them too)."""
     check_criterion(criterion)
     pattern, rule = parse_pattern(pattern), CRITERIA[criterion][0]
     if pattern.kind == "n:m":
