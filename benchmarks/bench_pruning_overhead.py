@@ -5,36 +5,22 @@
 
 For LeNet-300-100 and LeNet-5, XLA on, steps_per_execution 1 and 50: epochs of plain `fit` on the
 unpruned model, with fixed masks (90% layer sparsity) and under `GradualPruning(frequency=100)`;
-each epoch timed from its first to its last batch (a callback), the first epoch (compilation)
+each epoch timed from its start to its last batch (a callback), the first epoch (compilation)
 dropped, the settings run in turn `--rounds` times in one process. Reports the median epoch time
 of each setting as a ratio to unpruned; writes benchmarks/results/pruning-overhead-<backend>.json.
 """
-import time
 
 import keras
 import numpy as np
 
 import configs
 import pruning
-from benchmarks.timing import RESULTS_DIR, machine_facts, write_results
+from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
 from networks.network_dense import build_network
 from utils import cli
 
 SETTINGS = ("unpruned", "fixed masks", "gradual")
 NETWORKS = ("lenet-300-100", "lenet-5")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch == 0:
-            self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def epoch_seconds(network, setting, steps_per_execution, x, y, epochs):

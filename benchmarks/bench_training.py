@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import RESULTS_DIR, machine_facts, write_results
+from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
 from networks.network_base import cross_entropy
 from networks.network_dense import build_network, weight_layers
 import pruning
@@ -112,16 +112,6 @@ def main():
         run_benchmark(args)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Seconds from the start of the epoch to the end of its last compiled call."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds = time.perf_counter() - self.start
-
-
 def setting(name, x, y):
     """(CustomLoop, one-epoch model.fit function, EpochTimer) for "dense" or "pruned"."""
     config = configs.DenseConfig() if name == "dense" else configs.PrunedConfig()
@@ -174,7 +164,7 @@ def run_benchmark(args):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            seconds = timers[name].seconds if name in timers else time.perf_counter() - start
+            seconds = timers[name].seconds[-1] if name in timers else time.perf_counter() - start
             timings[name].append(seconds / steps)
 
     matmul = float(np.median(timings["matmul_bound"]))

@@ -6,6 +6,7 @@ import platform
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +38,21 @@ def time_calls(fns, repeats=7, min_seconds=0.1, warmup=2):
             per_call[name].append((time.perf_counter() - start) / calls[name])
     return {name: dict(median_s=float(np.median(t)), min_s=min(t), max_s=max(t), repeats=repeats,
                        calls_per_repeat=calls[name]) for name, t in per_call.items()}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of each epoch, from its start to the end of its last compiled call (`seconds`),
+    without fit's per-call set-up."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.seconds.append(None)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds[-1] = time.perf_counter() - self.start
 
 
 def device_name():

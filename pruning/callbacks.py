@@ -165,29 +165,16 @@ class GradualPruning(keras.callbacks.Callback):
             flat = ops.concatenate([ops.reshape(m, [-1]) for m in found], 0)
             return [_cut(flat, sparsity)] * len(found)
 
-        # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
-        # synchronisation point, which cannot sit inside control flow.
-        if self.pattern == criteria.parse_pattern(None):
-            # Only the cuts leave the cond, one number per weight (-1 when the masks stay), and
-            # the masks follow element-wise, next to the constraint's own multiply: a
-            # conditional's outputs are buffers of their own, so masks returned from it would
-            # be written out whole at every step.
-            cut = ops.cond(update, lambda: ops.stack(cuts(magnitudes())),
-                           lambda: ops.full((len(weights),), -1.0))
-            for i, (w, c) in enumerate(zip(weights, constraints)):
-                m = ops.abs(w.variable.value) * c.mask
-                keep = (m >= cut[i]) & ((m > 0) | (cut[i] < 0))
-                c.mask.assign(ops.cast(keep, "float32") * c.mask)
-            return
-
         def shrink():
             found = magnitudes()
             masks = [ops.cast((m >= cut) & (m > 0), "float32") for m, cut in zip(found, cuts(found))]
-            if self.pattern.kind == "block":
+            if self.pattern.kind == "block" and self.pattern != criteria.parse_pattern(None):
                 block = (self.pattern.a, self.pattern.b)
                 masks = [_in_blocks(mask, m, block) for mask, m in zip(masks, found)]
             return masks
 
+        # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
+        # synchronisation point, which cannot sit inside control flow.
         masks = ops.cond(update, shrink,
                          lambda: [ops.convert_to_tensor(c.mask) for c in constraints])
         for c, mask in zip(constraints, masks):
