@@ -2,6 +2,7 @@
 things go wrong"): a stage replaces only its own output, one run at a time, atomically, and a
 damaged or mismatched checkpoint is one clear error."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,79 @@ def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path):
     with pytest.raises(CheckpointError, match=f"holds a checkpoint of {STAGE}, not the one of "
                                               f"prune_network.py"):
         load_checkpoint(tmp_path / "dense", made_by="prune_network.py")
+
+
+@pytest.mark.parametrize("foreign", ["NOTES.txt", "my_eval/results.csv", "my_empty_folder/"])
+def test_a_users_file_inside_a_checkpoint_is_never_deleted(tmp_path, foreign):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    path = target / foreign.rstrip("/")
+    if foreign.endswith("/"):
+        path.mkdir()
+    else:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"did not write \\({foreign.split('/')[0]}"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before and path.exists()
+
+
+def test_a_users_file_that_appears_during_the_run_keeps_both(tmp_path):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    with pytest.raises(CheckpointError, match="this run's output is kept in .*ckpt-1"):
+        with stage_output(target, STAGE) as out:
+            (out / "model.keras").write_text("25 epochs")
+            (target / "NOTES.txt").write_text("mine")
+    assert (target / "NOTES.txt").read_text() == "mine"
+    assert (tmp_path / "ckpt-1" / "model.keras").read_text() == "25 epochs"
+
+
+def test_a_read_only_checkpoint_is_refused_before_the_work(tmp_path, monkeypatch):
+    import utils.checkpoints as checkpoints
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    # Root may write anywhere, so emulate a user without write access to the folder.
+    access = checkpoints.os.access
+    monkeypatch.setattr(checkpoints.os, "access",
+                        lambda p, mode: Path(p) != target and access(p, mode))
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"ckpt/ is read-only \\({target}\\).*chmod -R u\\+w"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_inside_a_folder_another_run_is_writing_is_refused(tmp_path):
+    with stage_output(tmp_path / "new", STAGE) as out:
+        with pytest.raises(CheckpointError, match="another run is writing .*new, which"):
+            with stage_output(tmp_path / "new" / "sub", "prune_network.py"):
+                pytest.fail("the nested run must not start")
+        (out / "model.keras").write_text("25 epochs")
+    assert (tmp_path / "new" / "model.keras").read_text() == "25 epochs"
+
+
+def test_a_working_folder_left_half_made_is_removed(tmp_path):
+    write_tiny(tmp_path / "ckpt")
+    half = tmp_path / ".ckpt.tmp-full"  # a full disk while stage.json was written
+    half.mkdir()
+    (half / "stage.json").write_text("")
+    with stage_output(tmp_path / "ckpt", STAGE):
+        pass
+    assert not half.exists()
+
+
+def test_a_full_disk_while_making_the_working_folder_leaves_nothing(tmp_path, monkeypatch):
+    import utils.checkpoints as checkpoints
+
+    def full(path, obj):
+        Path(path).write_text("")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "write_json", full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        with stage_output(tmp_path / "ckpt", STAGE):
+            pytest.fail("the block must not run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]

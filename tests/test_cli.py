@@ -1,7 +1,10 @@
 """Every flag is checked before any work: each script is run in this process with a bad flag, and
 must stop with one line naming the flag and the value before it loads data or claims an output."""
 import argparse
+import os
 import runpy
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +153,27 @@ def test_default_paths_are_the_repos_and_given_ones_the_current_folders(
 def test_flag_types_reject_out_of_range_values_saying_what_is_allowed(parse, text):
     with pytest.raises(argparse.ArgumentTypeError, match=f"must be .*got {text!r}"):
         parse(text)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, signum, capsys):
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def main():
+        with checkpoints.stage_output(tmp_path / "ckpt", "train_network_dense.py") as out:
+            (out / "model.keras").write_text("half-written")
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal arrives here
+            pytest.fail("the run went on after the signal")
+
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.run(main)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    name = signal.Signals(signum).name
+    assert stop.value.code == 128 + signum
+    assert capsys.readouterr().err == (f"interrupted ({name}): the previous output, if any, is "
+                                       f"left as it was\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]

@@ -1,10 +1,11 @@
 import keras
 import numpy as np
+import pytest
 
 import configs
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.training import fit
+from utils.training import TrainingDiverged, fit
 
 
 def quiet(*_):
@@ -63,3 +64,13 @@ def test_fine_tuning_a_pruned_network_keeps_its_zeros_and_logs_sparsity():
     kept = sum(m.sum() for m in get_masks(model).values())
     total = sum(m.size for m in get_masks(model).values())
     assert history[-1]["sparsity"] == 1 - kept / total
+
+
+def test_a_loss_that_becomes_nan_stops_training_with_one_clear_error():
+    model, optimizer = tiny_model()
+    data = tiny_data()
+    x, y = data["train"]
+    data["train"] = (x * np.float32(1e30), y)  # pixels of 1e30: the logits overflow
+    with pytest.raises(TrainingDiverged, match="the loss became (nan|inf) in epoch 1, step .*"
+                                               "pixels range from .* to 1e\\+30"):
+        fit(model, optimizer, TINY, data, log=quiet)

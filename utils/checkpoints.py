@@ -1,13 +1,15 @@
 """Stage artifacts on disk: one folder per stage, owned, locked and written atomically.
 
 A checkpoint folder holds `model.keras` (architecture, weights and optimizer state),
-`config.json` (the resolved config and results) and `stage.json` (the script that wrote it); a
-pruned model's masks are inside `model.keras` (`pruning.PruningMask`). Three rules keep a user's
-files safe:
+`config.json` (the resolved config, the data's fingerprint and results) and `stage.json` (the
+script that wrote it and every file it wrote); a pruned model's masks are inside `model.keras`
+(`pruning.PruningMask`). Three rules keep a user's files safe:
   - a stage writes only into a folder that is missing, empty or its own earlier output (its
-    `stage.json` names the stage); a user's folder, another stage's checkpoint, the stage's own
-    input or a file is refused before any work;
-  - a lock file beside the folder (`.<name>.lock`) lets one run at a time write it;
+    `stage.json` names the stage, and the folder holds nothing that stage.json does not list); a
+    user's folder, a user's file put inside a checkpoint, another stage's checkpoint, the stage's
+    own input, a read-only checkpoint or a file is refused before any work;
+  - a lock file beside the folder (`.<name>.lock`) lets one run at a time write it, and a run
+    does not start inside a folder that another run is writing;
   - everything is written into a fresh temporary folder beside it (`.<name>.tmp-*`), created
     before the work so that an unwritable path fails at once, and renamed into place only when
     the stage succeeds; an interrupted or failed run leaves the previous folder as it was.
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,12 +48,44 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _marker(folder):
+    """`folder`/stage.json as a dict; {} if it is missing or unreadable."""
+    try:
+        marker = json.loads((Path(folder) / STAGE_FILE).read_text())
+        return marker if isinstance(marker, dict) else {}
+    except Exception:  # noqa: BLE001 - any unreadable marker means "not provably ours"
+        return {}
+
+
 def stage_of(folder):
     """The script named in `folder`/stage.json; None if it is missing or unreadable."""
-    try:
-        return json.loads((Path(folder) / STAGE_FILE).read_text())["stage"]
-    except Exception:  # noqa: BLE001 - any unreadable marker means "not provably ours"
-        return None
+    return _marker(folder).get("stage")
+
+
+def contents(folder):
+    """Every file, folder and link under `folder`, as sorted paths relative to it (links are not
+    followed), stage.json left out."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [str(rel / name) for name in dirs + files]
+    return sorted(p for p in found if p != STAGE_FILE)
+
+
+def foreign_files(folder):
+    """What `folder` holds that its stage.json does not list as the stage's own output."""
+    written = _marker(folder).get("files")
+    if not isinstance(written, list):
+        return ["(stage.json lists no files: written by an older version)"]
+    return [p for p in contents(folder) if p not in set(written)]
+
+
+def _read_only_part(folder):
+    """The first folder under `folder` (itself included) whose entries cannot be removed."""
+    for root, _, _ in os.walk(folder):
+        if not os.access(root, os.W_OK | os.X_OK):
+            return Path(root)
+    return None
 
 
 def check_output_dir(path, stage, flag="--model-dir", inputs=None):
@@ -82,6 +117,17 @@ def check_output_dir(path, stage, flag="--model-dir", inputs=None):
         raise CheckpointError(f"{where} is a file, not a folder: refusing to replace it")
     owner = stage_of(path)
     if owner == stage:
+        foreign = foreign_files(path)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                              else "")
+            raise CheckpointError(f"{where}/ is {stage}'s earlier output but also holds what it "
+                                  f"did not write ({shown}): refusing to replace it; move those "
+                                  f"out or choose another {flag}")
+        read_only = _read_only_part(path)
+        if read_only:
+            raise CheckpointError(f"{where}/ is read-only ({read_only}): cannot replace it; make "
+                                  f"it writable (chmod -R u+w {path}) or choose another {flag}")
         return
     if owner:
         raise CheckpointError(f"{where}/ holds a checkpoint of {owner}: refusing to replace it "
@@ -96,11 +142,15 @@ def check_output_dir(path, stage, flag="--model-dir", inputs=None):
 def lock(path, flag="--model-dir"):
     """Hold the lock of output `path` (the file `.<name>.lock` beside it) for the block.
 
-    Raises CheckpointError at once if another run holds it. The lock is released when the
-    process ends, however it ends; the small lock file stays.
+    Raises CheckpointError at once if another run holds it, or holds the lock of a folder that
+    `path` lies in (a run writing `new` replaces all of `new/` when it ends, so a run writing
+    `new/sub` meanwhile would lose its work or make the first one fail). The lock is released
+    when the process ends, however it ends; the small lock file stays.
     """
     path = Path(path).resolve()
     lock_path = path.with_name(f".{path.name}.lock")
+    _check_no_writer_above(path, flag)
+    made = [p for p in path.parents if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -113,7 +163,39 @@ def lock(path, flag="--model-dir"):
         except BlockingIOError:
             raise CheckpointError(f"another run is writing {path} (it holds {lock_path}): wait "
                                   f"for it to finish") from None
+        # Again after taking the lock and creating the parents: a run that locked a parent in
+        # between finds that parent not empty, so one of the two is always refused.
+        try:
+            _check_no_writer_above(path, flag)
+        except CheckpointError:
+            lock_path.unlink(missing_ok=True)
+            for folder in made:  # innermost first; rmdir leaves anything that is not empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
         yield
+    finally:
+        os.close(fd)
+
+
+def _check_no_writer_above(path, flag):
+    for parent in path.parents[:-1]:  # the root has no name, so no lock
+        if _locked(parent.with_name(f".{parent.name}.lock")):
+            raise CheckpointError(f"another run is writing {parent}, which {flag} {path} lies "
+                                  f"in: wait for it to finish or choose a folder outside it")
+
+
+def _locked(lock_path):
+    """Whether another process holds the lock file `lock_path` (False if there is none)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
     finally:
         os.close(fd)
 
@@ -124,27 +206,46 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
 
     Before the caller does any work, `path` is checked (`check_output_dir`), locked, and the
     temporary folder is created beside it (so an unwritable or invalid path fails in seconds).
-    On any exception the temporary folder is removed and `path` is left as it was.
+    On any exception the temporary folder is removed and `path` is left as it was. If a user's
+    file appeared in `path` while the block ran, the finished output is kept beside it under a
+    new name (`<name>-1`, ...) and the error says where.
     """
     path = Path(path).resolve()
     check_output_dir(path, stage, flag, inputs)
     with lock(path, flag):
         check_output_dir(path, stage, flag, inputs)  # another run may have written it meanwhile
         _remove_leftovers(path, stage)
+        tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the checkpoint private
             write_json(tmp / STAGE_FILE, {"stage": stage})
         except OSError as e:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"{flag} {path}: cannot write in {path.parent} "
                                   f"({e.strerror or e})") from None
         try:
             yield tmp
-            check_output_dir(path, stage, flag, inputs)  # nothing of a user's appeared meanwhile
-            _replace(path, tmp)
+            write_json(tmp / STAGE_FILE, {"stage": stage, "files": contents(tmp)})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        try:
+            check_output_dir(path, stage, flag, inputs)  # nothing of a user's appeared meanwhile
+        except CheckpointError as e:
+            kept = _free_name(path)
+            os.rename(tmp, kept)
+            raise CheckpointError(f"{e}; this run's output is kept in {kept}/") from None
+        _replace(path, tmp)
+
+
+def _free_name(path):
+    """`path` with the first suffix -1, -2, ... that names nothing yet."""
+    n = 1
+    while path.with_name(f"{path.name}-{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}-{n}")
 
 
 def _umask():
@@ -161,23 +262,32 @@ def _replace(path, tmp):
     old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
     os.rename(path, old)  # onto the empty folder just made: a name no one else uses
     os.rename(tmp, path)
-    if stage_of(old):
-        shutil.rmtree(old)
-    else:
-        old.rmdir()  # it was empty when checked; rmdir refuses if that changed
+    try:
+        if stage_of(old):
+            shutil.rmtree(old)
+        else:
+            old.rmdir()  # it was empty when checked; rmdir refuses if that changed
+    except OSError as e:  # checked writable before the work; the new output is in place anyway
+        print(f"warning: {path}/ is replaced, but its previous version could not be removed "
+              f"({e.strerror or e}): it is in {old}/", file=sys.stderr)
 
 
 def _remove_leftovers(path, stage):
     """Remove temporary folders of this stage left by a killed run (they carry its stage.json).
 
     Only while `path` exists: if a run died between its two renames, its leftovers hold the
-    only copies and are kept.
+    only copies and are kept. A working folder that holds nothing but an empty or unreadable
+    stage.json (a run killed while creating it) is removed too.
     """
     if not path.exists():
         return
     for kind in ("tmp", "old"):
         for leftover in path.parent.glob(f".{path.name}.{kind}-*"):
-            if leftover.is_dir() and stage_of(leftover) == stage:
+            if not leftover.is_dir() or leftover.is_symlink():
+                continue
+            half_made = (kind == "tmp" and (leftover / STAGE_FILE).is_file()
+                         and not _marker(leftover) and not contents(leftover))
+            if stage_of(leftover) == stage or half_made:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 

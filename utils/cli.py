@@ -7,6 +7,7 @@ commands made; a path given on the command line resolves against the current fol
 """
 import argparse
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -143,14 +144,32 @@ def publish_dir(args, flag, committed, quick_default=None):
     return chosen or quick_default
 
 
+class Stopped(BaseException):
+    """A signal that ends the run (SIGTERM, SIGHUP): raised like Ctrl-C's KeyboardInterrupt, so
+    that every `with` block cleans up (working folders removed, locks released)."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def run(main):
-    """Call main(); an expected error becomes one 'error: ...' line and exit status 1."""
+    """Call main(); an expected error becomes one 'error: ...' line and exit status 1.
+
+    Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP) each end the run with one line,
+    having removed its working folder; exit status 130, 143, 129 as a shell reports them.
+    """
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         main()
     except EXPECTED_ERRORS as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: the previous output, if any, is left as it was")
+    except (KeyboardInterrupt, Stopped) as e:
+        name = str(e) if isinstance(e, Stopped) else "SIGINT"
+        print(f"interrupted ({name}): the previous output, if any, is left as it was",
+              file=sys.stderr)
+        sys.exit(128 + signal.Signals[name].value)
 
 
 def load_data(args):

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from networks.network_base import evaluate, logits_function
 from networks.network_dense import weight_layers
 from utils.sparse_formats import kmeans_1d
-from utils.training import dataset
+from utils.training import check_finite, dataset
 
 
 def share_weights(layers, bits):
@@ -76,8 +76,9 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
         with tqdm(batches, total=len(y) // batch_size, desc=f"codebook epoch {epoch}/{epochs}",
                   unit="step", leave=False, disable=None) as bar:
             for xb, yb in bar:
-                loss = step(xb, yb)
-                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                loss = float(step(xb, yb))
+                check_finite(loss, f"in codebook epoch {epoch}", x)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         val_accuracy, _ = evaluate(logits_fn, *data["validation"])
         history.append(dict(epoch=epoch, val_accuracy=val_accuracy))
         log(f"codebook epoch {epoch}/{epochs}  val acc {val_accuracy:.4f}")

@@ -7,7 +7,10 @@ compiled call, and tf.data's autotuning is off: with it, on this 2-core machine 
 sometimes ended with a ~1 s stall (measured).
 Weight decay is a `kernel_regularizer` of the network, so the reported loss includes its penalty.
 """
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -25,6 +28,41 @@ def dataset(x, y, batch_size, seed):
     return (tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed)
             .batch(batch_size, drop_remainder=True)
             .map(lambda i: (tf.gather(x, i), tf.gather(y, i))).with_options(options))
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stops and saves nothing."""
+
+
+def check_finite(loss, where, x):
+    """Raise TrainingDiverged unless `loss` is finite; `x` (the training pixels) for the hint.
+
+    Why not keras.callbacks.TerminateOnNaN: it ends `fit` quietly, and the stage would then save
+    the NaN model and exit 0.
+    """
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the loss became {loss} {where}: training diverged, nothing is saved; the training "
+            f"pixels range from {np.min(x):.3g} to {np.max(x):.3g} (scale them to [0, 1]), or "
+            f"lower the learning rate")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise TrainingDiverged as soon as the training or validation loss is not finite."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.epoch = x, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        check_finite(float(logs["loss"]), f"in epoch {self.epoch}, step {batch + 1}", self.x)
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_finite(float(logs["val_loss"]), f"on the validation split after epoch {epoch + 1}",
+                     self.x)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -71,6 +109,7 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     `learning_rate(epoch)` defaults to the config's piecewise-constant schedule. Pruned layers
     stay pruned (their masks are kernel constraints); `callbacks` may prune further. Logs the
     running train accuracy/loss (dropout on), the validation ones and, if pruned, the sparsity.
+    A loss that becomes NaN or infinite raises TrainingDiverged at once.
     """
     x, y = data["train"]
     if len(y) < config.batch_size:
@@ -82,5 +121,6 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     model.fit(dataset(x, y, config.batch_size, config.seed), epochs=config.epochs, verbose=0,
               shuffle=False,  # the dataset shuffles itself
               validation_data=data["validation"], validation_batch_size=5000,
-              callbacks=[keras.callbacks.LearningRateScheduler(schedule), *callbacks, epoch_log])
+              callbacks=[keras.callbacks.LearningRateScheduler(schedule), *callbacks,
+                         StopOnNonFinite(x), epoch_log])
     return epoch_log.history
