@@ -19,6 +19,8 @@ class DenseConfig:
     network: str = "mlp"                     # one of NETWORKS: which builder and recipe
     image_shape: tuple = (28, 28)            # H x W of the (grey) images: set from the data
     num_classes: int = 10                    # set from the data
+    data_source: str = ""                    # "MNIST" or the --dataset path: set from the data
+    data_sha256: str = ""                    # of the data's four arrays: set from the data
     conv_filters: tuple = ()                 # 5x5 valid convs, each then 2x2 max-pooling (lenet-5)
     hidden_sizes: tuple = (512, 512)         # units of each hidden ReLU layer
     dropout: float = 0.5                     # drop probability after each hidden layer

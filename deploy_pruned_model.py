@@ -148,6 +148,7 @@ def main():
     p.add_argument("--calibration-images", type=cli.positive_int, help="training images that "
                    "calibrate the int8 .tflite (default "
                    f"{configs.SparseConfig.calibration_images})")
+    cli.allow_other_data_flag(p)
     cli.folder_flag(p, "--pruned-dir", "stage-2 checkpoint folder",
                     configs.PrunedConfig.model_dir)
     cli.folder_flag(p, "--model-dir", "output folder", configs.SparseConfig.model_dir)
@@ -167,7 +168,7 @@ def main():
                       inputs={"--pruned-dir": pruned_dir}) as out:
         model, _, pruned_config = load_pruned(pruned_dir, args.network)
         data = cli.load_data(args)
-        check_data(data, pruned_config, pruned_dir)
+        pruned_config = check_data(data, pruned_config, pruned_dir, args.allow_other_data)
         x_test, y_test = data["test"]
         dense_fn = logits_function(model)
         dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
@@ -212,7 +213,8 @@ def main():
         lines.append(f"deployed: {args.format}, SavedModel {saved_disk:,d} bytes on disk "
                      f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)")
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
-        write_json(out / "config.json", {"config": config, "results": dict(
+        write_json(out / "config.json", {"config": config, "data": dict(
+            source=data["source"], sha256=data["sha256"]), "results": dict(
             format=args.format, dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
             test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
             compression=results["coo16"]["compression"], dense_saved_model_bytes=dense_disk,

@@ -60,6 +60,7 @@ def main():
                    help="fine-tuning learning rates, one per step of the schedule (default: the "
                         "network's recipe, 1e-3 1e-4 for mlp: the first half, the second half)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
+    cli.allow_other_data_flag(p)
     cli.folder_flag(p, "--model-dir", "output folder", configs.PrunedConfig.model_dir)
     p.add_argument("--pics-dir", type=cli.path, help="where a full run copies its plots "
                    "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
@@ -85,7 +86,7 @@ def main():
                           inputs={"--dense-dir": dense_dir}) as out:
             model, optimizer, config = load_for_fine_tuning(dense_dir, config)
             data = cli.load_data(args)
-            check_data(data, config, dense_dir)
+            config = check_data(data, config, dense_dir, args.allow_other_data)
             logits_fn = logits_function(model)
             dense_acc, _ = evaluate(logits_fn, *data["test"])
             kernels = {"before pruning": [l.kernel.numpy() for l in weight_layers(model)]}

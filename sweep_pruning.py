@@ -147,6 +147,7 @@ def main():
     p.add_argument("--epochs", type=cli.positive_int,
                    help="fine-tuning epochs per point (default: the network's recipe, 20)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
+    cli.allow_other_data_flag(p)
     p.add_argument("--results-dir", type=cli.path,
                    help="where the CSVs go (default: the repo's results/, results/<network>/ for "
                         f"the LeNets; --quick: {QUICK_DIR})")
@@ -174,7 +175,7 @@ def main():
         dense_model, _, config = load_for_fine_tuning(args.dense_dir,
                                                       configs.pruned_config(args.network))
         data = cli.load_data(args)
-        check_data(data, config, args.dense_dir)
+        config = check_data(data, config, args.dense_dir, args.allow_other_data)
         dense_accuracy, _ = evaluate(logits_function(dense_model), *data["test"])
         print(f"dense baseline: test accuracy {dense_accuracy:.4f}")
         sensitivity = layer_sensitivity(

@@ -16,7 +16,7 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import architecture, build_network
+from networks.network_dense import architecture, build_network, with_data
 from utils import cli
 from utils.checkpoints import save_checkpoint, stage_output
 from utils.training import fit
@@ -36,8 +36,7 @@ def main():
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:
         data = cli.load_data(args)
-        config = configs.override(config, image_shape=data["image_shape"],
-                                  num_classes=data["num_classes"])
+        config = with_data(config, data)
         model = build_network(config)
         optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0),
                                          momentum=config.momentum)

@@ -1,5 +1,7 @@
 """The networks as plain Keras 3 models: the original repo's 784-512-512-10 MLP and the
 papers' LeNet-300-100 and LeNet-5 (configs.NETWORKS), and their checkpoints."""
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -104,15 +106,37 @@ def architecture(model):
         for l in weight_layers(model))])
 
 
-def check_data(data, config, source):
-    """Raise CheckpointError unless the data's images and classes are those `config` (read from
-    checkpoint `source`) was trained on: a network cannot take other input or output sizes."""
+def check_data(data, config, source, allow_other=False):
+    """Raise CheckpointError unless the data are those `config` (read from checkpoint `source`)
+    was trained on; return `config` recording this run's data.
+
+    Other images or classes are always refused: a network cannot take other input or output
+    sizes. Other data of the same sizes (another fingerprint) is refused unless `allow_other`
+    (--allow-other-data): a model trained on other images scores near chance, with no error.
+    """
     have = (tuple(data["image_shape"]), data["num_classes"])
     if have != (tuple(config.image_shape), config.num_classes):
         raise CheckpointError(
             f"{source}/ was trained on {'x'.join(map(str, config.image_shape))} images with "
             f"{config.num_classes} classes; this data has {'x'.join(map(str, have[0]))} images "
             f"with {have[1]} classes: pass the same --dataset (or none) as its training run")
+    if not config.data_sha256:
+        print(f"warning: {source}/ records no data fingerprint (an older checkpoint): cannot "
+              f"check that it was trained on this data", file=sys.stderr)
+    elif config.data_sha256 != data["sha256"] and not allow_other:
+        raise CheckpointError(
+            f"{source}/ was trained on other data ({config.data_source}, sha256 "
+            f"{config.data_sha256[:12]}) than this run's ({data['source']}, sha256 "
+            f"{data['sha256'][:12]}): pass the same --dataset (or none) as its training run, or "
+            f"--allow-other-data if that is meant")
+    return with_data(config, data)
+
+
+def with_data(config, data):
+    """`config` recording the sizes and fingerprint of `data`."""
+    return configs.override(config, image_shape=data["image_shape"],
+                            num_classes=data["num_classes"], data_source=data["source"],
+                            data_sha256=data["sha256"])
 
 
 def load_for_fine_tuning(dense_dir, config):
@@ -125,7 +149,8 @@ def load_for_fine_tuning(dense_dir, config):
     trained, meta = load_checkpoint(dense_dir, made_by="train_network_dense.py")
     saved = checkpoint_config(meta, config.network, dense_dir)
     config = configs.override(config, image_shape=saved.image_shape,
-                              num_classes=saved.num_classes)
+                              num_classes=saved.num_classes, data_source=saved.data_source,
+                              data_sha256=saved.data_sha256)
     model = build_network(config)
     if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
         raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
@@ -135,8 +160,15 @@ def load_for_fine_tuning(dense_dir, config):
     model.set_weights(trained.get_weights())
     optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
     optimizer.build(model.trainable_variables)
-    for mine, theirs in zip(optimizer.momentums, trained.optimizer.momentums):
-        mine.assign(theirs)
+    saved_optimizer = getattr(trained, "optimizer", None)  # None or absent: saved uncompiled
+    theirs = getattr(saved_optimizer, "momentums", None) or []
+    if [v.shape for v in theirs] == [v.shape for v in optimizer.momentums]:
+        for mine, saved_momentum in zip(optimizer.momentums, theirs):
+            mine.assign(saved_momentum)
+    else:  # saved with another optimizer (Adam, ...) or with none
+        kind = type(saved_optimizer).__name__ if saved_optimizer else "no optimizer"
+        print(f"note: {dense_dir}/model.keras holds no SGD momentum (saved with {kind}): "
+              f"fine-tuning starts from fresh momentum", file=sys.stderr)
     return model, optimizer, config
 
 
@@ -149,7 +181,8 @@ def checkpoint_config(meta, network, model_dir):
                               f"{network}: pass --network {saved.get('network', 'mlp')}, or the "
                               f"folder of a {network} run")
     return configs.override(configs.pruned_config(network), image_shape=tuple(saved.get(
-        "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10))
+        "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10),
+        data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""))
 
 
 def load_pruned(pruned_dir, network="mlp"):

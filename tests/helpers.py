@@ -4,6 +4,7 @@ import numpy as np
 
 import configs
 from networks.network_dense import build_network
+from utils.datasets import fingerprint
 from utils.checkpoints import save_checkpoint, stage_output
 
 TINY = configs.DenseConfig(image_shape=(4, 5), hidden_sizes=(16, 8), num_classes=3, batch_size=10,
@@ -15,7 +16,8 @@ def tiny_data(n=60, seed=0):
     x = rng.random((n, TINY.input_size)).astype(np.float32)
     y = (x[:, 0] * 3).astype(np.int32) % 3
     return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20]),
-            "image_shape": TINY.image_shape, "num_classes": TINY.num_classes}
+            "image_shape": TINY.image_shape, "num_classes": TINY.num_classes,
+            "source": f"tiny seed {seed}", "sha256": fingerprint(x, y)}
 
 
 def tiny_model(config=TINY):
@@ -42,4 +44,5 @@ def tiny_conv_data(n=60, seed=0):
     x = rng.random((n, 256)).astype(np.float32)
     y = (x[:, :128].sum(1) > x[:, 128:].sum(1)).astype(np.int32) + 2 * (x[:, 0] > 0.5)
     return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20]),
-            "image_shape": (16, 16), "num_classes": 4}
+            "image_shape": (16, 16), "num_classes": 4, "source": f"tiny conv seed {seed}",
+            "sha256": fingerprint(x, y)}

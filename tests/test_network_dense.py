@@ -4,9 +4,9 @@ import pytest
 
 import configs
 from networks.network_dense import (ByteDropout, architecture, build_network, check_data,
-                                    load_for_fine_tuning, load_pruned, weight_layers)
+                                    load_for_fine_tuning, load_pruned, weight_layers, with_data)
 from tests.helpers import tiny_data, tiny_model, write_checkpoint
-from utils.checkpoints import CheckpointError
+from utils.checkpoints import CheckpointError, stage_output, write_json
 from pruning import prune_low_magnitude
 
 
@@ -76,6 +76,20 @@ def test_data_of_another_shape_than_the_checkpoints_is_refused(tmp_path):
                                           num_classes=3), tmp_path)
 
 
+def test_other_data_of_the_same_shape_is_refused_unless_allowed(tmp_path, capsys):
+    trained_on, other = tiny_data(seed=0), tiny_data(seed=1)
+    config = with_data(configs.DenseConfig(), trained_on)
+    assert check_data(trained_on, config, tmp_path) == config
+    with pytest.raises(CheckpointError, match=f"{tmp_path}/ was trained on other data \\(tiny "
+                                              f"seed 0, sha256 .{{12}}\\) than this run's \\(tiny "
+                                              f"seed 1.*--allow-other-data"):
+        check_data(other, config, tmp_path)
+    assert check_data(other, config, tmp_path, allow_other=True).data_source == "tiny seed 1"
+    legacy = configs.override(config, data_sha256="")  # written before fingerprints
+    check_data(other, legacy, tmp_path)
+    assert "records no data fingerprint" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("rate", [0.25, 0.5])
 def test_byte_dropout_drops_the_rate_and_rescales(rate):
     layer = ByteDropout(rate, seed=1)
@@ -123,3 +137,24 @@ def test_load_pruned_refuses_a_checkpoint_whose_masks_do_not_fit(tmp_path, fault
     write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer)
     with pytest.raises(CheckpointError, match=match + ".*rerun prune_network.py"):
         load_pruned(tmp_path / "pruned")
+
+
+@pytest.mark.parametrize("saved_with", ["Adam", "no optimizer", "SGD without momentum"])
+def test_a_checkpoint_without_sgd_momentum_loads_with_fresh_momentum(tmp_path, saved_with,
+                                                                     capsys):
+    model, _ = tiny_model()
+    optimizer = {"Adam": keras.optimizers.Adam(), "no optimizer": None,
+                 "SGD without momentum": keras.optimizers.SGD(0.1)}[saved_with]
+    with stage_output(tmp_path / "dense", "train_network_dense.py") as out:
+        if optimizer:
+            model.compile(optimizer)
+            optimizer.build(model.trainable_variables)
+        model.save(out / "model.keras")
+        write_json(out / "config.json", {"config": configs.override(
+            configs.DenseConfig(), image_shape=(4, 5), num_classes=3, hidden_sizes=(16, 8))})
+    config = configs.override(configs.pruned_config("mlp"), hidden_sizes=(16, 8))
+    loaded, optimizer, _ = load_for_fine_tuning(tmp_path / "dense", config)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert all(not v.numpy().any() for v in optimizer.momentums)
+    assert "holds no SGD momentum" in capsys.readouterr().err

@@ -115,6 +115,13 @@ def storage_format(text):
     return text
 
 
+def allow_other_data_flag(p):
+    """Add --allow-other-data: the stages after training check the data's fingerprint."""
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="use the checkpoint on data other than it was trained on (same image "
+                        "size and classes); without it, other data is an error")
+
+
 def folder_flag(p, flag, what, default):
     """Add a folder flag whose default follows --network: `default` (a configs model_dir) for
     mlp, saved_models/<network>/<the same name> for the others (configs._folder)."""

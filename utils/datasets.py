@@ -6,6 +6,7 @@ files (train-images, train-labels, t10k- or test-images, t10k- or test-labels; r
 labels are integers 0 .. C-1. The networks take their input and output sizes from the splits
 (`image_shape`, `num_classes`). Every check names the file it failed on.
 """
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,20 @@ class DataError(Exception):
     """A user's dataset is missing, malformed or inconsistent; the message names the file."""
 
 
-def splits(x_train, y_train, x_test, y_test, sizes=(None, None, None), n_val=None):
+def fingerprint(*arrays):
+    """SHA-256 of arrays' dtypes, shapes and bytes: which data a checkpoint was trained on."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()
+
+
+def splits(x_train, y_train, x_test, y_test, sizes=(None, None, None), n_val=None,
+           source="MNIST"):
     """{"train", "validation", "test": (float32 [n, H*W] pixels, int32 labels)} plus
-    "image_shape" (H, W) and "num_classes".
+    "image_shape" (H, W), "num_classes", and the data's "source" and "sha256" (of all of it,
+    whatever `sizes` keeps, so that a --quick run matches its full-size checkpoints).
 
     Validation is the first `n_val` training images (default: 1/12 of them), train the rest.
     uint8 pixels are scaled to [0, 1]; float pixels are kept as they are. `sizes` (train,
@@ -39,7 +51,8 @@ def splits(x_train, y_train, x_test, y_test, sizes=(None, None, None), n_val=Non
             "validation": prep(x_train[:n_val], y_train[:n_val], sizes[1]),
             "test": prep(x_test, y_test, sizes[2]),
             "image_shape": tuple(int(n) for n in x_train.shape[1:]),
-            "num_classes": int(max(y_train.max(), y_test.max())) + 1}
+            "num_classes": int(max(y_train.max(), y_test.max())) + 1,
+            "source": source, "sha256": fingerprint(x_train, y_train, x_test, y_test)}
 
 
 def _find_idx(folder, prefixes):
@@ -125,5 +138,5 @@ def read_dataset(path):
 def load(dataset=None, data_dir=None, sizes=(None, None, None)):
     """The splits of a user's `dataset` if given, else of MNIST (found via `data_dir`, checked)."""
     if dataset:
-        return splits(*read_dataset(dataset), sizes)
+        return splits(*read_dataset(dataset), sizes, source=str(dataset))
     return mnist.load_mnist(data_dir, *sizes)
