@@ -16,10 +16,10 @@ import keras
 
 import configs
 from networks.network_base import evaluate, logits_function
-from networks.network_dense import architecture, build_network, with_data
+from networks.network_dense import architecture, build_network, parameter_count, with_data
 from utils import cli
 from utils.checkpoints import save_checkpoint, stage_output
-from utils.training import fit
+from utils.training import check_memory, fit
 
 
 def main():
@@ -37,6 +37,7 @@ def main():
     with stage_output(config.model_dir, "train_network_dense.py") as out:
         data = cli.load_data(args)
         config = with_data(config, data)
+        check_memory(parameter_count(config), data, config.network)
         model = build_network(config)
         optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0),
                                          momentum=config.momentum)

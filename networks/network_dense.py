@@ -94,6 +94,20 @@ def check_image_size(config):
                          f"16x16); use mlp or lenet-300-100")
 
 
+def parameter_count(config):
+    """The number of weights and biases `build_network(config)` will have, without building it
+    (so that a size too large for the machine is refused before it is allocated)."""
+    (h, w), channels, count = config.image_shape, 1, 0
+    for filters in config.conv_filters:
+        count += 25 * channels * filters + filters
+        channels, h, w = filters, (h - 4) // 2, (w - 4) // 2
+    inputs = h * w * channels if config.conv_filters else config.input_size
+    for units in (*config.hidden_sizes, config.num_classes):
+        count += inputs * units + units
+        inputs = units
+    return count
+
+
 def weight_layers(model):
     """The model's conv and Dense layers, input to output: the ones whose kernels are pruned."""
     return prunable_layers(model)

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from networks.network_dense import ByteDropout
-from utils.pruning_utils import to_coo
+from utils.pruning_utils import index_dtype, to_coo
 
 COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
 DENSE_ABOVE = 0.5  # density above which "auto" multiplies a fully connected layer densely
@@ -88,7 +88,7 @@ def sparse_layers(model):
 
 
 class SparseNetwork(tf.Module):
-    """The network of `sparse_layers`: `to_coo` dicts (values, int16 indices, shape) with a bias
+    """The network of `sparse_layers`: `to_coo` dicts (values, int16 or int32 indices, shape) with a bias
     and a spec (a layer without a spec is a dense ReLU layer, the last one without ReLU)."""
 
     def __init__(self, layers, kernel="auto", name="network_sparse"):
@@ -104,7 +104,8 @@ class SparseNetwork(tf.Module):
                 kind="dense", activation=None if layer is layers[-1] else "relu")
             self.layers.append(dict(
                 values=layer["values"][order], shape=layer["shape"][::-1].astype(np.int64),
-                indices=np.stack([rows[order], cols[order]], 1).astype(np.int16),
+                indices=np.stack([rows[order], cols[order]], 1).astype(
+                    index_dtype(layer["shape"])),
                 bias=layer["bias"].reshape(-1, 1).astype(np.float32), spec=spec))
         first = self.layers[0]["spec"]
         pixels = np.prod(first["input_shape"]) if first["kind"] == "conv" else layers[0]["shape"][0]

@@ -48,6 +48,10 @@ def test_float_pixels_are_kept_as_given(tmp_path):
     (dict(y_test=np.full(6, -1)), "y_test must be integer class indices >= 0"),
     (dict(y_train=np.full(24, 0.5)), "y_train must be integer class indices"),
     (dict(y_test=np.full(6, 3)), "test labels reach 3"),
+    (dict(y_train=np.r_[np.arange(23) % 3, 10 ** 9]),
+     r"they reach 1000000000 but only 4 classes occur \(none of \[3, 4, 5, 6, 7\]\)"),
+    (dict(y_train=np.arange(24) % 3 * 2), r"they reach 4 but only 3 classes occur \(none of "
+                                         r"\[1, 3\]\)"),
     (dict(x_train=np.full((24, 9, 7), np.nan)), "x_train holds NaN or infinite pixels")])
 def test_a_malformed_npz_is_one_error_naming_it(tmp_path, change, match):
     a = {k: v for k, v in dict(arrays(), **change).items() if v is not None}

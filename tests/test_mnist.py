@@ -126,3 +126,34 @@ def test_a_corrupt_download_leaves_no_files(tmp_path, monkeypatch, downloads):
     with pytest.raises(mnist.MnistError, match="fails its SHA-256 check"):
         mnist.download()
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("lie", ["bigger", "smaller", "huge"])
+def test_a_header_that_lies_about_its_size_fails_before_the_data_is_read(tmp_path, suffix, lie):
+    images = np.zeros((50, 28, 28), np.uint8)
+    shape = {"bigger": (60, 28, 28), "smaller": (10, 28, 28), "huge": (4_000_000, 28, 28)}[lie]
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in shape)
+    data = header + images.tobytes()
+    path = tmp_path / f"train-images-idx3-ubyte{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix else data)
+    match = {"bigger": "truncated or corrupt", "smaller": "more data than its header",
+             "huge": "more than a file of"}[lie]
+    with pytest.raises(mnist.MnistError, match=f"{path.name}.*{match}"):
+        mnist.read_idx(path)
+
+
+def test_a_gzip_bomb_is_refused_without_decompressing_it(tmp_path, monkeypatch):
+    """3 MB of .gz expands to 3.1 GB of zeros; its header claims all of it, honestly. The header
+    alone is read, and the claim is held against the free memory."""
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    n = 4_000_000
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28)))
+        f.write(bytes(28 * 28 * 1000))  # only the first 1,000 images: the claim is all that counts
+    monkeypatch.setattr(mnist.memory, "available_bytes", lambda: 2 ** 30)
+    monkeypatch.setattr(mnist, "GZIP_MAX_RATIO", 10 ** 9)  # a file whose size does not give it away
+    with pytest.raises(mnist.MnistError, match=f"{path}: header says shape \\({n}, 28, 28\\), "
+                                               f"which needs about 2.9 GiB of memory, 1.0 GiB "
+                                               f"available"):
+        mnist.read_idx(path)

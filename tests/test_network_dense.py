@@ -4,7 +4,8 @@ import pytest
 
 import configs
 from networks.network_dense import (ByteDropout, architecture, build_network, check_data,
-                                    load_for_fine_tuning, load_pruned, weight_layers, with_data)
+                                    load_for_fine_tuning, load_pruned, parameter_count,
+                                    weight_layers, with_data)
 from tests.helpers import tiny_data, tiny_model, write_checkpoint
 from utils.checkpoints import CheckpointError, stage_output, write_json
 from pruning import prune_low_magnitude
@@ -158,3 +159,16 @@ def test_a_checkpoint_without_sgd_momentum_loads_with_fresh_momentum(tmp_path, s
         np.testing.assert_array_equal(a, b)
     assert all(not v.numpy().any() for v in optimizer.momentums)
     assert "holds no SGD momentum" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("network, image_shape, classes, expected", [
+    ("mlp", (28, 28), 10, 669_706), ("lenet-300-100", (28, 28), 10, 266_610),
+    ("lenet-5", (28, 28), 10, 431_080), ("lenet-5", (17, 23), 3, None),
+    ("mlp", (182, 182), 10, None)])
+def test_parameter_count_is_known_before_the_network_is_built(network, image_shape, classes,
+                                                             expected):
+    config = configs.override(configs.dense_config(network), image_shape=image_shape,
+                              num_classes=classes)
+    assert parameter_count(config) == (expected or build_network(config).count_params())
+    if expected:
+        assert build_network(config).count_params() == expected

@@ -136,3 +136,20 @@ def test_a_layer_pruned_away_entirely_round_trips(fmt):
     (back,) = sf.decode(sf.encode([empty], fmt), fmt, ["a"])
     assert back["values"].shape == (0,) and back["indices"].shape == (0, 2)
     np.testing.assert_array_equal(back["bias"], empty["bias"])
+
+
+@pytest.mark.parametrize("fmt", sf.FORMATS)
+def test_a_layer_with_more_than_32767_inputs_keeps_its_indices(fmt, tmp_path):
+    """182x182 images give an MLP 33,124 inputs: past int16, so that layer's indices are int32
+    (and counted so); the next layer's stay int16."""
+    layers = [random_layer((33124, 3), 0.01), random_layer((3, 2), 1.0, name="out")]
+    assert layers[0]["indices"].dtype == np.int32 and layers[0]["indices"][:, 0].max() > 32767
+    assert layers[1]["indices"].dtype == np.int16
+    sf.save(tmp_path / "w.npz", layers, fmt)
+    _, decoded = sf.load(tmp_path / "w.npz")
+    for a, b in zip(layers, decoded):
+        np.testing.assert_array_equal(a["indices"], b["indices"])
+        assert b["indices"].dtype == a["indices"].dtype
+    if fmt == "coo16":
+        nnz = len(layers[0]["values"])
+        assert sf.encode(layers[:1], fmt)[0]["indices"].nbytes == 2 * 4 * nnz

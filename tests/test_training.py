@@ -5,7 +5,8 @@ import pytest
 import configs
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from utils.training import TrainingDiverged, fit
+from utils import training
+from utils.training import TrainingDiverged, check_memory, fit
 
 
 def quiet(*_):
@@ -74,3 +75,13 @@ def test_a_loss_that_becomes_nan_stops_training_with_one_clear_error():
     with pytest.raises(TrainingDiverged, match="the loss became (nan|inf) in epoch 1, step .*"
                                                "pixels range from .* to 1e\\+30"):
         fit(model, optimizer, TINY, data, log=quiet)
+
+
+def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(monkeypatch):
+    data = tiny_data()
+    check_memory(10 ** 6, data, "mlp")  # 24 MB: fits
+    monkeypatch.setattr(training.memory, "available_bytes", lambda: 2 ** 30)
+    with pytest.raises(ValueError, match="training mlp \\(100,000,000 parameters for 4x5 images "
+                                         "and 3 classes\\) on 60 images needs about 2.2 GiB of "
+                                         "memory, 1.0 GiB available"):
+        check_memory(10 ** 8, data, "mlp")

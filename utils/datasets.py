@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import mnist
+from utils import memory, mnist
 
 VALIDATION_FRACTION = 1 / 12  # the first 1/12 of the training images: MNIST's 5,000 of 60,000
 IDX_NAMES = {"x_train": ("train-images",), "y_train": ("train-labels",),
@@ -83,6 +83,10 @@ def _read_npz(path):
             if missing:
                 raise DataError(f"{path} lacks the array(s) {missing}; a dataset .npz holds "
                                 f"x_train, y_train, x_test, y_test")
+            too_big = memory.shortfall(sum(f.zip.getinfo(f"{key}.npy").file_size
+                                           for key in IDX_NAMES))
+            if too_big:  # checked on the sizes the archive lists, before anything is read
+                raise DataError(f"{path}: its arrays {too_big}")
             return {key: f[key] for key in IDX_NAMES}, dict.fromkeys(IDX_NAMES, path)
     except DataError:
         raise
@@ -114,6 +118,12 @@ def check_arrays(arrays, files):
             raise DataError(f"{files[key]}: {key} must be integer class indices >= 0, got "
                             f"{y.dtype} from {y.min()} to {y.max()}")
     classes = int(arrays["y_train"].max()) + 1
+    seen = np.unique(arrays["y_train"])
+    if len(seen) != classes:  # also what keeps a label of 10^9 from making a 10^9-unit layer
+        missing = sorted(set(range(min(classes, len(seen) + 5))) - set(seen.tolist()))[:5]
+        raise DataError(f"{files['y_train']}: labels must be the class indices 0 .. C-1, each "
+                        f"seen in training; they reach {classes - 1} but only {len(seen)} "
+                        f"classes occur (none of {missing})")
     if classes < 2 or arrays["y_test"].max() >= classes:
         raise DataError(f"{files['y_test']}: labels must be 0 .. C-1 with C >= 2 classes seen in "
                         f"training (C = {classes}); test labels reach {arrays['y_test'].max()}")

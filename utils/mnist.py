@@ -22,10 +22,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from utils import memory
 from utils.atomic import replacing
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
@@ -44,6 +46,7 @@ IDX_SHA256 = {
 NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # images (3 dims), labels (1 dim)
+GZIP_MAX_RATIO = 1032  # deflate's most: 258-byte matches coded in under 2 bits each
 
 
 class MnistError(Exception):
@@ -51,25 +54,53 @@ class MnistError(Exception):
 
 
 def read_idx(path, expected_sha256=None):
-    """Parse one IDX file (raw or .gz) into a uint8 array, checking header, length and checksum."""
+    """Parse one IDX file (raw or .gz) into a uint8 array, checking header, length and checksum.
+
+    The header is read first and the size it claims checked against what the file can hold
+    (its own size; for .gz, deflate's limit of 1,032 bytes out per byte in) and against the free
+    memory; only then is the data streamed into an array of exactly that size, and one byte more
+    than the header claims is an error. So a file that lies about its size fails at once, in
+    about the memory it claims.
+    """
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise MnistError(f"cannot read {path}: {e}") from None
-    if len(raw) < 8:
-        raise MnistError(f"{path} is truncated ({len(raw)} bytes, no IDX header)")
-    magic, ndim = int.from_bytes(raw[:4], "big"), raw[3]
-    if ndim not in IDX_MAGIC or magic != IDX_MAGIC[ndim]:
-        raise MnistError(f"{path} is not an MNIST IDX file (magic 0x{magic:08x})")
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(shape)):
-        raise MnistError(f"{path} is truncated or corrupt: header says shape {shape}, "
-                         f"file has {len(raw) - header} data bytes")
-    if expected_sha256 and hashlib.sha256(raw).hexdigest() != expected_sha256:
-        raise MnistError(f"{path} fails its SHA-256 check (corrupt or not the genuine MNIST)")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+        size = path.stat().st_size
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            return _read_idx_stream(f, path, size, expected_sha256)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise MnistError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _read_idx_stream(f, path, file_size, expected_sha256):
+    head = f.read(4)
+    if len(head) < 4 or head[3] not in IDX_MAGIC or int.from_bytes(head, "big") != IDX_MAGIC[head[3]]:
+        what = f"magic 0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else "no header"
+        raise MnistError(f"{path} is not an MNIST IDX file ({what})")
+    dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise MnistError(f"{path} is truncated ({4 + len(dims)} bytes, no full IDX header)")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+    n = int(np.prod(shape, dtype=object))
+    can_hold = file_size * GZIP_MAX_RATIO if path.suffix == ".gz" else file_size - 4 - len(dims)
+    if n > can_hold:
+        raise MnistError(f"{path} is truncated or corrupt: header says shape {shape} ({n:,} data "
+                         f"bytes), more than a file of {file_size:,} bytes can hold")
+    too_big = memory.shortfall(n)
+    if too_big:
+        raise MnistError(f"{path}: header says shape {shape}, which {too_big}")
+    data = np.empty(n, np.uint8)
+    got = f.readinto(memoryview(data))
+    if got < n:
+        raise MnistError(f"{path} is truncated or corrupt: header says shape {shape}, file has "
+                         f"{got} data bytes")
+    if f.read(1):
+        raise MnistError(f"{path} is corrupt: it holds more data than its header's shape {shape}")
+    if expected_sha256:
+        digest = hashlib.sha256(head + dims)
+        digest.update(data)
+        if digest.hexdigest() != expected_sha256:
+            raise MnistError(f"{path} fails its SHA-256 check (corrupt or not the genuine MNIST)")
+    return data.reshape(shape)
 
 
 def read_npz(path, verify=True):

@@ -10,18 +10,21 @@ import numpy as np
 BYTES_FLOAT32 = 4
 
 
-def to_coo(weights):
-    """Sparse form of a 2-D matrix: float32 values, int16 (row, col) indices, dense shape.
+def index_dtype(shape):
+    """int16, as in the original repo, for a matrix whose dimensions all fit (< 32,768); int32
+    for a larger one (e.g. the first layer of an MLP on 182x182 images)."""
+    return np.int16 if max(int(n) for n in shape) <= np.iinfo(np.int16).max else np.int32
 
-    Indices are int16 as in the original repo: every dimension here is < 32,768.
-    """
+
+def to_coo(weights):
+    """Sparse form of a 2-D matrix: float32 values, (row, col) indices of `index_dtype`, shape."""
     weights = np.asarray(weights)
-    if weights.ndim != 2 or max(weights.shape) > np.iinfo(np.int16).max:
-        raise ValueError(f"to_coo needs a 2-D matrix with both dims <= 32767, got {weights.shape}")
+    if weights.ndim != 2:
+        raise ValueError(f"to_coo needs a 2-D matrix, got shape {weights.shape}")
     rows, cols = np.nonzero(weights)
     return {
         "values": weights[rows, cols].astype(np.float32),
-        "indices": np.stack([rows, cols], axis=1).astype(np.int16),
+        "indices": np.stack([rows, cols], axis=1).astype(index_dtype(weights.shape)),
         "shape": np.array(weights.shape, np.int32),
     }
 

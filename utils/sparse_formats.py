@@ -2,7 +2,8 @@
 
 Every format turns one layer (a `pruning_utils.to_coo` dict plus "bias") into a dict of NumPy
 arrays whose total `nbytes` is the format's size, and back. Formats:
-  coo16       float32 values + int16 (row, col) per weight: the original repo's layout;
+  coo16       float32 values + int16 (row, col) per weight: the original repo's layout (int32
+              indices in a layer with a dimension over 32,767, counted as such);
   csr8        compressed rows: int32 row pointers, and per weight an 8-bit gap to the previous
               kept column in its row plus its float32 value. A gap above 255 is bridged by
               padding entries (gap byte 0 = "skip 255 columns, no weight"), as Deep Compression
@@ -25,6 +26,7 @@ import re
 import numpy as np
 
 from utils.atomic import replacing
+from utils.pruning_utils import index_dtype
 
 GAP_BITS = 8
 MAX_GAP = 2 ** GAP_BITS - 1  # a gap byte of 0 is padding: skip MAX_GAP columns
@@ -43,7 +45,7 @@ def _common(layer):
 # --- coo16 ---------------------------------------------------------------------------------------
 def _encode_coo16(layer):
     return {**_common(layer), "values": layer["values"].astype(np.float32),
-            "indices": layer["indices"].astype(np.int16)}
+            "indices": layer["indices"].astype(index_dtype(layer["shape"]))}
 
 
 def _decode_coo16(arrays):
@@ -71,7 +73,7 @@ def _encode_gaps(layer):
 
 
 def _decode_gaps(arrays):
-    """(row, col) int16 indices from row pointers and the gap stream."""
+    """(row, col) indices (`index_dtype`) from row pointers and the gap stream."""
     stream, row_ptr = arrays["gaps"].astype(np.int64), arrays["row_ptr"].astype(np.int64)
     steps = np.where(stream == 0, MAX_GAP, stream)
     rows = np.repeat(np.arange(len(row_ptr) - 1), np.diff(row_ptr))
@@ -79,7 +81,7 @@ def _decode_gaps(arrays):
     row_start = np.r_[0, position][row_ptr[:-1]]       # columns consumed before each row
     cols = position - row_start[rows] - 1
     real = stream != 0
-    return np.stack([rows[real], cols[real]], 1).astype(np.int16)
+    return np.stack([rows[real], cols[real]], 1).astype(index_dtype(arrays["shape"]))
 
 
 def _encode_csr8(layer, dtype=np.float32):
@@ -103,7 +105,8 @@ def _decode_bitmask(arrays):
     size = int(np.prod(arrays["shape"]))
     flat = np.flatnonzero(np.unpackbits(arrays["mask"], count=size))
     rows, cols = np.divmod(flat, int(arrays["shape"][1]))
-    return {"values": arrays["values"], "indices": np.stack([rows, cols], 1).astype(np.int16)}
+    return {"values": arrays["values"],
+            "indices": np.stack([rows, cols], 1).astype(index_dtype(arrays["shape"]))}
 
 
 # --- shared-Nbit ----------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def _decode_shared_huffman(arrays):
                                         int(count))
                          for name, count in zip(("gap", "code", "row"), arrays["counts"]))
     row_ptr = np.r_[0, np.cumsum(rows, dtype=np.int64)]
-    indices = _decode_gaps({"gaps": gaps, "row_ptr": row_ptr})
+    indices = _decode_gaps({"gaps": gaps, "row_ptr": row_ptr, "shape": arrays["shape"]})
     return {"values": arrays["codebook"][codes], "indices": indices}
 
 

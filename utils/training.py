@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 import configs
 from pruning import get_masks, sparsity
+from utils import memory
 
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
 
@@ -28,6 +29,24 @@ def dataset(x, y, batch_size, seed):
     return (tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed)
             .batch(batch_size, drop_remainder=True)
             .map(lambda i: (tf.gather(x, i), tf.gather(y, i))).with_options(options))
+
+
+# float32 copies of every parameter while training: the weights, their gradients, SGD momentum,
+# and the loss's and XLA's temporaries; an estimate for refusing what cannot fit, not a budget.
+TRAINING_COPIES = 6
+
+
+def check_memory(parameters, data, network):
+    """Raise ValueError, before anything is built, if training `parameters` on `data` cannot
+    fit in this machine's free memory (the data are held twice: as arrays and as TF constants)."""
+    data_bytes = sum(data[split][0].nbytes + data[split][1].nbytes
+                     for split in ("train", "validation", "test"))
+    too_big = memory.shortfall(4 * TRAINING_COPIES * parameters + 2 * data_bytes)
+    if too_big:
+        raise ValueError(f"training {network} ({parameters:,} parameters for "
+                         f"{'x'.join(map(str, data['image_shape']))} images and "
+                         f"{data['num_classes']} classes) on {len(data['train'][1]):,} images "
+                         f"{too_big}: use smaller images or fewer classes")
 
 
 class TrainingDiverged(ValueError):
