@@ -16,13 +16,16 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import configs
 from sweep_pruning import BEST_FORMAT, PUBLISHED, TARGET
 from utils import cli
-from utils.atomic import replacing
+from utils.atomic import check_publishable, publish
 from utils.checkpoints import lock
 
+TABLE = "papers_comparison.md"  # into --results-dir
 STAGES = (("train_network_dense.py", "dense", []),
           ("prune_network.py", "pruned", ["--dense-dir", "dense"]),
           ("deploy_pruned_model.py", "sparse", ["--pruned-dir", "pruned"]))
@@ -97,6 +100,7 @@ def main():
                                                                           args.network))
     flags = ["--data-dir", str(args.data_dir)] if args.data_dir else []
 
+    check_publishable([TABLE], results, "--results-dir")
     with lock(results / "papers_comparison", "--results-dir"):
         rows = [seed_row(seed, run_seed(args.network, seed, runs / str(seed), flags))
                 for seed in args.seeds]
@@ -107,8 +111,9 @@ def main():
                          f"bytes; measured: mean error "
                          f"{statistics.mean(r['stored_error'] for r in rows):.2f}% at "
                          f"{statistics.mean(r['compression'] for r in rows):.1f}x.")
-        with replacing(results / "papers_comparison.md") as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+        with tempfile.TemporaryDirectory() as out:
+            (Path(out) / TABLE).write_text("\n".join(lines) + "\n")
+            publish([TABLE], out, results, "--results-dir")
     print(*lines, sep="\n")
     print(f"wrote {results}/papers_comparison.md")
 

@@ -25,7 +25,8 @@ from networks.network_dense import check_data, load_for_fine_tuning, weight_laye
 import pruning
 from utils import cli
 from utils.checkpoints import lock, save_checkpoint, stage_output
-from utils.plot_utils import plot_weight_distribution, publish, weight_range
+from utils.atomic import check_publishable, publish
+from utils.plot_utils import plot_weight_distribution, weight_range
 from utils.schedules import (SCHEDULES, USED_ONLY_BY, VALUE_OF, check_config, criterion_value,
                              prune_and_fine_tune)
 
@@ -77,6 +78,8 @@ def main():
     dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
     check_config(config, given=cli.given(args, USED_ONLY_BY))
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
+    if pics:
+        check_publishable(PLOTS.values(), pics, "--pics-dir")
     keras.utils.set_random_seed(config.seed)
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
     target = f"{config.criterion} {criterion_value(config)}{blocks}, {config.schedule}"
@@ -126,7 +129,7 @@ def main():
             for when, weights in kernels.items():
                 plot_weight_distribution(weights, out / PLOTS[when], titles[when], limit)
         if pics:
-            publish(PLOTS.values(), Path(config.model_dir), pics)
+            publish(PLOTS.values(), Path(config.model_dir), pics, "--pics-dir")
     print("final masks:", pruning.summary(model), sep="\n")
     print(f"after fine-tuning: test accuracy {test_acc:.4f}  loss {test_loss:.4f}  "
           f"({nonzero:,} non-zero weights, {seconds:.1f} s)")

@@ -18,7 +18,9 @@ never writes results/ or pics/).
 """
 import contextlib
 import csv
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 
@@ -28,7 +30,7 @@ from networks.network_dense import check_data, load_for_fine_tuning, weight_laye
 from networks.network_sparse import sparse_layers
 from pruning import criteria
 from utils import cli, pruning_utils, sparse_formats
-from utils.atomic import replacing
+from utils.atomic import check_publishable, publish, replacing
 from utils.checkpoints import lock
 from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
 from utils.schedules import SCHEDULES, criterion_value, prune_and_fine_tune
@@ -36,6 +38,8 @@ from utils.schedules import SCHEDULES, criterion_value, prune_and_fine_tune
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+RESULTS = ("sweep_pruning.csv", "layer_sensitivity.csv")  # into --results-dir
+PLOTS = ("accuracy_vs_compression.png", "layer_sensitivity.png")  # into --pics-dir
 BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
 # Each network's default sweep: the MLP compares the three schedules; the LeNets, slower to
 # fine-tune (LeNet-5 ~20 s an epoch here), sweep their recipe's schedule over more sparsities.
@@ -169,9 +173,13 @@ def main():
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network),
                            quick_dir)
 
-    with contextlib.ExitStack() as outputs:  # one sweep at a time writes them; checked writable
+    outputs = {"--results-dir": (results, RESULTS), "--pics-dir": (pics, PLOTS)}
+    for flag, (folder, names) in outputs.items():
+        check_publishable(names, folder, flag)
+    with contextlib.ExitStack() as stack:  # one sweep at a time writes them; checked writable
         for folder, flag in {results: "--results-dir", pics: "--pics-dir"}.items():  # once each
-            outputs.enter_context(lock(folder / "sweep_pruning", flag))
+            stack.enter_context(lock(folder / "sweep_pruning", flag))
+        out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         dense_model, _, config = load_for_fine_tuning(args.dense_dir,
                                                       configs.pruned_config(args.network))
         data = cli.load_data(args)
@@ -192,12 +200,14 @@ def main():
                           lr_boundaries=(epochs // 2,))
                 for sparsity in args.sparsities for schedule in args.schedules]
 
-        write_csv(results / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
-                                                  for r in [original] * bool(original) + rows])
-        write_csv(results / "layer_sensitivity.csv", sensitivity)
+        write_csv(out / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
+                                              for r in [original] * bool(original) + rows])
+        write_csv(out / "layer_sensitivity.csv", sensitivity)
         plot_accuracy_vs_compression(rows, dense_accuracy, original, PUBLISHED.get(
-            args.network, []), args.network, pics / "accuracy_vs_compression.png")
-        plot_layer_sensitivity(sensitivity, dense_accuracy, pics / "layer_sensitivity.png")
+            args.network, []), args.network, out / "accuracy_vs_compression.png")
+        plot_layer_sensitivity(sensitivity, dense_accuracy, out / "layer_sensitivity.png")
+        for flag, (folder, names) in outputs.items():
+            publish(names, out, folder, flag)
     chosen = choose_point(rows, args.network)
     if args.network in TARGET:
         print(f"chosen on validation (most compressed with validation error <= "

@@ -177,3 +177,22 @@ def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, s
     assert capsys.readouterr().err == (f"interrupted ({name}): the previous output, if any, is "
                                        f"left as it was\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]
+
+
+@pytest.mark.parametrize("script, flag, name", [
+    ("prune_network.py", "--pics-dir", "weights_distribution_after_pruning.png"),
+    ("sweep_pruning.py", "--results-dir", "sweep_pruning.csv"),
+    ("sweep_pruning.py", "--pics-dir", "layer_sensitivity.png"),
+    ("compare_with_papers.py", "--results-dir", "papers_comparison.md")])
+def test_a_users_file_where_a_stage_publishes_is_refused_before_any_work(
+        tmp_path, script, flag, name, no_work, monkeypatch):
+    (tmp_path / name).write_text("mine")
+    args = ["--network", "lenet-5"] if script == "compare_with_papers.py" else []
+    if script == "prune_network.py":  # gradual has no after-pruning plot: it removed the file
+        args = ["--schedule", "gradual", "--criterion", "global-sparsity"]
+    code = run_script(script, *args, flag, str(tmp_path), monkeypatch=monkeypatch)
+    assert code == (f"error: {flag} {tmp_path}: {name}: not written by this project (or changed "
+                    f"since): refusing to replace or remove what is yours; move it or choose "
+                    f"another {flag}")
+    assert not no_work and (tmp_path / name).read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == [name]

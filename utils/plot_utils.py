@@ -1,5 +1,4 @@
 """The repo's plots: weight distributions (as the original drew them) and the pruning sweep."""
-import shutil
 
 import matplotlib
 import matplotlib.ticker
@@ -109,14 +108,3 @@ def _save(fig, ax, path):
     """Grid, tight layout, and an atomic PNG write."""
     ax.grid(alpha=0.3)
     _write(fig, path)
-
-
-def publish(names, source, dest):
-    """Copy the figures `names` from folder `source` into `dest`, each atomically, so that the set
-    in `dest` is one run's: a name that `source` lacks is removed from `dest`."""
-    for name in names:
-        if (source / name).is_file():
-            with replacing(dest / name) as tmp:
-                shutil.copyfile(source / name, tmp)
-        else:
-            (dest / name).unlink(missing_ok=True)
