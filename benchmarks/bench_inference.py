@@ -27,12 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import RESULTS_DIR, machine_facts, time_calls, write_results
+from benchmarks.timing import (RESULTS_DIR, machine_facts, results_file, time_calls,
+                               write_results)
 from networks.network_base import logits_function
 from networks.network_dense import load_pruned
 from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers
 from networks.network_tflite import TFLiteNetwork, convert
 from utils import cli
+from utils.atomic import check_publishable
 from utils.checkpoints import lock, read_artifact
 from utils.mnist import load_mnist
 
@@ -72,6 +74,7 @@ def main():
     chosen = {*args.variants, *DENSE["float32"]} if args.variants else set(VARIANTS)
     if any("int8" in v for v in chosen):
         chosen |= set(DENSE["int8"])
+    check_publishable([results_file(args.name)], args.results_dir, "--results-dir")
     with lock(args.results_dir / args.name, "--results-dir"):  # writable; one benchmark at a time
         run_benchmark(args, chosen)
 

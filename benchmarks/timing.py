@@ -3,6 +3,7 @@ import datetime
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from utils.atomic import replacing
+from utils.atomic import publish
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -71,9 +72,15 @@ def machine_facts():
                     "device_name", g.name) for g in gpus])
 
 
-def write_results(name, results, folder=RESULTS_DIR):
-    """Write `results` as JSON to <folder>/<name>-<device>.json (atomically)."""
-    path = Path(folder) / f"{name}-{device_name()}.json"
-    with replacing(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    return path
+def results_file(name):
+    """The name of results `name`'s file on this device."""
+    return f"{name}-{device_name()}.json"
+
+
+def write_results(name, results, folder=RESULTS_DIR, flag="--results-dir"):
+    """Write `results` as JSON to <folder>/<name>-<device>.json, atomically, replacing only a file
+    this project wrote (`utils.atomic.publish`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / results_file(name)).write_text(json.dumps(results, indent=2) + "\n")
+        publish([results_file(name)], tmp, folder, flag)
+    return Path(folder) / results_file(name)

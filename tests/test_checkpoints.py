@@ -236,3 +236,14 @@ def test_a_full_disk_while_making_the_working_folder_leaves_nothing(tmp_path, mo
         with stage_output(tmp_path / "ckpt", STAGE):
             pytest.fail("the block must not run")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]
+
+
+def test_a_checkpoint_that_lists_no_files_is_not_replaced(tmp_path):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    (target / "stage.json").write_text(json.dumps({"stage": STAGE}))  # as older versions wrote
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="older version of .* did not list its files"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before

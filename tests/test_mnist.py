@@ -157,3 +157,10 @@ def test_a_gzip_bomb_is_refused_without_decompressing_it(tmp_path, monkeypatch):
                                                f"which needs about 2.9 GiB of memory, 1.0 GiB "
                                                f"available"):
         mnist.read_idx(path)
+
+
+def test_an_mnist_file_claiming_another_shape_is_refused_from_its_header(tmp_path):
+    path = write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(20))
+    with pytest.raises(mnist.MnistError, match="not the genuine MNIST: header says shape \\(20,\\)"
+                                               ", MNIST's is \\(10000,\\)"):
+        mnist.read_idx(path, "0" * 64, mnist.IDX_SHAPES[path.name])

@@ -301,10 +301,22 @@ def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
     line = one_error_line(run("prune_network.py", "--quick", "--network", "lenet-5",
                               "--dense-dir", "dense", "--model-dir", "p2", cwd=tmp_path))
     assert "trained on 16x20 images with 4 classes; this data has 28x28 images" in line
-    (tmp_path / "bad.npz").write_bytes(b"garbage")
-    line = one_error_line(run("train_network_dense.py", "--quick", "--dataset", "bad.npz",
-                              "--model-dir", "d2", cwd=tmp_path))
-    assert "bad.npz as a dataset .npz" in line
+    # Other images of the same size and classes: the checkpoint's data fingerprint says so
+    np.savez(tmp_path / "other.npz", x_train=x[100:], y_train=y[100:], x_test=x[:100],
+             y_test=y[:100])
+    line = one_error_line(run("deploy_pruned_model.py", "--quick", "--network", "lenet-5",
+                              "--dataset", "other.npz", "--pruned-dir", "pruned", "--model-dir",
+                              "s2", cwd=tmp_path))
+    assert (f"{tmp_path}/pruned/ was trained on other data ({tmp_path}/mine.npz, sha256 "
+            f"{pruned['config']['data_sha256'][:12]}) than this run's ({tmp_path}/other.npz"
+            in line and "--allow-other-data" in line)
+    # Pixels of 1e30: the loss overflows; the stage stops and saves nothing
+    np.savez(tmp_path / "huge.npz", x_train=x[:300] * np.float32(1e30), y_train=y[:300],
+             x_test=x[300:] * np.float32(1e30), y_test=y[300:])
+    line = one_error_line(run("train_network_dense.py", "--quick", "--network", "lenet-5",
+                              "--dataset", "huge.npz", "--model-dir", "d2", cwd=tmp_path))
+    assert "training diverged, nothing is saved" in line and "to 2.55e+32" in line
+    assert not (tmp_path / "d2").exists() and not list(tmp_path.glob(".d2.tmp-*"))
 
 
 def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(network_pipeline,

@@ -73,10 +73,11 @@ def contents(folder):
 
 
 def foreign_files(folder):
-    """What `folder` holds that its stage.json does not list as the stage's own output."""
+    """What `folder` holds that its stage.json does not list as the stage's own output; None if
+    stage.json lists nothing (written by a version before the list)."""
     written = _marker(folder).get("files")
     if not isinstance(written, list):
-        return ["(stage.json lists no files: written by an older version)"]
+        return None
     return [p for p in contents(folder) if p not in set(written)]
 
 
@@ -118,6 +119,10 @@ def check_output_dir(path, stage, flag="--model-dir", inputs=None):
     owner = stage_of(path)
     if owner == stage:
         foreign = foreign_files(path)
+        if foreign is None:
+            raise CheckpointError(f"{where}/ was written by an older version of {stage} that did "
+                                  f"not list its files, so it cannot tell yours from its own: "
+                                  f"check that nothing of yours is in it, delete it and rerun")
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                               else "")

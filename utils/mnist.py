@@ -42,6 +42,8 @@ IDX_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+IDX_SHAPES = {"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+              "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
 # The hash Keras publishes for its mnist.npz (keras.datasets.mnist.load_data).
 NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
@@ -53,25 +55,25 @@ class MnistError(Exception):
     """The dataset is missing, truncated or corrupt; the message names the file."""
 
 
-def read_idx(path, expected_sha256=None):
+def read_idx(path, expected_sha256=None, expected_shape=None):
     """Parse one IDX file (raw or .gz) into a uint8 array, checking header, length and checksum.
 
     The header is read first and the size it claims checked against what the file can hold
     (its own size; for .gz, deflate's limit of 1,032 bytes out per byte in) and against the free
     memory; only then is the data streamed into an array of exactly that size, and one byte more
     than the header claims is an error. So a file that lies about its size fails at once, in
-    about the memory it claims.
+    about the memory it claims. MNIST's files must also claim MNIST's shapes (`expected_shape`).
     """
     path = Path(path)
     try:
         size = path.stat().st_size
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-            return _read_idx_stream(f, path, size, expected_sha256)
+            return _read_idx_stream(f, path, size, expected_sha256, expected_shape)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise MnistError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def _read_idx_stream(f, path, file_size, expected_sha256):
+def _read_idx_stream(f, path, file_size, expected_sha256, expected_shape):
     head = f.read(4)
     if len(head) < 4 or head[3] not in IDX_MAGIC or int.from_bytes(head, "big") != IDX_MAGIC[head[3]]:
         what = f"magic 0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else "no header"
@@ -80,6 +82,9 @@ def _read_idx_stream(f, path, file_size, expected_sha256):
     if len(dims) < 4 * head[3]:
         raise MnistError(f"{path} is truncated ({4 + len(dims)} bytes, no full IDX header)")
     shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+    if expected_shape and shape != expected_shape:
+        raise MnistError(f"{path} is not the genuine MNIST: header says shape {shape}, MNIST's "
+                         f"is {expected_shape}")
     n = int(np.prod(shape, dtype=object))
     can_hold = file_size * GZIP_MAX_RATIO if path.suffix == ".gz" else file_size - 4 - len(dims)
     if n > can_hold:
@@ -131,7 +136,8 @@ def read_folder(folder, verify=True):
     folder = Path(folder)
     paths = {name: _idx_path(folder, name) for name in IDX_SHA256}
     if all(paths.values()):
-        arrays = [read_idx(paths[n], IDX_SHA256[n] if verify else None) for n in IDX_SHA256]
+        arrays = [read_idx(paths[n], *((IDX_SHA256[n], IDX_SHAPES[n]) if verify else ()))
+                  for n in IDX_SHA256]
         return arrays[0], arrays[1], arrays[2], arrays[3]
     if (folder / "mnist.npz").is_file():
         return read_npz(folder / "mnist.npz", verify)
