@@ -88,8 +88,9 @@ def sparse_layers(model):
 
 
 class SparseNetwork(tf.Module):
-    """The network of `sparse_layers`: `to_coo` dicts (values, int16 or int32 indices, shape) with a bias
-    and a spec (a layer without a spec is a dense ReLU layer, the last one without ReLU)."""
+    """The network of `sparse_layers`: `to_coo` dicts (values, int16 or int32 indices, shape)
+    with a bias and a spec (a layer without a spec is a dense ReLU layer, the last one without
+    ReLU)."""
 
     def __init__(self, layers, kernel="auto", name="network_sparse"):
         super().__init__(name=name)

@@ -1,8 +1,13 @@
-"""Tiny networks and data shared by the tests."""
+"""Tiny networks and data shared by the tests, and a script run in this process."""
+import runpy
+import signal
+
 import keras
 import numpy as np
+import pytest
 
 import configs
+from tests.conftest import REPO
 from networks.network_dense import build_network
 from utils.datasets import fingerprint
 from utils.checkpoints import save_checkpoint, stage_output
@@ -46,3 +51,21 @@ def tiny_conv_data(n=60, seed=0):
     return {"train": (x, y), "validation": (x[:20], y[:20]), "test": (x[:20], y[:20]),
             "image_shape": (16, 16), "num_classes": 4, "source": f"tiny conv seed {seed}",
             "sha256": fingerprint(x, y)}
+
+
+def run_script(script, *args, monkeypatch, cwd=None):
+    """Run `script` (a path in the repo) with `args` in this process, in folder `cwd`; its exit
+    code: 0, 2 for a bad flag, or the "error: ..." line of `cli.run`. Faster than a subprocess
+    (no second TensorFlow import) for runs that stop early; the signal handlers `cli.run`
+    installs are put back."""
+    monkeypatch.setattr("sys.argv", [script, *args])
+    if cwd:
+        monkeypatch.chdir(cwd)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(REPO / script), run_name="__main__")
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return exit_.value.code

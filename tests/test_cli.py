@@ -11,6 +11,7 @@ import pytest
 
 import configs
 from tests.conftest import REPO
+from tests.helpers import run_script
 from utils import checkpoints, cli
 
 
@@ -36,14 +37,6 @@ def no_work(monkeypatch):
     monkeypatch.setattr(checkpoints, "lock", refuse("lock"))
     monkeypatch.setattr(checkpoints, "load_checkpoint", refuse("checkpoint"))
     return asked
-
-
-def run_script(script, *args, monkeypatch):
-    """Run `script` with `args` in this process; (exit code, the one error line)."""
-    monkeypatch.setattr("sys.argv", [script, *args])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(REPO / script), run_name="__main__")
-    return exit_.value.code
 
 
 BAD_FLAGS = [

@@ -164,3 +164,10 @@ def test_an_mnist_file_claiming_another_shape_is_refused_from_its_header(tmp_pat
     with pytest.raises(mnist.MnistError, match="not the genuine MNIST: header says shape \\(20,\\)"
                                                ", MNIST's is \\(10000,\\)"):
         mnist.read_idx(path, "0" * 64, mnist.IDX_SHAPES[path.name])
+
+
+def test_a_truncated_gzip_is_an_error_naming_it(tmp_path):
+    path = write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(5000) % 10)
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(mnist.MnistError, match="cannot read .*train-labels-idx1-ubyte.gz"):
+        mnist.read_idx(path)

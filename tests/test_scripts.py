@@ -1,4 +1,5 @@
-"""The scripts as a user runs them: subprocesses in quick mode, writing only into temporary folders.
+"""The scripts as a user runs them: subprocesses in quick mode, writing only into temporary folders
+(runs that stop before the work run in this process, which is faster: `helpers.run_script`).
 
 Failures must be one `error:` line, no traceback, and leave every earlier file as it was.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import run_script
 
 
 def run(script, *args, cwd):
@@ -79,28 +81,31 @@ def test_sparse_stage_matches_the_pruned_stage(pipeline):
     assert sum(sparse["results"]["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
 
 
-def test_missing_checkpoint_is_one_clear_line(tmp_path):
-    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "none",
-                              "--model-dir", "out", cwd=tmp_path))
+def test_missing_checkpoint_is_one_clear_line(tmp_path, monkeypatch):
+    line = run_script("prune_network.py", "--quick", "--dense-dir", "none", "--model-dir", "out",
+                      cwd=tmp_path, monkeypatch=monkeypatch)
     assert line == f"error: no checkpoint in {tmp_path}/none/: run train_network_dense.py first"
-    line = one_error_line(run("deploy_pruned_model.py", "--quick", "--pruned-dir", "none",
-                              "--model-dir", "out", cwd=tmp_path))
+    line = run_script("deploy_pruned_model.py", "--quick", "--pruned-dir", "none", "--model-dir",
+                      "out", cwd=tmp_path, monkeypatch=monkeypatch)
     assert "run prune_network.py first" in line
     assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
 
 
-def test_a_failed_run_leaves_the_previous_checkpoint_and_writes_nothing(pipeline, tmp_path):
+def test_a_failed_run_leaves_the_previous_checkpoint_and_writes_nothing(pipeline, tmp_path,
+                                                                        monkeypatch):
     shutil.copytree(pipeline / "pruned", tmp_path / "pruned")
     before = digest(tmp_path / "pruned")
-    line = one_error_line(run("prune_network.py", "--quick", "--threshold", "10", "--dense-dir",
-                              str(pipeline / "dense"), "--model-dir", "pruned", cwd=tmp_path))
+    line = run_script("prune_network.py", "--quick", "--threshold", "10", "--dense-dir",
+                      str(pipeline / "dense"), "--model-dir", "pruned", cwd=tmp_path,
+                      monkeypatch=monkeypatch)
     assert "threshold 10.0 removes every weight of fc1/kernel: choose a smaller threshold" in line
     assert digest(tmp_path / "pruned") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".pruned.lock", "pruned"]
 
 
 @pytest.mark.parametrize("target", ["users folder", "its own input", "a file"])
-def test_an_output_that_is_not_the_stages_is_refused_and_left_intact(pipeline, tmp_path, target):
+def test_an_output_that_is_not_the_stages_is_refused_and_left_intact(pipeline, tmp_path, target,
+                                                                      monkeypatch):
     dense = tmp_path / "dense"
     shutil.copytree(pipeline / "dense", dense)
     (tmp_path / "mine").mkdir()
@@ -108,27 +113,28 @@ def test_an_output_that_is_not_the_stages_is_refused_and_left_intact(pipeline, t
     (tmp_path / "file").write_text("mine")
     model_dir = {"users folder": "mine", "its own input": "dense", "a file": "file"}[target]
     before = digest(tmp_path)
-    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "dense",
-                              "--model-dir", model_dir, cwd=tmp_path))
+    line = run_script("prune_network.py", "--quick", "--dense-dir", "dense", "--model-dir",
+                      model_dir, cwd=tmp_path, monkeypatch=monkeypatch)
     assert f"--model-dir {tmp_path / model_dir}" in line
     assert "refusing to" in line and digest(tmp_path) == before
 
 
-def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_script(pipeline, tmp_path):
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_script(pipeline, tmp_path,
+                                                                          monkeypatch):
     shutil.copytree(pipeline / "dense", tmp_path / "dense")
     model = tmp_path / "dense/model.keras"
     data = bytearray(model.read_bytes())
     data[len(data) // 2: len(data) // 2 + 4096] = os.urandom(4096)  # a few KiB overwritten
     model.write_bytes(bytes(data))
-    line = one_error_line(run("prune_network.py", "--quick", "--dense-dir", "dense",
-                              "--model-dir", "pruned", cwd=tmp_path))
+    line = run_script("prune_network.py", "--quick", "--dense-dir", "dense", "--model-dir",
+                      "pruned", cwd=tmp_path, monkeypatch=monkeypatch)
     assert f"{model} is damaged or unreadable" in line and "rerun train_network_dense.py" in line
     assert not (tmp_path / "pruned").exists()
 
 
-def test_deploying_a_dense_checkpoint_is_refused(pipeline, tmp_path):
-    line = one_error_line(run("deploy_pruned_model.py", "--quick", "--pruned-dir",
-                              str(pipeline / "dense"), "--model-dir", "s", cwd=tmp_path))
+def test_deploying_a_dense_checkpoint_is_refused(pipeline, tmp_path, monkeypatch):
+    line = run_script("deploy_pruned_model.py", "--quick", "--pruned-dir", str(pipeline / "dense"),
+                      "--model-dir", "s", cwd=tmp_path, monkeypatch=monkeypatch)
     assert "holds a checkpoint of train_network_dense.py, not the one of prune_network.py" in line
 
 
@@ -233,10 +239,11 @@ def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_help_and_a_bad_flag(tmp_path):
+def test_help_and_a_bad_flag(tmp_path, monkeypatch, capsys):
     assert "--threshold" in run("prune_network.py", "--help", cwd=tmp_path).stdout
-    line = one_error_line(run("train_network_dense.py", "--epochs", "x", cwd=tmp_path))
-    assert line == "error: argument --epochs: must be an integer >= 1, got 'x' (see --help)"
+    assert run_script("train_network_dense.py", "--epochs", "x", monkeypatch=monkeypatch) == 2
+    assert capsys.readouterr().err == ("error: argument --epochs: must be an integer >= 1, got "
+                                       "'x' (see --help)\n")
 
 
 def run_stages(cwd, *flags):

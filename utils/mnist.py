@@ -49,6 +49,7 @@ NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # images (3 dims), labels (1 dim)
 GZIP_MAX_RATIO = 1032  # deflate's most: 258-byte matches coded in under 2 bits each
+READ_CHUNK = 1 << 24
 
 
 class MnistError(Exception):
@@ -70,13 +71,14 @@ def read_idx(path, expected_sha256=None, expected_shape=None):
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             return _read_idx_stream(f, path, size, expected_sha256, expected_shape)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise MnistError(f"cannot read {path}: {e.strerror or e}") from None
+        raise MnistError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _read_idx_stream(f, path, file_size, expected_sha256, expected_shape):
     head = f.read(4)
-    if len(head) < 4 or head[3] not in IDX_MAGIC or int.from_bytes(head, "big") != IDX_MAGIC[head[3]]:
-        what = f"magic 0x{int.from_bytes(head, 'big'):08x}" if len(head) == 4 else "no header"
+    magic = int.from_bytes(head, "big")
+    if len(head) < 4 or head[3] not in IDX_MAGIC or magic != IDX_MAGIC[head[3]]:
+        what = f"magic 0x{magic:08x}" if len(head) == 4 else "no header"
         raise MnistError(f"{path} is not an MNIST IDX file ({what})")
     dims = f.read(4 * head[3])
     if len(dims) < 4 * head[3]:
@@ -93,8 +95,13 @@ def _read_idx_stream(f, path, file_size, expected_sha256, expected_shape):
     too_big = memory.shortfall(n)
     if too_big:
         raise MnistError(f"{path}: header says shape {shape}, which {too_big}")
-    data = np.empty(n, np.uint8)
-    got = f.readinto(memoryview(data))
+    data, got = np.empty(n, np.uint8), 0
+    while got < n:  # in chunks: GzipFile.readinto would read all of it into a second buffer
+        chunk = f.read(min(READ_CHUNK, n - got))
+        if not chunk:
+            break
+        data[got: got + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        got += len(chunk)
     if got < n:
         raise MnistError(f"{path} is truncated or corrupt: header says shape {shape}, file has "
                          f"{got} data bytes")
