@@ -73,7 +73,7 @@ def test_a_loss_that_becomes_nan_stops_training_with_one_clear_error():
     x, y = data["train"]
     data["train"] = (x * np.float32(1e30), y)  # pixels of 1e30: the logits overflow
     with pytest.raises(TrainingDiverged, match="the loss became (nan|inf) in epoch 1, step .*"
-                                               "pixels range from .* to 1e\\+30"):
+                                               "pixels of tiny seed 0 range from .* to 1e\\+30"):
         fit(model, optimizer, TINY, data, log=quiet)
 
 
@@ -82,6 +82,6 @@ def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(monkey
     check_memory(10 ** 6, data, "mlp")  # 24 MB: fits
     monkeypatch.setattr(training.memory, "available_bytes", lambda: 2 ** 30)
     with pytest.raises(ValueError, match="training mlp \\(100,000,000 parameters for 4x5 images "
-                                         "and 3 classes\\) on 60 images needs about 2.2 GiB of "
-                                         "memory, 1.0 GiB available"):
+                                         "and 3 classes\\) on 60 images of tiny seed 0 needs "
+                                         "about 2.2 GiB of memory, 1.0 GiB available"):
         check_memory(10 ** 8, data, "mlp")

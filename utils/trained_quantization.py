@@ -77,7 +77,7 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
                   unit="step", leave=False, disable=None) as bar:
             for xb, yb in bar:
                 loss = float(step(xb, yb))
-                check_finite(loss, f"in codebook epoch {epoch}", x)
+                check_finite(loss, f"in codebook epoch {epoch}", data)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         val_accuracy, _ = evaluate(logits_fn, *data["validation"])
         history.append(dict(epoch=epoch, val_accuracy=val_accuracy))

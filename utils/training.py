@@ -45,43 +45,44 @@ def check_memory(parameters, data, network):
     if too_big:
         raise ValueError(f"training {network} ({parameters:,} parameters for "
                          f"{'x'.join(map(str, data['image_shape']))} images and "
-                         f"{data['num_classes']} classes) on {len(data['train'][1]):,} images "
-                         f"{too_big}: use smaller images or fewer classes")
+                         f"{data['num_classes']} classes) on {len(data['train'][1]):,} images of "
+                         f"{data['source']} {too_big}: use smaller images or fewer classes")
 
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: the run stops and saves nothing."""
 
 
-def check_finite(loss, where, x):
-    """Raise TrainingDiverged unless `loss` is finite; `x` (the training pixels) for the hint.
+def check_finite(loss, where, data):
+    """Raise TrainingDiverged unless `loss` is finite; `data` (the splits) for the hint.
 
     Why not keras.callbacks.TerminateOnNaN: it ends `fit` quietly, and the stage would then save
     the NaN model and exit 0.
     """
     if not math.isfinite(loss):
+        x = data["train"][0]
         raise TrainingDiverged(
             f"the loss became {loss} {where}: training diverged, nothing is saved; the training "
-            f"pixels range from {np.min(x):.3g} to {np.max(x):.3g} (scale them to [0, 1]), or "
-            f"lower the learning rate")
+            f"pixels of {data.get('source', 'the data')} range from {np.min(x):.3g} to "
+            f"{np.max(x):.3g} (scale them to [0, 1]), or lower the learning rate")
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
     """Raise TrainingDiverged as soon as the training or validation loss is not finite."""
 
-    def __init__(self, x):
+    def __init__(self, data):
         super().__init__()
-        self.x, self.epoch = x, 0
+        self.data, self.epoch = data, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
-        check_finite(float(logs["loss"]), f"in epoch {self.epoch}, step {batch + 1}", self.x)
+        check_finite(float(logs["loss"]), f"in epoch {self.epoch}, step {batch + 1}", self.data)
 
     def on_epoch_end(self, epoch, logs=None):
         check_finite(float(logs["val_loss"]), f"on the validation split after epoch {epoch + 1}",
-                     self.x)
+                     self.data)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -141,5 +142,5 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
               shuffle=False,  # the dataset shuffles itself
               validation_data=data["validation"], validation_batch_size=5000,
               callbacks=[keras.callbacks.LearningRateScheduler(schedule), *callbacks,
-                         StopOnNonFinite(x), epoch_log])
+                         StopOnNonFinite(data), epoch_log])
     return epoch_log.history
