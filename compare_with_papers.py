@@ -9,7 +9,7 @@ output is already there is read, not rerun (delete its folder to rerun it). Then
 seed and as mean +- sample std: the test error of the dense, the pruned and the stored network
 (shared-5bit-huffman, after trained quantization), the parameter reduction (weights / non-zeros,
 Han et al. 2015's measure) and the compression (dense float32 bytes / stored bytes, Deep
-Compression's), beside the published rows (sweep_pruning.PUBLISHED). Writes
+Compression's), beside the published rows (configs.NETWORKS). Writes
 results/<network>/papers_comparison.md at the end.
 """
 import json
@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import configs
-from sweep_pruning import BEST_FORMAT, PUBLISHED, TARGET
 from utils import cli
 from utils.atomic import check_publishable, publish
 from utils.checkpoints import lock
@@ -52,7 +51,7 @@ def run_seed(network, seed, folder, flags):
 
 def seed_row(seed, results):
     dense, pruned, sparse = results["dense"], results["pruned"], results["sparse"]
-    stored = sparse["formats"][BEST_FORMAT]
+    stored = sparse["formats"][configs.BEST_FORMAT]
     weights = sum(sparse["weights"].values())
     return dict(seed=seed, dense_error=100 * (1 - dense["test_accuracy"]),
                 pruned_error=100 * (1 - pruned["test_accuracy"]),
@@ -69,7 +68,7 @@ def table(network, rows):
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
 
-    lines = [f"| {network} | dense error | pruned error | stored error ({BEST_FORMAT}) | "
+    lines = [f"| {network} | dense error | pruned error | stored error ({configs.BEST_FORMAT}) | "
              f"params | bytes |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| seed {r['seed']} | {r['dense_error']:.2f}% | {r['pruned_error']:.2f}% | "
@@ -78,7 +77,7 @@ def table(network, rows):
     lines.append(f"| **mean +- std** | {mean_std('dense_error')}% | {mean_std('pruned_error')}% | "
                  f"**{mean_std('stored_error')}%** | {mean_std('param_reduction', 1)}x | "
                  f"**{mean_std('compression', 1)}x** |")
-    for name, error, measure, reduction in PUBLISHED.get(network, []):
+    for name, error, measure, reduction in configs.NETWORKS[network]["published"]:
         cells = [f"{error}%", f"{reduction}x", ""] if measure == "params" else \
             [f"{error}%", "", f"{reduction}x"]
         lines.append(f"| {name} | | | {' | '.join(cells)} |")
@@ -105,8 +104,8 @@ def main():
         rows = [seed_row(seed, run_seed(args.network, seed, runs / str(seed), flags))
                 for seed in args.seeds]
         lines = table(args.network, rows)
-        if args.network in TARGET:
-            error, compression = TARGET[args.network]
+        if configs.NETWORKS[args.network]["target"]:
+            error, compression = configs.NETWORKS[args.network]["target"]
             lines.append(f"\nTarget (Deep Compression's): error <= {error}% at >= {compression}x "
                          f"bytes; measured: mean error "
                          f"{statistics.mean(r['stored_error'] for r in rows):.2f}% at "

@@ -52,7 +52,7 @@ class PrunedConfig(DenseConfig):
     sparsity: float = 0.95                   # layer-/global-sparsity: fraction of weights pruned
     block: tuple = (1, 1)                    # (outputs, inputs) pruned together; 1x4: TFLite's
     #                                          fast sparse layout (pruning/criteria.py)
-    schedule: str = "one-shot"               # one-shot | iterative | gradual (utils/schedules.py)
+    schedule: str = "one-shot"               # one-shot | iterative | gradual (training/recipes.py)
     rounds: int = 3                          # iterative: prune -> fine-tune rounds
     initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
     prune_every: int = 100                   # gradual: steps between mask updates
@@ -71,6 +71,8 @@ class SparseConfig:
     codebook_epochs: int = 3                 # trained quantization: epochs; 0 = k-means only
     codebook_learning_rate: float = 1e-4     # trained quantization: SGD (momentum 0.9) step
     calibration_images: int = 500            # int8 .tflite: training images that set its scales
+    logits_tolerance: float = 1e-4           # most |logit difference| of a deployed network from
+    #                                          the Keras model's (sums in other orders)
     seed: int = SEED
     model_dir: str = "saved_models/network_sparse"
 
@@ -83,19 +85,42 @@ class SparseConfig:
 # decay (LeNet-300-100, which Caffe has no solver for, starts at 0.05). The dense recipes reached
 # the papers' baselines on the validation split as first tried; the fine-tuning's weight decay and
 # the sparsities were chosen on the validation split (README, "The papers' networks").
+#
+# Each entry also holds what the sweep and the papers' comparison need: "sweep", its default
+# sparsities and schedules (the MLP compares the three schedules; the LeNets, slower to fine-tune,
+# sweep their recipe's schedule over more sparsities); "published", the papers' results on the
+# same architecture, (name, test error %, what the reduction counts, reduction): Han et al. 2015,
+# "Learning both weights and connections", Tables 1-2 (parameters); Han et al. 2016, "Deep
+# Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing for neural network
+# compression", Table 1 (bytes); "target", Deep Compression's point (test error % at most, byte
+# compression at least), or None. A new network is one entry here.
+BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
 NETWORKS = {
-    "mlp": dict(architecture={}, dense={}, pruned={}),
+    "mlp": dict(architecture={}, dense={}, pruned={},
+                sweep=dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
+                           schedules=["one-shot", "iterative", "gradual"]),
+                published=[], target=None),
     "lenet-300-100": dict(
         architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=40, lr_boundaries=(20, 30), lr_values=(5e-2, 5e-3, 5e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual",
-                    lr_values=(1e-2, 1e-3), weight_decay=0.0)),
+                    lr_values=(1e-2, 1e-3), weight_decay=0.0),
+        sweep=dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=["gradual"]),
+        published=[("Han et al. 2015 (pruning)", 1.59, "params", 12),
+                   ("Deep Compression 2016", 1.58, "bytes", 40),
+                   ("Soft weight-sharing 2017", 1.94, "bytes", 64)],
+        target=(1.6, 40)),
     "lenet-5": dict(
         architecture=dict(conv_filters=(20, 50), hidden_sizes=(500,), dropout=0.0,
                           init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=20, lr_boundaries=(12, 17), lr_values=(1e-2, 1e-3, 1e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual", epochs=10,
-                    lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=0.0)),
+                    lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=0.0),
+        sweep=dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"]),
+        published=[("Han et al. 2015 (pruning)", 0.77, "params", 12),
+                   ("Deep Compression 2016", 0.74, "bytes", 39),
+                   ("Soft weight-sharing 2017", 0.97, "bytes", 162)],
+        target=(0.8, 39)),
 }
 
 

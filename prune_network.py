@@ -20,22 +20,21 @@ from pathlib import Path
 import keras
 
 import configs
-from networks.network_base import evaluate, logits_function
-from networks.network_dense import check_data, load_for_fine_tuning, weight_layers
-import pruning
+from networks.builders import weight_layers
+from pruning import criteria, summary
+from training.checkpoints import check_data, load_for_fine_tuning
+from training.evaluate import evaluate, logits_function
+from training.recipes import (SCHEDULES, USED_ONLY_BY, VALUE_OF, FirstPruning, check_config,
+                              criterion_value, prune_and_fine_tune)
 from utils import cli
-from utils.checkpoints import lock, save_checkpoint, stage_output
 from utils.atomic import check_publishable, publish
-from utils.plot_utils import plot_weight_distribution, weight_range
-from utils.schedules import (SCHEDULES, USED_ONLY_BY, VALUE_OF, check_config, criterion_value,
-                             prune_and_fine_tune)
-
-PLOTS = {"before pruning": "weights_distribution_before_pruning.png",
-         "after pruning": "weights_distribution_after_pruning.png",
-         "after fine-tuning": "weights_distribution_after_fine_tuning.png"}
+from training.checkpoints import save_checkpoint
+from utils.checkpoints import lock, stage_output
+from utils.plot_utils import WEIGHT_PLOTS, plot_weight_distributions
 
 
-def main():
+def parse():
+    """The flags, checked; the stage's config from them."""
     p = cli.parser(__doc__)
     p.add_argument("--criterion", choices=list(VALUE_OF), help="how to pick the weights to prune "
                    "(default: the network's recipe, threshold for mlp)")
@@ -45,7 +44,8 @@ def main():
                    help="std: prune |w| < quality x layer std (default 1)")
     p.add_argument("--sparsity", type=cli.fraction, help="layer-/global-sparsity: fraction of "
                    "weights to prune (default: the network's recipe, 0.95 for mlp)")
-    p.add_argument("--block", type=cli.block, help="prune in whole blocks of OUTPUTSxINPUTS "
+    p.add_argument("--block", type=cli.checked(criteria.parse_block),
+                   help="prune in whole blocks of OUTPUTSxINPUTS "
                    "weights: each layer keeps as many weights as the criterion would, in its "
                    "blocks of largest mean |w|. 1x4 (4 consecutive inputs of one unit) is the "
                    "float32 layout TFLite's sparse kernel runs, 1x16 the int8 one (default 1x1: "
@@ -67,19 +67,23 @@ def main():
                    "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
-    threshold = quick.get("threshold") if args.threshold is None else args.threshold
-    config = configs.pruned_config(args.network)
-    config = configs.override(
-        config, criterion=args.criterion, threshold=threshold, quality=args.quality,
-        sparsity=args.sparsity, block=args.block, schedule=args.schedule, rounds=args.rounds,
-        prune_every=args.prune_every, epochs=args.epochs or quick.get("epochs"), seed=args.seed,
-        lr_values=args.lr_values and tuple(args.lr_values),
-        model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
-    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
+    config = cli.stage_config(
+        args, configs.pruned_config(args.network), criterion=args.criterion,
+        threshold=quick.get("threshold") if args.threshold is None else args.threshold,
+        quality=args.quality, sparsity=args.sparsity, block=args.block, schedule=args.schedule,
+        rounds=args.rounds, prune_every=args.prune_every,
+        epochs=args.epochs or quick.get("epochs"),
+        lr_values=args.lr_values and tuple(args.lr_values))
     check_config(config, given=cli.given(args, USED_ONLY_BY))
+    return args, config
+
+
+def main():
+    args, config = parse()
+    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
     if pics:
-        check_publishable(PLOTS.values(), pics, "--pics-dir")
+        check_publishable(WEIGHT_PLOTS.values(), pics, "--pics-dir")
     keras.utils.set_random_seed(config.seed)
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
     target = f"{config.criterion} {criterion_value(config)}{blocks}, {config.schedule}"
@@ -93,44 +97,31 @@ def main():
             logits_fn = logits_function(model)
             dense_acc, _ = evaluate(logits_fn, *data["test"])
             kernels = {"before pruning": [l.kernel.numpy() for l in weight_layers(model)]}
-            before_fine_tuning = {}
-
-            def report_first_pruning(round_, masks):
-                if round_ == 1:
-                    before_fine_tuning["accuracy"], _ = evaluate(logits_fn, *data["test"])
-                    kernels["after pruning"] = [l.kernel.numpy() for l in weight_layers(model)]
-                    print(f"pruned ({target}, round 1):", pruning.summary(model), sep="\n")
-                    print(f"test accuracy {dense_acc:.4f} dense -> "
-                          f"{before_fine_tuning['accuracy']:.4f} pruned, before fine-tuning")
-
+            first = FirstPruning(model, logits_fn, data["test"], dense_acc, target)
             if config.schedule == "gradual":
                 print("gradual pruning prunes while it fine-tunes: no accuracy or plot between "
                       "the two")
+
             start = time.perf_counter()
-            masks, history = prune_and_fine_tune(model, optimizer, config, data,
-                                                 report_first_pruning)
+            masks, history = prune_and_fine_tune(model, optimizer, config, data, first)
             seconds = time.perf_counter() - start
             # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
             for layer in weight_layers(model):
                 assert not layer.kernel.numpy()[~masks[f"{layer.name}/kernel"]].any(), \
                     f"{layer.name} grew back"
+            kernels["after pruning"] = first.kernels
             kernels["after fine-tuning"] = [l.kernel.numpy() for l in weight_layers(model)]
             test_acc, test_loss = evaluate(logits_fn, *data["test"])
 
             nonzero = sum(int(m.sum()) for m in masks.values())
             save_checkpoint(out, model, optimizer, config, results=dict(
                 dense_test_accuracy=dense_acc, test_accuracy=test_acc, test_loss=test_loss,
-                pruned_test_accuracy_before_fine_tuning=before_fine_tuning.get("accuracy"),
+                pruned_test_accuracy_before_fine_tuning=first.accuracy,
                 nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history))
-            titles = {"before pruning": "Weights before pruning",
-                      "after pruning": f"Weights after pruning ({target}, round 1)",
-                      "after fine-tuning": f"Weights after pruning ({target}) and fine-tuning"}
-            limit = weight_range(kernels["before pruning"])
-            for when, weights in kernels.items():
-                plot_weight_distribution(weights, out / PLOTS[when], titles[when], limit)
+            plot_weight_distributions(kernels, out, target)
         if pics:
-            publish(PLOTS.values(), Path(config.model_dir), pics, "--pics-dir")
-    print("final masks:", pruning.summary(model), sep="\n")
+            publish(WEIGHT_PLOTS.values(), Path(config.model_dir), pics, "--pics-dir")
+    print("final masks:", summary(model), sep="\n")
     print(f"after fine-tuning: test accuracy {test_acc:.4f}  loss {test_loss:.4f}  "
           f"({nonzero:,} non-zero weights, {seconds:.1f} s)")
     print(f"saved {config.model_dir}/" + (f" and copied its plots to {pics}/" if pics else ""))

@@ -25,61 +25,38 @@ from pathlib import Path
 import keras
 
 import configs
-from networks.network_base import evaluate, logits_function
-from networks.network_dense import check_data, load_for_fine_tuning, weight_layers
-from networks.network_sparse import sparse_layers
+from compression import coo, formats
+from deploy.sparse_graph import sparse_layers
+from networks.builders import weight_layers
 from pruning import criteria
-from utils import cli, pruning_utils, sparse_formats
+from training.checkpoints import check_data, load_for_fine_tuning
+from training.evaluate import evaluate, logits_function
+from training.recipes import SCHEDULES, criterion_value, prune_and_fine_tune
+from utils import cli
 from utils.atomic import check_publishable, publish, replacing
 from utils.checkpoints import lock
 from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
-from utils.schedules import SCHEDULES, criterion_value, prune_and_fine_tune
 
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 RESULTS = ("sweep_pruning.csv", "layer_sensitivity.csv")  # into --results-dir
 PLOTS = ("accuracy_vs_compression.png", "layer_sensitivity.png")  # into --pics-dir
-BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
-# Each network's default sweep: the MLP compares the three schedules; the LeNets, slower to
-# fine-tune (LeNet-5 ~20 s an epoch here), sweep their recipe's schedule over more sparsities.
-DEFAULT_SWEEP = {
-    "mlp": dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=list(SCHEDULES)),
-    "lenet-300-100": dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99],
-                          schedules=["gradual"]),
-    "lenet-5": dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"]),
-}
-# The published results on the same architectures (test error %, and the reduction they report):
-# Han et al. 2015, "Learning both weights and connections", Tables 1-2 (parameters);
-# Han et al. 2016, "Deep Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing
-# for neural network compression", Table 1 (bytes).
-PUBLISHED = {
-    "lenet-300-100": [("Han et al. 2015 (pruning)", 1.59, "params", 12),
-                      ("Deep Compression 2016", 1.58, "bytes", 40),
-                      ("Soft weight-sharing 2017", 1.94, "bytes", 64)],
-    "lenet-5": [("Han et al. 2015 (pruning)", 0.77, "params", 12),
-                ("Deep Compression 2016", 0.74, "bytes", 39),
-                ("Soft weight-sharing 2017", 0.97, "bytes", 162)],
-}
-
-
-# The targets: Deep Compression's results, (test error % at most, byte compression at least).
-TARGET = {"lenet-300-100": (1.6, 40), "lenet-5": (0.8, 39)}
 
 
 def shared_accuracy(model, layers, data):
-    """(bytes, validation and test accuracy) of `model` stored as BEST_FORMAT (k-means codebooks);
-    its kernels are restored afterwards."""
-    encoded = sparse_formats.encode(layers, BEST_FORMAT)
-    decoded = sparse_formats.decode(encoded, BEST_FORMAT, [l["name"] for l in layers])
+    """(bytes, validation and test accuracy) of `model` stored as configs.BEST_FORMAT (k-means
+    codebooks); its kernels are restored afterwards."""
+    encoded = formats.encode(layers, configs.BEST_FORMAT)
+    decoded = formats.decode(encoded, configs.BEST_FORMAT, [l["name"] for l in layers])
     originals = [layer.kernel.numpy() for layer in weight_layers(model)]
     for layer, l in zip(weight_layers(model), decoded):
-        layer.kernel.assign(pruning_utils.from_coo(l).reshape(layer.kernel.shape))
+        layer.kernel.assign(coo.from_coo(l).reshape(layer.kernel.shape))
     logits_fn = logits_function(model)
     scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
     for layer, original in zip(weight_layers(model), originals):
         layer.kernel.assign(original)
-    return sparse_formats.nbytes(encoded), *scores
+    return formats.nbytes(encoded), *scores
 
 
 def run_point(args, data, **changes):
@@ -94,8 +71,8 @@ def run_point(args, data, **changes):
     logits_fn = logits_function(model)
     val_accuracy, accuracy = (evaluate(logits_fn, *data[s])[0] for s in ("validation", "test"))
     nonzero = sum(int(m.sum()) for m in masks.values())
-    dense_bytes = pruning_utils.dense_bytes(layers)
-    coo16 = sparse_formats.nbytes(sparse_formats.encode(layers, "coo16"))
+    dense_bytes = coo.dense_bytes(layers)
+    coo16 = formats.nbytes(formats.encode(layers, "coo16"))
     shared_bytes, shared_val, shared_test = shared_accuracy(model, layers, data)
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=criterion_value(config),
@@ -106,18 +83,20 @@ def run_point(args, data, **changes):
                shared_test_accuracy=shared_test, epochs=config.epochs, seconds=seconds)
     print(f"{row['schedule']:10s} target {row['target']:<6} sparsity {row['sparsity']:.2%}  "
           f"{row['compression']:6.2f}x  val {val_accuracy:.4f} test {accuracy:.4f}  "
-          f"{BEST_FORMAT} {row['shared_compression']:6.2f}x val {shared_val:.4f} test "
+          f"{configs.BEST_FORMAT} {row['shared_compression']:6.2f}x val {shared_val:.4f} test "
           f"{shared_test:.4f}  ({seconds:.0f} s)")
     return row
 
 
 def choose_point(rows, network):
     """The row to report for a LeNet, chosen on validation: the most compressed one (in
-    BEST_FORMAT) whose validation error, so stored, meets the target error; None if none does
+    configs.BEST_FORMAT) whose validation error, so stored, meets the target error; None if none
+    does
     (and for the MLP, which has no published result to meet)."""
-    if network not in TARGET:
+    if not configs.NETWORKS[network]["target"]:
         return None
-    fits = [r for r in rows if 100 * (1 - r["shared_val_accuracy"]) <= TARGET[network][0]]
+    error = configs.NETWORKS[network]["target"][0]
+    fits = [r for r in rows if 100 * (1 - r["shared_val_accuracy"]) <= error]
     return max(fits, key=lambda r: r["shared_compression"], default=None)
 
 
@@ -142,10 +121,11 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-def main():
+def parse():
+    """The flags, checked, with the network's sweep defaults filled in; (args, epochs)."""
     p = cli.parser(__doc__)
     p.add_argument("--sparsities", type=cli.fraction, nargs="+", help="target global "
-                   "sparsities, each in [0, 1) (default: the network's, in DEFAULT_SWEEP)")
+                   "sparsities, each in [0, 1) (default: the network's, configs.NETWORKS)")
     p.add_argument("--schedules", nargs="+", choices=SCHEDULES,
                    help="schedules to compare (default: all for mlp, gradual for the LeNets)")
     p.add_argument("--epochs", type=cli.positive_int,
@@ -161,12 +141,18 @@ def main():
     args.seed = configs.SEED if args.seed is None else args.seed
     args.dense_dir = args.dense_dir or configs.repo_path(
         configs.dense_config(args.network).model_dir)
-    defaults = DEFAULT_SWEEP[args.network]
+    defaults = configs.NETWORKS[args.network]["sweep"]
     args.sparsities = args.sparsities or defaults["sparsities"]
     args.schedules = args.schedules or defaults["schedules"]
     epochs = args.epochs or configs.pruned_config(args.network).epochs
     if args.quick:
         args.sparsities, epochs = args.sparsities[:2], configs.QUICK["epochs"]
+    return args, epochs
+
+
+def main():
+    args, epochs = parse()
+    network = configs.NETWORKS[args.network]
     quick_dir = configs.repo_path(QUICK_DIR)
     results = cli.publish_dir(args, "--results-dir",
                               configs.network_folder("results", args.network), quick_dir)
@@ -203,15 +189,15 @@ def main():
         write_csv(out / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
                                               for r in [original] * bool(original) + rows])
         write_csv(out / "layer_sensitivity.csv", sensitivity)
-        plot_accuracy_vs_compression(rows, dense_accuracy, original, PUBLISHED.get(
-            args.network, []), args.network, out / "accuracy_vs_compression.png")
+        plot_accuracy_vs_compression(rows, dense_accuracy, original, network["published"],
+                                     args.network, out / "accuracy_vs_compression.png")
         plot_layer_sensitivity(sensitivity, dense_accuracy, out / "layer_sensitivity.png")
         for flag, (folder, names) in outputs.items():
             publish(names, out, folder, flag)
     chosen = choose_point(rows, args.network)
-    if args.network in TARGET:
+    if network["target"]:
         print(f"chosen on validation (most compressed with validation error <= "
-              f"{TARGET[args.network][0]}% in {BEST_FORMAT}): " + (
+              f"{network['target'][0]}% in {configs.BEST_FORMAT}): " + (
                   f"{chosen['schedule']} sparsity {chosen['target']}" if chosen else "none"))
     print(f"wrote {results}/sweep_pruning.csv, {results}/layer_sensitivity.csv and 2 plots in "
           f"{pics}/")

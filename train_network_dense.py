@@ -12,14 +12,9 @@ wrong"); it is replaced only when the run succeeds.
 """
 import time
 
-import keras
-
 import configs
-from networks.network_base import evaluate, logits_function
-from networks.network_dense import architecture, build_network, parameter_count, with_data
 from utils import cli
-from utils.checkpoints import save_checkpoint, stage_output
-from utils.training import check_memory, fit
+from utils.checkpoints import stage_output
 
 
 def main():
@@ -29,9 +24,14 @@ def main():
     cli.folder_flag(p, "--model-dir", "output folder", configs.DenseConfig.model_dir)
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
-    config = configs.dense_config(args.network)
-    config = configs.override(config, epochs=args.epochs or quick.get("epochs"), seed=args.seed,
-                              model_dir=str(args.model_dir or configs.repo_path(config.model_dir)))
+    config = cli.stage_config(args, configs.dense_config(args.network),
+                              epochs=args.epochs or quick.get("epochs"))
+    import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
+
+    from networks.builders import architecture, build_network, parameter_count
+    from training.checkpoints import save_checkpoint, with_data
+    from training.evaluate import evaluate, logits_function
+    from training.fit import check_memory, fit
     keras.utils.set_random_seed(config.seed)
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:

@@ -27,16 +27,15 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import (RESULTS_DIR, machine_facts, results_file, time_calls,
-                               write_results)
-from networks.network_base import logits_function
-from networks.network_dense import load_pruned
-from networks.network_sparse import KERNELS, SparseNetwork, sparse_layers
-from networks.network_tflite import TFLiteNetwork, convert
+from benchmarks.timing import RESULTS_DIR, machine_facts, results_file, time_calls, write_results
+from deploy.litert import TFLiteNetwork, convert
+from deploy.sparse_graph import KERNELS, SparseNetwork, sparse_layers
+from training.checkpoints import load_pruned
+from training.evaluate import logits_function
 from utils import cli
 from utils.atomic import check_publishable
 from utils.checkpoints import lock, read_artifact
-from utils.mnist import load_mnist
+from utils.datasets import load as load_data
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
 # timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.
@@ -98,7 +97,8 @@ def load_variants(args, chosen):
                              made_by="deploy_pruned_model.py")
 
     def calibration():  # as the deploy stage calibrates its int8 model by default
-        return load_mnist(args.data_dir)["train"][0][:configs.SparseConfig.calibration_images]
+        x_train = load_data(data_dir=args.data_dir)["train"][0]
+        return x_train[:configs.SparseConfig.calibration_images]
 
     tflite = {  # name: (what to convert or read, interpreter options)
         "tflite-dense": (lambda: convert(model, sparse=False), {}),
@@ -118,7 +118,7 @@ def load_variants(args, chosen):
 def run_benchmark(args, chosen):
     """Time the `chosen` variants at every batch size; print the table, write the JSON."""
     variants, nonzeros, density = load_variants(args, chosen)
-    x_test, y_test = load_mnist(args.data_dir)["test"]
+    x_test, y_test = load_data(data_dir=args.data_dir)["test"]
 
     results = dict(machine=machine_facts(), density=density, nonzero_weights=nonzeros,
                    baselines=DENSE, timings={}, accuracy={})

@@ -16,7 +16,7 @@ import numpy as np
 import configs
 import pruning
 from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
-from networks.network_dense import build_network
+from networks.builders import build_network
 from utils import cli
 
 SETTINGS = ("unpruned", "fixed masks", "gradual")

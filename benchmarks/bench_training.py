@@ -22,15 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
-from networks.network_base import cross_entropy
-from networks.network_dense import build_network, weight_layers
 import pruning
+from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
+from networks.builders import build_network, weight_layers
 from pruning.prune import set_mask
+from training.evaluate import cross_entropy
+from training.fit import STEPS_PER_EXECUTION, compile_for_training, dataset
 from utils import cli
 from utils.checkpoints import lock
-from utils.mnist import load_mnist
-from utils.training import STEPS_PER_EXECUTION, compile_for_training, dataset
+from utils.datasets import load as load_data
 
 
 class CustomLoop:
@@ -142,7 +142,7 @@ def run_benchmark(args):
     """Time epochs of the loop, of model.fit and of the matmul bound, alternately; print, write
     the JSON."""
     config = configs.DenseConfig()
-    x, y = load_mnist(args.data_dir)["train"]
+    x, y = load_data(data_dir=args.data_dir)["train"]
     steps = len(y) // config.batch_size
     rng = np.random.default_rng(0)
     sizes = [config.input_size, *config.hidden_sizes, config.num_classes]

@@ -1,4 +1,5 @@
 """Tiny networks and data shared by the tests, and a script run in this process."""
+import gzip
 import runpy
 import signal
 
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 
 import configs
+from networks.builders import build_network
 from tests.conftest import REPO
-from networks.network_dense import build_network
+from training.checkpoints import save_checkpoint
+from utils.checkpoints import stage_output
 from utils.datasets import fingerprint
-from utils.checkpoints import save_checkpoint, stage_output
 
 TINY = configs.DenseConfig(image_shape=(4, 5), hidden_sizes=(16, 8), num_classes=3, batch_size=10,
                            epochs=2, init_stddev=0.3)
@@ -69,3 +71,13 @@ def run_script(script, *args, monkeypatch, cwd=None):
         for s, handler in handlers.items():
             signal.signal(s, handler)
     return exit_.value.code
+
+
+def write_idx(path, array, magic_dims=None):
+    """Write `array` as an IDX file (gzip-compressed if `path` ends in .gz); the path."""
+    ndim = magic_dims or array.ndim
+    header = (0x800 + ndim).to_bytes(4, "big") + b"".join(
+        d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path

@@ -24,16 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import keras
 import numpy as np
 
-import pruning  # noqa: F401  (registers PruningMask, so that load_model can read pruned models)
+from utils.errors import CheckpointError
 
 STAGE_FILE = "stage.json"
-
-
-class CheckpointError(Exception):
-    """A stage's input or output folder cannot be used; the message says what to do."""
 
 
 def write_json(path, obj):
@@ -296,15 +291,6 @@ def _remove_leftovers(path, stage):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save_checkpoint(out, model, optimizer, config, results=None):
-    """Write model (masks included) + optimizer state, the config and results into `out` (the
-    temporary folder of `stage_output`)."""
-    out = Path(out)
-    model.compile(optimizer=optimizer)  # so model.keras carries the optimizer's momentum
-    model.save(out / "model.keras")
-    write_json(out / "config.json", {"config": config, "results": results or {}})
-
-
 def read_artifact(path, reader, made_by):
     """`reader(path)`; any failure becomes one CheckpointError naming the file and what to rerun.
 
@@ -320,22 +306,3 @@ def read_artifact(path, reader, made_by):
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CheckpointError(f"{path} is damaged or unreadable ({reason}): rerun "
                               f"{made_by}") from None
-
-
-def load_checkpoint(model_dir, made_by):
-    """(model with its optimizer and any pruning masks, config.json dict) from a checkpoint folder.
-
-    `made_by` is the script that writes the checkpoint this caller needs: a missing checkpoint,
-    one of another stage and a damaged file are each one CheckpointError saying what to run.
-    """
-    model_dir = Path(model_dir)
-    if not any((model_dir / name).exists() for name in (STAGE_FILE, "model.keras")):
-        raise CheckpointError(f"no checkpoint in {model_dir}/: run {made_by} first")
-    stage = read_artifact(model_dir / STAGE_FILE, lambda p: json.loads(p.read_text())["stage"],
-                          made_by)
-    if stage != made_by:
-        raise CheckpointError(f"{model_dir}/ holds a checkpoint of {stage}, not the one of "
-                              f"{made_by} needed here: run {made_by} first or pass its folder")
-    meta = read_artifact(model_dir / "config.json", lambda p: json.loads(p.read_text()), made_by)
-    model = read_artifact(model_dir / "model.keras", keras.models.load_model, made_by)
-    return model, meta

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import configs
 from utils import datasets
-from utils.checkpoints import CheckpointError
-from utils.datasets import DataError
-from utils.mnist import MnistError
+from utils.errors import CheckpointError, DataError, MnistError
 
 EXPECTED_ERRORS = (CheckpointError, DataError, MnistError, ValueError, OSError)
 
@@ -97,22 +95,15 @@ def bits(text):
     return _number(int, text, lambda v: 1 <= v <= 8, "an integer in 1..8")
 
 
-def block(text):
-    """A pruning block, OUTPUTSxINPUTS (pruning/criteria.py)."""
-    from pruning import criteria  # deferred: only the pruning stage has this flag
-    try:
-        return criteria.parse_block(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def storage_format(text):
-    from utils import sparse_formats  # deferred: only the deploy stage has this flag
-    try:
-        sparse_formats.codec(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+def checked(parse):
+    """Flag type from `parse(text)`, a function that returns the value or raises ValueError
+    saying what is allowed (`criteria.parse_block`, `formats.codec_name`)."""
+    def flag_type(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return flag_type
 
 
 def allow_other_data_flag(p):
@@ -177,6 +168,13 @@ def run(main):
         print(f"interrupted ({name}): the previous output, if any, is left as it was",
               file=sys.stderr)
         sys.exit(128 + signal.Signals[name].value)
+
+
+def stage_config(args, config, **changes):
+    """`config` with what every stage takes from its flags: --seed and --model-dir (the repo's
+    folder of `config` by default), and the stage's own `changes` (None: keep the config's)."""
+    return configs.override(config, seed=args.seed, **changes, model_dir=str(
+        args.model_dir or configs.repo_path(config.model_dir)))
 
 
 def load_data(args):

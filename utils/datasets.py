@@ -12,14 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from utils import memory, mnist
+from utils.errors import DataError, MnistError
 
 VALIDATION_FRACTION = 1 / 12  # the first 1/12 of the training images: MNIST's 5,000 of 60,000
 IDX_NAMES = {"x_train": ("train-images",), "y_train": ("train-labels",),
              "x_test": ("t10k-images", "test-images"), "y_test": ("t10k-labels", "test-labels")}
-
-
-class DataError(Exception):
-    """A user's dataset is missing, malformed or inconsistent; the message names the file."""
 
 
 def fingerprint(*arrays):
@@ -71,7 +68,7 @@ def _read_idx_folder(folder):
         files[key] = _find_idx(folder, prefixes)
         try:
             arrays[key] = mnist.read_idx(files[key])
-        except mnist.MnistError as e:
+        except MnistError as e:
             raise DataError(str(e).replace("an MNIST IDX", "a uint8 IDX")) from None
     return arrays, files
 
@@ -146,7 +143,8 @@ def read_dataset(path):
 
 
 def load(dataset=None, data_dir=None, sizes=(None, None, None)):
-    """The splits of a user's `dataset` if given, else of MNIST (found via `data_dir`, checked)."""
+    """The splits of a user's `dataset` if given, else of MNIST (found via `data_dir`, checked):
+    MNIST's validation split is its first 5,000 training images, as in the original."""
     if dataset:
         return splits(*read_dataset(dataset), sizes, source=str(dataset))
-    return mnist.load_mnist(data_dir, *sizes)
+    return splits(*mnist.load_raw(data_dir), sizes, mnist.VALIDATION_SIZE)

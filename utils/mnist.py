@@ -29,6 +29,7 @@ import numpy as np
 
 from utils import memory
 from utils.atomic import replacing
+from utils.errors import MnistError
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
@@ -50,10 +51,6 @@ VALIDATION_SIZE = 5000  # the first 5,000 training images, as in the original
 IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # images (3 dims), labels (1 dim)
 GZIP_MAX_RATIO = 1032  # deflate's most: 258-byte matches coded in under 2 bits each
 READ_CHUNK = 1 << 24
-
-
-class MnistError(Exception):
-    """The dataset is missing, truncated or corrupt; the message names the file."""
 
 
 def read_idx(path, expected_sha256=None, expected_shape=None):
@@ -240,22 +237,9 @@ def load_raw(data_dir=None):
     return arrays
 
 
-def load_mnist(data_dir=None, train_size=None, val_size=None, test_size=None):
-    """MNIST as float32 pixels in [0, 1] (flattened to 784) and int32 labels.
-
-    Returns {"train": (x, y), "validation": (x, y), "test": (x, y), "image_shape": (28, 28),
-    "num_classes": 10}: validation is the first 5,000 training images, train the other 55,000,
-    test the 10,000 test images. The *_size arguments keep only the first n examples of a split
-    (the scripts' --quick mode).
-    """
-    from utils.datasets import splits  # deferred: utils.datasets builds on this module
-    return splits(*load_raw(data_dir), (train_size, val_size, test_size), VALIDATION_SIZE)
-
-
 if __name__ == "__main__":
     try:
-        splits = load_mnist(sys.argv[1] if len(sys.argv) > 1 else None)
+        x_train, y_train, x_test, y_test = load_raw(sys.argv[1] if len(sys.argv) > 1 else None)
     except MnistError as e:
         sys.exit(f"error: {e}")
-    print("MNIST ready: " + ", ".join(f"{k} {len(splits[k][1])}"
-                                      for k in ("train", "validation", "test")))
+    print(f"MNIST ready: {len(y_train)} training and {len(y_test)} test images, checked")

@@ -21,11 +21,14 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
 
 
 def environment(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", **extra}
+    """The workers' environment: TensorFlow's backend, and this folder on the path (_models)."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+            **extra}
 
 
 def test_mirrored_strategy_on_two_cpu_devices_keeps_masks_identical_and_zeros_zero():
-    result = subprocess.run([sys.executable, str(HERE / "mirrored_check.py")], cwd=HERE,
+    result = subprocess.run([sys.executable, str(HERE / "workers" / "mirrored.py")], cwd=HERE,
                             capture_output=True, text=True, timeout=300, env=environment())
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replicas 2, masks identical, zeros hold" in result.stdout
@@ -44,7 +47,7 @@ def free_ports(n):
 def test_two_workers_on_localhost_share_the_masks_and_the_chiefs_checkpoint_keeps_them(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     processes = [subprocess.Popen(
-        [sys.executable, str(HERE / "multiworker_check.py"), str(tmp_path)], cwd=HERE,
+        [sys.executable, str(HERE / "workers" / "multiworker.py"), str(tmp_path)], cwd=HERE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(
             TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                   "task": {"type": "worker", "index": i}})))

@@ -1,0 +1,111 @@
+"""Trained quantization (Deep Compression's second stage): fine-tune the shared-weight codebooks.
+
+Weight sharing (`formats.kmeans_1d`) stores each kept weight as an N-bit code into its
+layer's codebook of 2^N centroids. Training then moves each centroid by the summed gradients of
+the weights that share it, the codes fixed (Han et al. 2016, section 3.2): the stored format keeps
+its size and only the centroids change.
+
+Why a hand-written step and not `model.fit`: the trained variables are the codebooks, of which the
+Keras kernels are a function (kernel = codebook[codes] where kept, 0 elsewhere); Keras' fit
+trains the variables the model reads, the kernels. The gather's gradient is the per-centroid sum.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from compression.coo import from_coo
+from compression.formats import kmeans_1d
+from networks.builders import weight_layers
+from training.evaluate import evaluate, logits_function
+from training.fit import check_finite, dataset
+
+
+def share_weights(layers, bits):
+    """`layers` (`to_coo` dicts) with k-means "codebook" and "codes" added, "values" replaced by
+    the centroids they share."""
+    shared = []
+    for layer in layers:
+        codebook, codes = kmeans_1d(layer["values"], 2 ** bits)
+        shared.append(dict(layer, codebook=codebook, codes=codes, values=codebook[codes]))
+    return shared
+
+
+def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, seed=0,
+                    momentum=0.9, log=print):
+    """Fine-tune the codebooks of `share_weights`' `layers` (the weight layers of `model`, in
+    order) for `epochs` with SGD + momentum on the cross-entropy; returns (layers with the
+    trained codebooks and values, history of validation accuracy per epoch).
+
+    `model`'s kernels are overwritten with the shared weights (its biases are not trained).
+    """
+    kernels = [l.kernel for l in weight_layers(model)]
+    if [l["name"] for l in layers] != [l.name for l in weight_layers(model)]:
+        raise ValueError("layers must be the model's weight layers, in order")
+    flat = [tf.constant(l["indices"][:, 0].astype(np.int64) * int(l["shape"][1])
+                        + l["indices"][:, 1]) for l in layers]  # kept positions, row-major
+    codes = [tf.constant(l["codes"].astype(np.int32)) for l in layers]
+    codebooks = [keras.Variable(l["codebook"], name=f"{l['name']}_codebook") for l in layers]
+
+    def assign_kernels():
+        for kernel, positions, code, codebook in zip(kernels, flat, codes, codebooks):
+            values = tf.gather(codebook, code)
+            kernel.assign(tf.reshape(tf.scatter_nd(positions[:, None], values,
+                                                   [int(np.prod(kernel.shape))]), kernel.shape))
+
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
+    optimizer.build(codebooks)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, kernels)
+        optimizer.apply_gradients([
+            (tf.math.unsorted_segment_sum(tf.gather(tf.reshape(g, [-1]), positions), code,
+                                          codebook.shape[0]), codebook)
+            for g, positions, code, codebook in zip(grads, flat, codes, codebooks)])
+        assign_kernels()
+        return loss
+
+    assign_kernels()
+    logits_fn, history = logits_function(model), []
+    x, y = data["train"]
+    for epoch in range(1, epochs + 1):
+        batches = dataset(x, y, batch_size, seed + epoch)
+        with tqdm(batches, total=len(y) // batch_size, desc=f"codebook epoch {epoch}/{epochs}",
+                  unit="step", leave=False, disable=None) as bar:
+            for xb, yb in bar:
+                loss = float(step(xb, yb))
+                check_finite(loss, f"in codebook epoch {epoch}", data)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        val_accuracy, _ = evaluate(logits_fn, *data["validation"])
+        history.append(dict(epoch=epoch, val_accuracy=val_accuracy))
+        log(f"codebook epoch {epoch}/{epochs}  val acc {val_accuracy:.4f}")
+    return [dict(l, codebook=c.numpy(), values=c.numpy()[l["codes"]])
+            for l, c in zip(layers, codebooks)], history
+
+
+def quantize(model, layers, bits, epochs, data, learning_rate, seed=0):
+    """Trained quantization of `model`'s pruned `layers` at `bits`: (the shared layers to store,
+    results). The trained codebooks are kept only if they beat k-means' on the validation split.
+
+    `model`'s kernels are used to score both and are put back as they were before it returns.
+    """
+    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
+    try:
+        shared = share_weights(layers, bits)
+        logits_fn = logits_function(model)
+        for layer, l in zip(weight_layers(model), shared):  # the k-means model, to score it
+            layer.kernel.assign(from_coo(l).reshape(layer.kernel.shape))
+        kmeans = {split: evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")}
+        trained, history = train_codebooks(model, shared, data, epochs, learning_rate, seed=seed)
+        after = {split: evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")}
+    finally:
+        for layer, original in zip(weight_layers(model), originals):
+            layer.kernel.assign(original)
+    keep = after["validation"] > kmeans["validation"]
+    return (trained if keep else shared), dict(bits=bits, epochs=epochs, kmeans=kmeans,
+                                               trained=after, history=history,
+                                               stored="trained" if keep else "k-means")

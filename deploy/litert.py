@@ -1,0 +1,193 @@
+"""The deployed network as a LiteRT (TFLite) flatbuffer: what edge devices and low latency run.
+
+With `Optimize.EXPERIMENTAL_SPARSITY`, TensorFlow's converter stores a weight with enough zeros
+sparsely (tensorflow/compiler/mlir/lite/transforms/dense_to_sparse.cc): in blocks, 1x4 for float32
+and 1x16 for int8 (the layouts of the fully-connected op's sparse kernels), when that keeps most
+of its zeros, else element by element ("random sparse") behind a DENSIFY op that hands a dense
+kernel the dense matrix. What it did with the MLP (measured): layers pruned in 1x4 blocks ->
+1x4 blocks (float32) and 1x16 blocks (int8); unstructured fc1 -> 1x4 blocks with the zeros inside
+them, fc2 -> random sparse + DENSIFY; fc3 (17% zeros) dense. So `prune_network.py --block 1x4`
+makes the .tflite fast, while any pruned model gets a smaller file. `layer_storage` reads the
+flatbuffer back to report what was stored, rather than trusting these rules.
+
+The interpreter is LiteRT's (`ai-edge-litert`), the maintained successor of `tf.lite.Interpreter`.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert import interpreter as litert
+from ai_edge_litert import schema_py_generated as schema
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from training.evaluate import predict
+
+# Flatbuffer enum values -> names, for the report.
+OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+TYPES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+INDEX_VECTORS = {schema.SparseIndexVector.Int32Vector: (schema.Int32Vector, 4),
+                 schema.SparseIndexVector.Uint16Vector: (schema.Uint16Vector, 2),
+                 schema.SparseIndexVector.Uint8Vector: (schema.Uint8Vector, 1)}
+WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def convert(model, sparse=True, representative=None):
+    """`model` (a Keras model: pixels -> logits) as .tflite bytes, float32 [None, H*W] -> logits.
+
+    sparse: store the weights that are sparse enough sparsely (`EXPERIMENTAL_SPARSITY`).
+    representative: float32 images; given, the model is quantized to int8 throughout (weights and
+      activations, scales calibrated on these images), with float32 input and output.
+    """
+    signature = tf.TensorSpec([None, model.input_shape[-1]], tf.float32, name="pixels")
+    logits = tf.function(lambda pixels: model(pixels, training=False))
+    # The weights as constants: with variables, int8 calibration fails (READ_VARIABLE).
+    frozen = convert_variables_to_constants_v2(logits.get_concrete_function(signature))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
+    if representative is not None:
+        converter.optimizations.append(tf.lite.Optimize.DEFAULT)
+        converter.representative_dataset = lambda: ([image[None]] for image in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # One scale per weight matrix, not per output unit: per-unit quantization stores, for the
+        # weights and again for the bias, a float32 scale and an int64 zero point per unit (24 KB
+        # of the 1x16-pruned MLP's 69 KB int8 file; per-tensor: 44 KB, test accuracy 97.43%
+        # against 97.47%). The converter has no public switch for it.
+        converter._experimental_disable_per_channel = True
+    return converter.convert()
+
+
+def _index_bytes(dim):
+    """Bytes of one sparse dimension's segment and index arrays."""
+    total = 0
+    for kind, table in ((dim.ArraySegmentsType(), dim.ArraySegments()),
+                        (dim.ArrayIndicesType(), dim.ArrayIndices())):
+        if table is not None and kind in INDEX_VECTORS:
+            vector, size = INDEX_VECTORS[kind]
+            array = vector()
+            array.Init(table.Bytes, table.Pos)
+            total += array.ValuesLength() * size
+    return total
+
+
+def layer_storage(content):
+    """How each weight of a .tflite model is stored: one dict per op that has a constant weight
+    (fully-connected, conv), in graph order, with "op", "shape", "type", "storage" (dense,
+    random-sparse, 1x4 / 1x16 blocks, each "+ DENSIFY" when a DENSIFY op rebuilds it dense before
+    the op) and "bytes" (values plus sparse indices)."""
+    model = schema.Model.GetRootAs(content, 0)
+    graph = model.Subgraphs(0)
+    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    code = [OPS.get(max(model.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
+                        model.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode()), "CUSTOM")
+            for op in ops]
+    densified = {op.Outputs(0): op.Inputs(0) for op, name in zip(ops, code) if name == "DENSIFY"}
+    rows = []
+    for op, name in zip(ops, code):
+        if name not in WEIGHT_OPS:
+            continue
+        index = op.Inputs(1)
+        stored = graph.Tensors(densified.get(index, index))
+        sparsity = stored.Sparsity()
+        values = model.Buffers(stored.Buffer()).DataLength()
+        if sparsity is None:
+            storage, index_bytes = "dense", 0
+        else:
+            dims = [sparsity.DimMetadata(i) for i in range(sparsity.DimMetadataLength())]
+            index_bytes = sum(_index_bytes(d) for d in dims)
+            storage = "random-sparse"
+            if sparsity.BlockMapLength():  # the block dimensions are the last metadata entries
+                block, blocked = [1] * stored.ShapeLength(), sparsity.BlockMapLength()
+                for i in range(blocked):
+                    block[sparsity.BlockMap(i)] = dims[len(dims) - blocked + i].DenseSize()
+                storage = "x".join(map(str, block)) + " blocks"
+        if index in densified:
+            storage += " + DENSIFY"
+        rows.append(dict(op=name, shape=[int(n) for n in graph.Tensors(index).ShapeAsNumpy()],
+                         type=TYPES.get(stored.Type(), "?"), storage=storage,
+                         bytes=int(values + index_bytes)))
+    return rows
+
+
+class TFLiteNetwork:
+    """A .tflite model in LiteRT's interpreter: pixels -> logits (NumPy) at any batch size.
+
+    xnnpack: let the default XNNPACK delegate take the ops it can (LiteRT's default); False runs
+      TFLite's built-in kernels only. The block-sparse models ran equally fast both ways
+      (measured). Where XNNPACK cannot prepare a model, it is run without, and `self.xnnpack`
+      becomes False.
+    threads: interpreter threads (default: every core).
+    runtime: "litert", or "tensorflow" for the deprecated `tf.lite.Interpreter` bundled with
+      TensorFlow, whose built-in kernels are a different build (the benchmark times both).
+    """
+
+    def __init__(self, content, xnnpack=True, threads=None, runtime="litert"):
+        self.content, self.xnnpack, self.runtime = content, xnnpack, runtime
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self._start()
+
+    def _start(self):
+        interpreter, resolvers = {
+            "litert": (litert.Interpreter, litert.OpResolverType),
+            "tensorflow": (tf.lite.Interpreter, tf.lite.experimental.OpResolverType)}[self.runtime]
+        self.interpreter = interpreter(
+            model_content=self.content, num_threads=self.threads,
+            experimental_op_resolver_type=resolvers.AUTO if self.xnnpack else
+            resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = None
+
+    def _run(self, pixels):
+        if len(pixels) != self.batch:  # the interpreter's shapes are fixed until resized
+            self.interpreter.resize_tensor_input(self.input, pixels.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(pixels)
+        self.interpreter.set_tensor(self.input, pixels)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, np.float32)
+        try:
+            return self._run(pixels)
+        except RuntimeError:
+            if not self.xnnpack:
+                raise
+            # XNNPACK (LiteRT 2.3) fails to prepare some models (seen: int8 weights behind a
+            # DENSIFY op, which unstructured pruning gives; LeNet-5 in --quick); the built-in
+            # kernels run them.
+            self.xnnpack = False
+            self._start()
+            return self._run(pixels)
+
+
+def export(model, out, x_test, y_test, calibration, dense_logits, tolerance):
+    """Write <out>/model.tflite (float32, sparse weights) and model_int8.tflite (calibrated on
+    `calibration` images); {file: bytes, layers, xnnpack, test_accuracy, max_logit_difference,
+    compression}, each beside the same network converted with dense weights.
+
+    Raises ValueError, before anything is written, if the float32 file's logits are not
+    `dense_logits` (the Keras model's) within `tolerance`.
+    """
+    variants = {"model.tflite": convert(model),
+                "dense float32": convert(model, sparse=False),
+                "model_int8.tflite": convert(model, representative=calibration),
+                "dense int8": convert(model, sparse=False, representative=calibration)}
+    results = {}
+    for name, content in variants.items():
+        network = TFLiteNetwork(content)
+        logits = predict(network, x_test)
+        results[name] = dict(bytes=len(content), layers=layer_storage(content),
+                             xnnpack=network.xnnpack,  # False: XNNPACK could not run it
+                             test_accuracy=float(np.mean(logits.argmax(1) == y_test)),
+                             max_logit_difference=float(np.max(np.abs(logits - dense_logits))))
+    gap = results["model.tflite"]["max_logit_difference"]
+    if gap > tolerance:
+        raise ValueError(f"model.tflite disagrees with the Keras model (max |logit difference| "
+                         f"{gap:.1e} > {tolerance:.0e}): not saved")
+    for name, r in results.items():
+        r["compression"] = results["dense int8" if "int8" in name else "dense float32"]["bytes"] \
+            / r["bytes"]
+    for name in ("model.tflite", "model_int8.tflite"):
+        (out / name).write_bytes(variants[name])
+    return results

@@ -1,0 +1,41 @@
+"""The deploy stage's compression report, as printed and written to compression_report.txt."""
+import numpy as np
+
+
+def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deployed, saved_disk):
+    """The report's lines: the kept weights per layer, every storage format against the dense
+    float32 bytes, trained quantization, LiteRT, and the deployed SavedModel."""
+    lines = [f"{'layer':6s} {'kernel':>14s} {'non-zeros':>10s} {'density':>8s}"]
+    for l in layers:
+        nnz, size = len(l["values"]), int(np.prod(l["shape"]))
+        shape = l["spec"].get("kernel_shape", l["shape"])
+        lines.append(f"{l['name']:6s} {'x'.join(map(str, shape)):>14s} {nnz:10,d} "
+                     f"{nnz / size:8.2%}")
+    lines += [f"dense model: {dense_bytes:,d} bytes (float32 weights + biases); "
+              f"SavedModel {dense_disk:,d} bytes on disk",
+              f"{'format':20s} {'bytes':>9s} {'compression':>11s} {'file bytes':>10s} "
+              f"{'test acc':>9s}"]
+    for fmt, r in formats.items():
+        lines.append(f"{fmt:20s} {r['bytes']:9,d} {r['compression']:10.2f}x "
+                     f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
+    if quantization:
+        q = quantization
+        lines.append(f"trained quantization ({q['bits']}-bit codebooks, {q['epochs']} epochs, "
+                     f"codes fixed): test accuracy {q['kmeans']['test']:.4f} (k-means) -> "
+                     f"{q['trained']['test']:.4f} (trained); validation "
+                     f"{q['kmeans']['validation']:.4f} -> {q['trained']['validation']:.4f}: "
+                     f"{q['stored']} codebooks stored")
+    lines += ["LiteRT (.tflite), run in LiteRT's interpreter on the test set:",
+              f"  {'file':18s} {'bytes':>9s} {'vs dense':>9s} {'test acc':>9s} "
+              f"{'max |logit diff|':>16s}  weights stored as"]
+    for name, r in tflite.items():
+        storage = ", ".join(f"{l['storage']} ({l['bytes']:,d} B)" for l in r["layers"])
+        lines.append(f"  {name:18s} {r['bytes']:9,d} {r['compression']:8.2f}x "
+                     f"{r['test_accuracy']:9.4f} {r['max_logit_difference']:16.1e}  {storage}")
+    float_dense = tflite["dense float32"]["bytes"]
+    lines += [f"  model.tflite is {float_dense / tflite['model.tflite']['bytes']:.1f}x and "
+              f"model_int8.tflite {float_dense / tflite['model_int8.tflite']['bytes']:.1f}x "
+              f"smaller than the dense float32 .tflite",
+              f"deployed: {deployed}, SavedModel {saved_disk:,d} bytes on disk "
+              f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)"]
+    return lines

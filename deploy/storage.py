@@ -1,0 +1,24 @@
+"""Every storage format on disk: written, read back, decoded into the sparse graph and scored."""
+import re
+
+from compression import formats
+from deploy.sparse_graph import SparseNetwork
+from training.evaluate import evaluate
+
+
+def write_formats(layers, names, out, x_test, y_test, batch_size, shared=None):
+    """Write <out>/weights.<format>.npz for each format in `names`, read it back, decode and
+    evaluate it; ({format: bytes, file_bytes, test_accuracy}, {format: decoded layers}).
+
+    `shared` ({bits: layers with their trained codebooks}) replaces `layers` for those widths.
+    """
+    results, decoded = {}, {}
+    for fmt in names:
+        path = out / f"weights.{fmt}.npz"
+        bits = re.fullmatch(r"shared-(\d+)bit.*", fmt)
+        encoded = formats.save(path, (shared or {}).get(bits and int(bits.group(1)), layers), fmt)
+        _, decoded[fmt] = formats.load(path)
+        accuracy, _ = evaluate(SparseNetwork(decoded[fmt]), x_test, y_test, batch_size)
+        results[fmt] = dict(bytes=formats.nbytes(encoded), file_bytes=path.stat().st_size,
+                            test_accuracy=accuracy)
+    return results, decoded

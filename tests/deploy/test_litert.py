@@ -1,0 +1,65 @@
+"""The .tflite export: it loads in LiteRT, matches the Keras logits, and stores pruned weights
+sparsely, in the blocks they were pruned in."""
+import keras
+import numpy as np
+import pytest
+
+from deploy.litert import TFLiteNetwork, convert, layer_storage
+from pruning import prune_low_magnitude
+
+
+@pytest.fixture(scope="module")
+def pruned_mlp():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    prune_low_magnitude(model, "layer-sparsity", {l.name: s for l, s in
+                                                  zip(model.layers, (0.8, 0.8, 0.1))},
+                        block="1x4")
+    images = np.random.default_rng(1).random((50, 64)).astype(np.float32)
+    return model, images
+
+
+@pytest.mark.parametrize("xnnpack", [True, False])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_the_sparse_tflite_matches_the_keras_logits(pruned_mlp, xnnpack, batch):
+    model, images = pruned_mlp
+    network = TFLiteNetwork(convert(model), xnnpack=xnnpack)
+    for x in (images[:batch], images[:3], images[:batch]):  # resized and back
+        np.testing.assert_allclose(network(x), model(x).numpy(), atol=1e-4)
+
+
+def test_the_flatbuffer_shows_block_sparse_and_dense_weights(pruned_mlp):
+    model, _ = pruned_mlp
+    sparse, dense = layer_storage(convert(model)), layer_storage(convert(model, sparse=False))
+    assert [l["storage"] for l in sparse] == ["1x4 blocks", "1x4 blocks", "dense"]
+    assert [l["storage"] for l in dense] == ["dense"] * 3
+    assert [l["shape"] for l in sparse] == [[32, 64], [32, 32], [3, 32]]  # [outputs, inputs]
+    assert [l["type"] for l in sparse] == ["float32"] * 3
+    kept = [int(np.count_nonzero(l.kernel.numpy())) for l in model.layers]
+    assert sparse[0]["bytes"] < 4 * kept[0] + 4 * 64 and dense[0]["bytes"] == 4 * 64 * 32
+
+
+@pytest.mark.parametrize("block, storage, xnnpack", [
+    ("1x16", "1x16 blocks", True),
+    ("1x4", "random-sparse + DENSIFY", False)])  # XNNPACK cannot: the built-in kernels run it
+def test_the_int8_tflite_is_integer_and_close(block, storage, xnnpack):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(3)])
+    prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.8}, block=block)
+    images = np.random.default_rng(1).random((50, 64)).astype(np.float32)
+    content = convert(model, representative=images)
+    assert [(l["type"], l["storage"]) for l in layer_storage(content)] == [
+        ("int8", storage), ("int8", "dense")]
+    network = TFLiteNetwork(content)
+    logits, want = network(images), model(images).numpy()
+    assert network.xnnpack == xnnpack
+    assert np.mean(logits.argmax(1) == want.argmax(1)) > 0.9
+    assert np.max(np.abs(logits - want)) < 0.1 * np.max(np.abs(want))
+
+
+def test_the_tensorflow_bundled_interpreter_runs_the_same_file(pruned_mlp):
+    model, images = pruned_mlp
+    network = TFLiteNetwork(convert(model), xnnpack=False, runtime="tensorflow")
+    np.testing.assert_allclose(network(images), model(images).numpy(), atol=1e-4)

@@ -1,0 +1,35 @@
+"""The repository's layering: imports flow one way, scripts -> deploy -> compression -> training
+-> networks -> utils -> configs, with the `pruning` package below them all and importing none of
+them; no script imports another, no module imports a script."""
+import ast
+
+import pytest
+
+from tests.conftest import REPO
+
+LAYERS = ["deploy", "compression", "training", "networks", "utils", "configs"]  # top first
+SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
+
+
+def imports(path):
+    """The top-level names `path` imports (`from a.b import c` -> "a")."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module.split(".")[0]
+        elif isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+
+
+@pytest.mark.parametrize("layer", LAYERS + ["pruning"])
+def test_a_layer_imports_only_the_layers_below_it(layer):
+    below = set(LAYERS[LAYERS.index(layer) + 1:]) | {"pruning"} if layer != "pruning" else set()
+    paths = [REPO / "configs.py"] if layer == "configs" else sorted((REPO / layer).rglob("*.py"))
+    for path in paths:
+        ours = {name for name in imports(path) if name in set(LAYERS) | {"pruning", *SCRIPTS}}
+        wrong = ours - below - {layer}
+        assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "configs"])
+def test_no_script_imports_another_script(script):
+    assert not set(imports(REPO / f"{script}.py")) & set(SCRIPTS) - {"configs"}

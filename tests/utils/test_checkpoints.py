@@ -1,0 +1,250 @@
+"""Checkpoint folders: round trips, and the rules that keep a user's files safe (README, "When
+things go wrong"): a stage replaces only its own output, one run at a time, atomically, and a
+damaged or mismatched checkpoint is one clear error."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pruning import get_masks, prune_low_magnitude
+from tests.helpers import TINY, tiny_data, tiny_model, write_checkpoint
+from training.fit import fit
+from training.checkpoints import load_checkpoint, save_checkpoint
+from utils.checkpoints import lock, stage_output
+from utils.errors import CheckpointError
+
+STAGE = "train_network_dense.py"
+
+
+def write_tiny(path):
+    model, optimizer = tiny_model()
+    write_checkpoint(path, STAGE, model, optimizer)
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
+    model, optimizer = tiny_model()
+    fit(model, optimizer, TINY, tiny_data(), log=lambda *_: None)
+    masks = prune_low_magnitude(model, "threshold", 0.1)
+    with stage_output(tmp_path / "ckpt", STAGE) as out:
+        save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5})
+
+    loaded, meta = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+    loaded_masks = get_masks(loaded)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(optimizer.momentums, loaded.optimizer.momentums):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded_masks.keys() == masks.keys()
+    for name in masks:
+        np.testing.assert_array_equal(loaded_masks[name], masks[name])
+    assert meta["config"]["hidden_sizes"] == [16, 8] and meta["results"] == {"acc": 0.5}
+    x = tiny_data()["test"][0]
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_missing_checkpoint_names_the_script_to_run(tmp_path):
+    with pytest.raises(CheckpointError, match="run train_network_dense.py first"):
+        load_checkpoint(tmp_path / "nothing", made_by="train_network_dense.py")
+
+
+def test_interrupted_write_leaves_the_previous_folder(tmp_path):
+    target = tmp_path / "ckpt"
+    with stage_output(target, STAGE) as out:
+        (out / "model.keras").write_text("first")
+    with pytest.raises(KeyboardInterrupt):
+        with stage_output(target, STAGE) as out:
+            (out / "model.keras").write_text("half-writ")
+            raise KeyboardInterrupt
+    assert (target / "model.keras").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock", "ckpt"]
+
+
+def test_a_stage_replaces_its_own_output_and_writes_into_new_or_empty_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for name in ("new", "empty", "new"):  # the second "new" replaces the first
+        with stage_output(tmp_path / name, STAGE) as out:
+            (out / "model.keras").write_text(name)
+        assert (tmp_path / name / "model.keras").read_text() == name
+
+
+@pytest.mark.parametrize("case", ["users folder", "file", "other stage", "two checkpoints"])
+def test_anything_else_is_refused_before_the_block_runs_and_left_intact(tmp_path, case):
+    target = tmp_path / "out"
+    if case == "users folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work")
+    elif case == "file":
+        target.write_text("a file")
+    elif case == "other stage":
+        with stage_output(target, "prune_network.py") as out:
+            (out / "model.keras").write_text("pruned")
+    else:
+        for name in ("a", "b"):
+            with stage_output(target / name, STAGE) as out:
+                (out / "model.keras").write_text(name)
+    before = snapshot(tmp_path)
+    ran = []
+    with pytest.raises(CheckpointError, match="refusing to replace it"):
+        with stage_output(target, STAGE):
+            ran.append(True)
+    assert not ran and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("output", ["in", "in/sub", "."])
+def test_a_stage_never_writes_over_or_inside_its_input(tmp_path, output):
+    write_tiny(tmp_path / "in")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="input|inside the checkpoint"):
+        with stage_output(tmp_path / output, "prune_network.py",
+                          inputs={"--dense-dir": tmp_path / "in"}):
+            pass
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unwritable_output_fails_before_the_block_runs(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file" / "ckpt", "/proc/no-such-dir/ckpt"):
+        with pytest.raises(CheckpointError, match="file, not a folder|cannot write"):
+            with stage_output(bad, STAGE):
+                pytest.fail("the block must not run")
+
+
+def test_a_second_writer_is_refused_and_the_first_finishes(tmp_path):
+    target = tmp_path / "ckpt"
+    with stage_output(target, STAGE) as out:
+        with pytest.raises(CheckpointError, match="another run is writing"):
+            with stage_output(target, STAGE):
+                pytest.fail("the second run must not start")
+        (out / "model.keras").write_text("first")
+    assert (target / "model.keras").read_text() == "first"
+    with lock(target):  # released when the first run ended
+        pass
+
+
+def test_leftovers_of_a_killed_run_are_removed_but_nobody_elses(tmp_path):
+    write_tiny(tmp_path / "ckpt")
+    killed = tmp_path / ".ckpt.tmp-abc"  # what a SIGKILLed run leaves: its stage.json inside
+    killed.mkdir()
+    (killed / "stage.json").write_text(json.dumps({"stage": STAGE}))
+    users = tmp_path / ".ckpt.tmp-mine"
+    users.mkdir()
+    with stage_output(tmp_path / "ckpt", STAGE):
+        pass
+    assert not killed.exists() and users.exists()
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "json", "stage"])
+def test_a_damaged_file_is_one_error_naming_it_and_the_script(tmp_path, damage):
+    write_tiny(tmp_path / "ckpt")
+    file = {"overwrite": "model.keras", "truncate": "model.keras", "json": "config.json",
+            "stage": "stage.json"}[damage]
+    path = tmp_path / "ckpt" / file
+    data = bytearray(path.read_bytes())
+    if damage == "overwrite":
+        data[len(data) // 3: len(data) // 3 + 4096] = b"\xff" * 4096
+    else:
+        data = data[:len(data) // 2]
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{file} is damaged or unreadable .*: rerun {STAGE}"):
+        load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+
+
+def test_a_checkpoint_of_another_stage_is_refused_naming_both(tmp_path):
+    write_tiny(tmp_path / "dense")
+    with pytest.raises(CheckpointError, match=f"holds a checkpoint of {STAGE}, not the one of "
+                                              f"prune_network.py"):
+        load_checkpoint(tmp_path / "dense", made_by="prune_network.py")
+
+
+@pytest.mark.parametrize("foreign", ["NOTES.txt", "my_eval/results.csv", "my_empty_folder/"])
+def test_a_users_file_inside_a_checkpoint_is_never_deleted(tmp_path, foreign):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    path = target / foreign.rstrip("/")
+    if foreign.endswith("/"):
+        path.mkdir()
+    else:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"did not write \\({foreign.split('/')[0]}"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before and path.exists()
+
+
+def test_a_users_file_that_appears_during_the_run_keeps_both(tmp_path):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    with pytest.raises(CheckpointError, match="this run's output is kept in .*ckpt-1"):
+        with stage_output(target, STAGE) as out:
+            (out / "model.keras").write_text("25 epochs")
+            (target / "NOTES.txt").write_text("mine")
+    assert (target / "NOTES.txt").read_text() == "mine"
+    assert (tmp_path / "ckpt-1" / "model.keras").read_text() == "25 epochs"
+
+
+def test_a_read_only_checkpoint_is_refused_before_the_work(tmp_path, monkeypatch):
+    import utils.checkpoints as checkpoints
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    # Root may write anywhere, so emulate a user without write access to the folder.
+    access = checkpoints.os.access
+    monkeypatch.setattr(checkpoints.os, "access",
+                        lambda p, mode: Path(p) != target and access(p, mode))
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"ckpt/ is read-only \\({target}\\).*chmod -R u\\+w"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_inside_a_folder_another_run_is_writing_is_refused(tmp_path):
+    with stage_output(tmp_path / "new", STAGE) as out:
+        with pytest.raises(CheckpointError, match="another run is writing .*new, which"):
+            with stage_output(tmp_path / "new" / "sub", "prune_network.py"):
+                pytest.fail("the nested run must not start")
+        (out / "model.keras").write_text("25 epochs")
+    assert (tmp_path / "new" / "model.keras").read_text() == "25 epochs"
+
+
+def test_a_working_folder_left_half_made_is_removed(tmp_path):
+    write_tiny(tmp_path / "ckpt")
+    half = tmp_path / ".ckpt.tmp-full"  # a full disk while stage.json was written
+    half.mkdir()
+    (half / "stage.json").write_text("")
+    with stage_output(tmp_path / "ckpt", STAGE):
+        pass
+    assert not half.exists()
+
+
+def test_a_full_disk_while_making_the_working_folder_leaves_nothing(tmp_path, monkeypatch):
+    import utils.checkpoints as checkpoints
+
+    def full(path, obj):
+        Path(path).write_text("")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "write_json", full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        with stage_output(tmp_path / "ckpt", STAGE):
+            pytest.fail("the block must not run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]
+
+
+def test_a_checkpoint_that_lists_no_files_is_not_replaced(tmp_path):
+    target = tmp_path / "ckpt"
+    write_tiny(target)
+    (target / "stage.json").write_text(json.dumps({"stage": STAGE}))  # as older versions wrote
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="older version of .* did not list its files"):
+        with stage_output(target, STAGE):
+            pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == before

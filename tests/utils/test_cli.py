@@ -1,0 +1,192 @@
+"""Every flag is checked before any work: each script is run in this process with a bad flag, and
+must stop with one line naming the flag and the value before it loads data or claims an output."""
+import argparse
+import os
+import runpy
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import configs
+from tests.conftest import REPO
+from tests.helpers import run_script
+from training import checkpoints as stage_checkpoints
+from utils import checkpoints, cli
+
+
+class WorkStarted(Exception):
+    """Raised by the stand-ins of the first steps of real work."""
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make loading data, claiming an output folder or loading a checkpoint fail the test; the
+    paths the script asked for are recorded."""
+    asked = {}
+
+    def refuse(what):
+        def stand_in(path=None, *args, **kwargs):
+            asked[what] = path
+            asked.update(kwargs.get("inputs") or {})
+            raise WorkStarted(what)
+        return stand_in
+
+    monkeypatch.setattr(cli, "load_data", refuse("data"))
+    monkeypatch.setattr(checkpoints, "stage_output", refuse("output"))
+    monkeypatch.setattr(checkpoints, "lock", refuse("lock"))
+    monkeypatch.setattr(stage_checkpoints, "load_checkpoint", refuse("checkpoint"))
+    return asked
+
+
+BAD_FLAGS = [
+    ("train_network_dense.py", ["--epochs", "-3"], "argument --epochs: must be an integer >= 1, "
+                                                    "got '-3'"),
+    ("train_network_dense.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    ("train_network_dense.py", ["--seed", "-1"], "argument --seed: must be an integer in"),
+    ("train_network_dense.py", ["--model-dir", ""], "argument --model-dir: must be a path"),
+    ("prune_network.py", ["--rounds", "0"], "argument --rounds: must be an integer >= 1"),
+    ("prune_network.py", ["--prune-every", "0"], "argument --prune-every: must be an integer >= 1, "
+                                                 "got '0'"),
+    ("prune_network.py", ["--sparsity", "1.5"], "argument --sparsity: must be a number in [0, 1), "
+                                                "got '1.5'"),
+    ("prune_network.py", ["--quality", "-1"], "argument --quality: must be a finite number >= 0"),
+    ("prune_network.py", ["--threshold", "nan"], "argument --threshold: must be a finite number"),
+    ("prune_network.py", ["--criterion", "random"], "argument --criterion: invalid choice"),
+    ("deploy_pruned_model.py", ["--format", "shared-9bit"], "argument --format: format "
+                                                            "'shared-9bit': shared-Nbit needs N"),
+    ("deploy_pruned_model.py", ["--format", "zip"], "argument --format: unknown format 'zip'"),
+    ("deploy_pruned_model.py", ["--calibration-images", "0"], "argument --calibration-images: "
+                                                              "must be an integer >= 1"),
+    ("prune_network.py", ["--block", "1x0"], "argument --block: block must be OUTPUTSxINPUTS"),
+    ("prune_network.py", ["--lr-values", "0.1", "-1"], "argument --lr-values: must be a finite "
+                                                       "number > 0"),
+    ("deploy_pruned_model.py", ["--codebook-bits", "9"], "argument --codebook-bits: must be an "
+                                                         "integer in 1..8, got '9'"),
+    ("deploy_pruned_model.py", ["--codebook-epochs", "-1"], "argument --codebook-epochs: must be "
+                                                            "an integer >= 0"),
+    ("deploy_pruned_model.py", ["--codebook-lr", "0"], "argument --codebook-lr: must be a finite "
+                                                       "number > 0"),
+    ("train_network_dense.py", ["--network", "lenet-4"], "argument --network: invalid choice"),
+    ("prune_network.py", ["--dataset", "x.npz", "--data-dir", "d"], "argument --data-dir: not "
+                                                                    "allowed with argument"),
+    ("compare_with_papers.py", ["--network", "lenet-5", "--seeds", "-2"], "argument --seeds: "
+                                                                          "must be an integer"),
+    ("sweep_pruning.py", ["--sparsities", "0.9", "1.5"], "argument --sparsities: must be a number "
+                                                         "in [0, 1), got '1.5'"),
+    ("sweep_pruning.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    ("benchmarks/bench_inference.py", ["--batches", "0"], "argument --batches: must be an integer"),
+    ("benchmarks/bench_inference.py", ["--variants", "sparse"], "argument --variants: invalid "
+                                                                "choice"),
+    ("benchmarks/bench_training.py", ["--epochs", "0"], "argument --epochs: must be an integer"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", BAD_FLAGS)
+def test_a_bad_flag_value_is_one_line_before_any_work(script, args, message, no_work,
+                                                      monkeypatch, capsys):
+    assert run_script(script, *args, monkeypatch=monkeypatch) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not no_work
+
+
+UNUSED_OR_CONFLICTING = [
+    (["--sparsity", "0.9"], "--sparsity is not used by --criterion threshold"),
+    (["--criterion", "std", "--threshold", "0.1"], "--threshold is not used by --criterion std"),
+    (["--rounds", "2"], "--rounds is not used by --schedule one-shot"),
+    (["--schedule", "iterative", "--prune-every", "5"], "--prune-every is not used by --schedule "
+                                                        "iterative"),
+    (["--schedule", "gradual"], "--schedule gradual ramps up a sparsity: it needs --criterion"),
+    (["--schedule", "iterative", "--rounds", "5", "--epochs", "2"], "--rounds must be in [1, "
+                                                                    "--epochs 2]"),
+    (["--quick", "--pics-dir", str(REPO / "pics")], "--quick never writes the committed"),
+    (["--lr-values", "0.1"], "--lr-values needs 2 learning rates (the rate steps down after "
+                             "epochs [10]), got 1"),
+]
+
+
+@pytest.mark.parametrize("args, message", UNUSED_OR_CONFLICTING)
+def test_a_flag_the_criterion_or_schedule_ignores_is_an_error(args, message, no_work,
+                                                              monkeypatch):
+    code = run_script("prune_network.py", *args, monkeypatch=monkeypatch)
+    assert code.startswith("error: ") and message in code and "\n" not in code
+    assert not no_work
+
+
+def test_quick_sweep_refuses_the_committed_results(no_work, monkeypatch):
+    code = run_script("sweep_pruning.py", "--quick", "--results-dir", str(REPO / "results"),
+                      monkeypatch=monkeypatch)
+    assert "--quick never writes the committed" in code and not no_work
+
+
+@pytest.mark.parametrize("network", ["mlp", "lenet-5"])
+@pytest.mark.parametrize("script, flag, default", [
+    ("train_network_dense.py", "output", configs.DenseConfig.model_dir),
+    ("prune_network.py", "--dense-dir", configs.DenseConfig.model_dir),
+    ("deploy_pruned_model.py", "--pruned-dir", configs.PrunedConfig.model_dir),
+])
+def test_default_paths_are_the_repos_and_given_ones_the_current_folders(
+        script, flag, default, network, no_work, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    option = "--model-dir" if flag == "output" else flag
+    if network != "mlp":  # the original's folders for mlp, a folder per network otherwise
+        default = f"saved_models/{network}/{Path(default).name}"
+    for args, expected in (([], REPO / default), ([option, "mine"], tmp_path / "mine")):
+        monkeypatch.setattr("sys.argv", [script, "--quick", "--network", network, *args])  # no lock
+        with pytest.raises(WorkStarted):
+            runpy.run_path(str(REPO / script), run_name="__main__")
+        assert Path(no_work[flag]) == expected
+
+
+@pytest.mark.parametrize("parse, text", [
+    (cli.positive_int, "x"), (cli.positive_int, "1.5"), (cli.fraction, "1"),
+    (cli.fraction, "-0.1"), (cli.fraction, "nan"), (cli.non_negative, "inf"),
+    (cli.seed, str(2 ** 32)), (cli.path, " ")])
+def test_flag_types_reject_out_of_range_values_saying_what_is_allowed(parse, text):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"must be .*got {text!r}"):
+        parse(text)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, signum, capsys):
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def main():
+        with checkpoints.stage_output(tmp_path / "ckpt", "train_network_dense.py") as out:
+            (out / "model.keras").write_text("half-written")
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal arrives here
+            pytest.fail("the run went on after the signal")
+
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.run(main)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    name = signal.Signals(signum).name
+    assert stop.value.code == 128 + signum
+    assert capsys.readouterr().err == (f"interrupted ({name}): the previous output, if any, is "
+                                       f"left as it was\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]
+
+
+@pytest.mark.parametrize("script, flag, name", [
+    ("prune_network.py", "--pics-dir", "weights_distribution_after_pruning.png"),
+    ("sweep_pruning.py", "--results-dir", "sweep_pruning.csv"),
+    ("sweep_pruning.py", "--pics-dir", "layer_sensitivity.png"),
+    ("compare_with_papers.py", "--results-dir", "papers_comparison.md")])
+def test_a_users_file_where_a_stage_publishes_is_refused_before_any_work(
+        tmp_path, script, flag, name, no_work, monkeypatch):
+    (tmp_path / name).write_text("mine")
+    args = ["--network", "lenet-5"] if script == "compare_with_papers.py" else []
+    if script == "prune_network.py":  # gradual has no after-pruning plot: it removed the file
+        args = ["--schedule", "gradual", "--criterion", "global-sparsity"]
+    code = run_script(script, *args, flag, str(tmp_path), monkeypatch=monkeypatch)
+    assert code == (f"error: {flag} {tmp_path}: {name}: not written by this project (or changed "
+                    f"since): refusing to replace or remove what is yours; move it or choose "
+                    f"another {flag}")
+    assert not no_work and (tmp_path / name).read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == [name]

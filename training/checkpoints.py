@@ -1,0 +1,148 @@
+"""The stages' checkpoints: a dense network loaded for fine-tuning, a pruned one for deployment,
+each checked against its network, architecture, masks and the data it was trained on."""
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import configs
+from networks.builders import architecture, build_network, weight_layers
+from networks.layers import ByteDropout
+from pruning import PruningMask, get_masks
+from utils.checkpoints import STAGE_FILE, read_artifact, write_json
+from utils.errors import CheckpointError
+
+CUSTOM_OBJECTS = (ByteDropout, PruningMask)  # what the stages' model.keras files hold
+
+
+def save_checkpoint(out, model, optimizer, config, results=None):
+    """Write model (masks included) + optimizer state, the config and results into `out` (the
+    temporary folder of `stage_output`)."""
+    out = Path(out)
+    model.compile(optimizer=optimizer)  # so model.keras carries the optimizer's momentum
+    model.save(out / "model.keras")
+    write_json(out / "config.json", {"config": config, "results": results or {}})
+
+
+def load_checkpoint(model_dir, made_by, custom_objects=()):
+    """(model with its optimizer, config.json dict) from a checkpoint folder; `custom_objects`
+    are the classes of the model's own layers and constraints (registered Keras serializables).
+
+    `made_by` is the script that writes the checkpoint this caller needs: a missing checkpoint,
+    one of another stage and a damaged file are each one CheckpointError saying what to run.
+    """
+    model_dir = Path(model_dir)
+    if not any((model_dir / name).exists() for name in (STAGE_FILE, "model.keras")):
+        raise CheckpointError(f"no checkpoint in {model_dir}/: run {made_by} first")
+    stage = read_artifact(model_dir / STAGE_FILE, lambda p: json.loads(p.read_text())["stage"],
+                          made_by)
+    if stage != made_by:
+        raise CheckpointError(f"{model_dir}/ holds a checkpoint of {stage}, not the one of "
+                              f"{made_by} needed here: run {made_by} first or pass its folder")
+    meta = read_artifact(model_dir / "config.json", lambda p: json.loads(p.read_text()), made_by)
+    objects = {keras.saving.get_registered_name(c): c for c in custom_objects}
+    model = read_artifact(model_dir / "model.keras",
+                          lambda p: keras.models.load_model(p, custom_objects=objects), made_by)
+    return model, meta
+
+
+def check_data(data, config, source, allow_other=False):
+    """Raise CheckpointError unless the data are those `config` (read from checkpoint `source`)
+    was trained on; return `config` recording this run's data.
+
+    Other images or classes are always refused: a network cannot take other input or output
+    sizes. Other data of the same sizes (another fingerprint) is refused unless `allow_other`
+    (--allow-other-data): a model trained on other images scores near chance, with no error.
+    """
+    have = (tuple(data["image_shape"]), data["num_classes"])
+    if have != (tuple(config.image_shape), config.num_classes):
+        raise CheckpointError(
+            f"{source}/ was trained on {'x'.join(map(str, config.image_shape))} images with "
+            f"{config.num_classes} classes; this data has {'x'.join(map(str, have[0]))} images "
+            f"with {have[1]} classes: pass the same --dataset (or none) as its training run")
+    if not config.data_sha256:
+        print(f"warning: {source}/ records no data fingerprint (an older checkpoint): cannot "
+              f"check that it was trained on this data", file=sys.stderr)
+    elif config.data_sha256 != data["sha256"] and not allow_other:
+        raise CheckpointError(
+            f"{source}/ was trained on other data ({config.data_source}, sha256 "
+            f"{config.data_sha256[:12]}) than this run's ({data['source']}, sha256 "
+            f"{data['sha256'][:12]}): pass the same --dataset (or none) as its training run, or "
+            f"--allow-other-data if that is meant")
+    return with_data(config, data)
+
+
+def with_data(config, data):
+    """`config` recording the sizes and fingerprint of `data`."""
+    return configs.override(config, image_shape=data["image_shape"],
+                            num_classes=data["num_classes"], data_source=data["source"],
+                            data_sha256=data["sha256"])
+
+
+def load_for_fine_tuning(dense_dir, config):
+    """The stage-1 checkpoint's weights and SGD momentum, in a network built from `config`
+    (the pruning stage's: no dropout, its own weight decay); (model, optimizer, config), the
+    config's image shape and classes set to the checkpoint's.
+
+    A checkpoint of another network or architecture is refused with one line naming both.
+    """
+    trained, meta = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
+    saved = checkpoint_config(meta, config.network, dense_dir)
+    config = configs.override(config, image_shape=saved.image_shape,
+                              num_classes=saved.num_classes, data_source=saved.data_source,
+                              data_sha256=saved.data_sha256)
+    model = build_network(config)
+    if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
+        raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
+                              f"builds {architecture(model)} "
+                              f"(hidden_sizes, conv_filters in configs.py): retrain "
+                              f"with train_network_dense.py or change configs.py")
+    model.set_weights(trained.get_weights())
+    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
+    optimizer.build(model.trainable_variables)
+    saved_optimizer = getattr(trained, "optimizer", None)  # None or absent: saved uncompiled
+    theirs = getattr(saved_optimizer, "momentums", None) or []
+    if [v.shape for v in theirs] == [v.shape for v in optimizer.momentums]:
+        for mine, saved_momentum in zip(optimizer.momentums, theirs):
+            mine.assign(saved_momentum)
+    else:  # saved with another optimizer (Adam, ...) or with none
+        kind = type(saved_optimizer).__name__ if saved_optimizer else "no optimizer"
+        print(f"note: {dense_dir}/model.keras holds no SGD momentum (saved with {kind}): "
+              f"fine-tuning starts from fresh momentum", file=sys.stderr)
+    return model, optimizer, config
+
+
+def checkpoint_config(meta, network, model_dir):
+    """The config a checkpoint (its config.json, `meta`) was made with, checked to be of
+    `network` (the --network flag): another network's checkpoint is one clear line."""
+    saved = meta.get("config", {})
+    if saved.get("network", "mlp") != network:
+        raise CheckpointError(f"{model_dir}/ holds a {saved.get('network', 'mlp')} network, not "
+                              f"{network}: pass --network {saved.get('network', 'mlp')}, or the "
+                              f"folder of a {network} run")
+    return configs.override(configs.pruned_config(network), image_shape=tuple(saved.get(
+        "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10),
+        data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""))
+
+
+def load_pruned(pruned_dir, network="mlp"):
+    """The stage-2 checkpoint of `network`: (model, {layer name: bool mask}, its config), its
+    masks checked.
+
+    Refused with one line: a checkpoint of another stage (a dense one was never pruned) or
+    network, a model whose conv and Dense layers are not all pruned, or a kernel with non-zeros
+    where its mask prunes.
+    """
+    model, meta = load_checkpoint(pruned_dir, "prune_network.py", CUSTOM_OBJECTS)
+    config = checkpoint_config(meta, network, pruned_dir)
+    masks = {key.removesuffix("/kernel"): mask for key, mask in get_masks(model).items()}
+    if sorted(masks) != sorted(l.name for l in weight_layers(model)):
+        raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
+                              f"not on every weight layer: rerun prune_network.py")
+    for l in weight_layers(model):
+        if np.any(l.kernel.numpy()[~masks[l.name]]):
+            raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where its "
+                                  f"masks prune them ({l.name}): rerun prune_network.py")
+    return model, masks, config
