@@ -98,7 +98,7 @@ BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as De
 NETWORKS = {
     "mlp": dict(architecture={}, dense={}, pruned={},
                 sweep=dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
-                           schedules=["one-shot", "iterative", "gradual"]),
+                           schedules=["one-shot", "iterative", "gradual"]),  # all SCHEDULES
                 published=[], target=None),
     "lenet-300-100": dict(
         architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
@@ -133,6 +133,55 @@ def network_folder(folder, network):
     """Where a network's committed figures or results go: `folder` (pics/, results/) itself for
     the original MLP, else a subfolder named after the network."""
     return folder if network == "mlp" else f"{folder}/{network}"
+
+
+SCHEDULES = ("one-shot", "iterative", "gradual")  # training/recipes.py
+# The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
+# tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
+# without importing the package, which starts TensorFlow.
+CRITERION_FIELD = {"threshold": "threshold", "std": "quality", "layer-sparsity": "sparsity",
+                   "global-sparsity": "sparsity"}
+# Which flags only one criterion or schedule reads: {config field: (the field choosing, its values)}
+USED_ONLY_BY = {
+    **{field: ("criterion", [c for c, f in CRITERION_FIELD.items() if f == field])
+       for field in set(CRITERION_FIELD.values())},
+    "rounds": ("schedule", ["iterative"]),
+    "prune_every": ("schedule", ["gradual"]),
+}
+
+
+def criterion_value(config):
+    """The value the config's criterion reads (its threshold, quality or sparsity)."""
+    if config.criterion not in CRITERION_FIELD:
+        raise ValueError(f"criterion must be one of {sorted(CRITERION_FIELD)}, got "
+                         f"{config.criterion!r}")
+    return getattr(config, CRITERION_FIELD[config.criterion])
+
+
+def check_pruned(config, given=()):
+    """Raise ValueError, naming the flags, for settings of a PrunedConfig that cannot run
+    together, or for a setting in `given` (the fields a user set) that the chosen criterion or
+    schedule would ignore."""
+    criterion_value(config)
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    for field in sorted(given):
+        if field in USED_ONLY_BY:
+            chooser, users = USED_ONLY_BY[field]
+            if getattr(config, chooser) not in users:
+                raise ValueError(
+                    f"--{field.replace('_', '-')} is not used by --{chooser} "
+                    f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
+    if config.schedule == "gradual" and CRITERION_FIELD[config.criterion] != "sparsity":
+        raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
+                         f"layer-sparsity or global-sparsity, got {config.criterion}")
+    if len(config.lr_values) != len(config.lr_boundaries) + 1:
+        raise ValueError(f"--lr-values needs {len(config.lr_boundaries) + 1} learning rates "
+                         f"(the rate steps down after epochs {list(config.lr_boundaries)}), got "
+                         f"{len(config.lr_values)}")
+    if config.schedule == "iterative" and not 1 <= config.rounds <= config.epochs:
+        raise ValueError(f"--rounds must be in [1, --epochs {config.epochs}] (each round "
+                         f"fine-tunes at least one epoch), got {config.rounds}")
 
 
 def check_network(network):

@@ -17,40 +17,32 @@ import contextlib
 import time
 from pathlib import Path
 
-import keras
-
 import configs
-from networks.builders import weight_layers
-from pruning import criteria, summary
-from training.checkpoints import check_data, load_for_fine_tuning
-from training.evaluate import evaluate, logits_function
-from training.recipes import (SCHEDULES, USED_ONLY_BY, VALUE_OF, FirstPruning, check_config,
-                              criterion_value, prune_and_fine_tune)
 from utils import cli
 from utils.atomic import check_publishable, publish
-from training.checkpoints import save_checkpoint
 from utils.checkpoints import lock, stage_output
-from utils.plot_utils import WEIGHT_PLOTS, plot_weight_distributions
+from utils.plot_utils import WEIGHT_PLOTS
 
 
 def parse():
     """The flags, checked; the stage's config from them."""
     p = cli.parser(__doc__)
-    p.add_argument("--criterion", choices=list(VALUE_OF), help="how to pick the weights to prune "
-                   "(default: the network's recipe, threshold for mlp)")
+    p.add_argument("--criterion", choices=list(configs.CRITERION_FIELD),
+                   help="how to pick the weights to prune (default: the network's recipe, "
+                        "threshold for mlp)")
     p.add_argument("--threshold", type=cli.non_negative,
                    help="threshold: prune |w| below this (default 0.03; 0.01 with --quick)")
     p.add_argument("--quality", type=cli.non_negative,
                    help="std: prune |w| < quality x layer std (default 1)")
     p.add_argument("--sparsity", type=cli.fraction, help="layer-/global-sparsity: fraction of "
                    "weights to prune (default: the network's recipe, 0.95 for mlp)")
-    p.add_argument("--block", type=cli.checked(criteria.parse_block),
+    p.add_argument("--block", type=cli.block,
                    help="prune in whole blocks of OUTPUTSxINPUTS "
                    "weights: each layer keeps as many weights as the criterion would, in its "
                    "blocks of largest mean |w|. 1x4 (4 consecutive inputs of one unit) is the "
                    "float32 layout TFLite's sparse kernel runs, 1x16 the int8 one (default 1x1: "
                    "single weights)")
-    p.add_argument("--schedule", choices=SCHEDULES,
+    p.add_argument("--schedule", choices=configs.SCHEDULES,
                    help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,
                    help="iterative: prune/fine-tune rounds, at most --epochs (default 3)")
@@ -74,7 +66,7 @@ def parse():
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
         lr_values=args.lr_values and tuple(args.lr_values))
-    check_config(config, given=cli.given(args, USED_ONLY_BY))
+    configs.check_pruned(config, given=cli.given(args, configs.USED_ONLY_BY))
     return args, config
 
 
@@ -84,9 +76,17 @@ def main():
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
     if pics:
         check_publishable(WEIGHT_PLOTS.values(), pics, "--pics-dir")
+    import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
+
+    from networks.builders import weight_layers
+    from pruning import summary
+    from training.checkpoints import check_data, load_for_fine_tuning, save_checkpoint
+    from training.evaluate import evaluate, logits_function
+    from training.recipes import FirstPruning, prune_and_fine_tune
+    from utils.plot_utils import plot_weight_distributions
     keras.utils.set_random_seed(config.seed)
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
-    target = f"{config.criterion} {criterion_value(config)}{blocks}, {config.schedule}"
+    target = f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
         with stage_output(config.model_dir, "prune_network.py",

@@ -19,99 +19,18 @@ never writes results/ or pics/).
 import contextlib
 import csv
 import tempfile
-import time
 from pathlib import Path
 
-import keras
-
 import configs
-from compression import coo, formats
-from deploy.sparse_graph import sparse_layers
-from networks.builders import weight_layers
-from pruning import criteria
-from training.checkpoints import check_data, load_for_fine_tuning
-from training.evaluate import evaluate, logits_function
-from training.recipes import SCHEDULES, criterion_value, prune_and_fine_tune
 from utils import cli
 from utils.atomic import check_publishable, publish, replacing
 from utils.checkpoints import lock
-from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
 
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 RESULTS = ("sweep_pruning.csv", "layer_sensitivity.csv")  # into --results-dir
 PLOTS = ("accuracy_vs_compression.png", "layer_sensitivity.png")  # into --pics-dir
-
-
-def shared_accuracy(model, layers, data):
-    """(bytes, validation and test accuracy) of `model` stored as configs.BEST_FORMAT (k-means
-    codebooks); its kernels are restored afterwards."""
-    encoded = formats.encode(layers, configs.BEST_FORMAT)
-    decoded = formats.decode(encoded, configs.BEST_FORMAT, [l["name"] for l in layers])
-    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
-    for layer, l in zip(weight_layers(model), decoded):
-        layer.kernel.assign(coo.from_coo(l).reshape(layer.kernel.shape))
-    logits_fn = logits_function(model)
-    scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
-    for layer, original in zip(weight_layers(model), originals):
-        layer.kernel.assign(original)
-    return formats.nbytes(encoded), *scores
-
-
-def run_point(args, data, **changes):
-    """Prune the stage-1 network with the network's PrunedConfig changed by `changes`; one row."""
-    config = configs.override(configs.pruned_config(args.network), seed=args.seed, **changes)
-    keras.utils.set_random_seed(config.seed)
-    model, optimizer, config = load_for_fine_tuning(args.dense_dir, config)
-    start = time.perf_counter()
-    masks, _ = prune_and_fine_tune(model, optimizer, config, data, log=lambda *_: None)
-    seconds = time.perf_counter() - start
-    layers = sparse_layers(model)
-    logits_fn = logits_function(model)
-    val_accuracy, accuracy = (evaluate(logits_fn, *data[s])[0] for s in ("validation", "test"))
-    nonzero = sum(int(m.sum()) for m in masks.values())
-    dense_bytes = coo.dense_bytes(layers)
-    coo16 = formats.nbytes(formats.encode(layers, "coo16"))
-    shared_bytes, shared_val, shared_test = shared_accuracy(model, layers, data)
-    row = dict(schedule=config.schedule, criterion=config.criterion,
-               target=criterion_value(config),
-               sparsity=criteria.sparsity(list(masks.values())), nonzeros=nonzero,
-               param_reduction=sum(m.size for m in masks.values()) / nonzero,
-               compression=dense_bytes / coo16, val_accuracy=val_accuracy, test_accuracy=accuracy,
-               shared_compression=dense_bytes / shared_bytes, shared_val_accuracy=shared_val,
-               shared_test_accuracy=shared_test, epochs=config.epochs, seconds=seconds)
-    print(f"{row['schedule']:10s} target {row['target']:<6} sparsity {row['sparsity']:.2%}  "
-          f"{row['compression']:6.2f}x  val {val_accuracy:.4f} test {accuracy:.4f}  "
-          f"{configs.BEST_FORMAT} {row['shared_compression']:6.2f}x val {shared_val:.4f} test "
-          f"{shared_test:.4f}  ({seconds:.0f} s)")
-    return row
-
-
-def choose_point(rows, network):
-    """The row to report for a LeNet, chosen on validation: the most compressed one (in
-    configs.BEST_FORMAT) whose validation error, so stored, meets the target error; None if none
-    does
-    (and for the MLP, which has no published result to meet)."""
-    if not configs.NETWORKS[network]["target"]:
-        return None
-    error = configs.NETWORKS[network]["target"][0]
-    fits = [r for r in rows if 100 * (1 - r["shared_val_accuracy"]) <= error]
-    return max(fits, key=lambda r: r["shared_compression"], default=None)
-
-
-def layer_sensitivity(model, data, levels):
-    """Test accuracy with one layer at a time pruned to each sparsity level, no fine-tuning."""
-    logits_fn, rows = logits_function(model), []
-    for layer in weight_layers(model):
-        original = layer.kernel.numpy()
-        for level in levels:
-            (mask,) = criteria.layer_sparsity_masks([original], level)
-            layer.kernel.assign(original * mask)
-            accuracy, _ = evaluate(logits_fn, *data["test"])
-            rows.append(dict(layer=layer.name, sparsity=level, test_accuracy=accuracy))
-        layer.kernel.assign(original)
-    return rows
 
 
 def write_csv(path, rows):
@@ -126,7 +45,7 @@ def parse():
     p = cli.parser(__doc__)
     p.add_argument("--sparsities", type=cli.fraction, nargs="+", help="target global "
                    "sparsities, each in [0, 1) (default: the network's, configs.NETWORKS)")
-    p.add_argument("--schedules", nargs="+", choices=SCHEDULES,
+    p.add_argument("--schedules", nargs="+", choices=configs.SCHEDULES,
                    help="schedules to compare (default: all for mlp, gradual for the LeNets)")
     p.add_argument("--epochs", type=cli.positive_int,
                    help="fine-tuning epochs per point (default: the network's recipe, 20)")
@@ -162,6 +81,11 @@ def main():
     outputs = {"--results-dir": (results, RESULTS), "--pics-dir": (pics, PLOTS)}
     for flag, (folder, names) in outputs.items():
         check_publishable(names, folder, flag)
+    # TensorFlow starts here, once the flags are checked (utils/cli.py)
+    from experiments.sweep import choose_point, layer_sensitivity, run_point
+    from training.checkpoints import check_data, load_for_fine_tuning
+    from training.evaluate import evaluate, logits_function
+    from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
     with contextlib.ExitStack() as stack:  # one sweep at a time writes them; checked writable
         for folder, flag in {results: "--results-dir", pics: "--pics-dir"}.items():  # once each
             stack.enter_context(lock(folder / "sweep_pruning", flag))
@@ -177,10 +101,12 @@ def main():
 
         original = None
         if args.network == "mlp":  # the original repo's recipe, for reference
-            original = run_point(args, data, epochs=epochs if args.quick else None,
+            original = run_point(args.network, args.seed, args.dense_dir, data,
+                                 epochs=epochs if args.quick else None,
                                  threshold=configs.QUICK["threshold"] if args.quick else None)
             original["schedule"] = "original"
-        rows = [run_point(args, data, criterion="global-sparsity", sparsity=sparsity,
+        rows = [run_point(args.network, args.seed, args.dense_dir, data,
+                          criterion="global-sparsity", sparsity=sparsity,
                           schedule=schedule, epochs=epochs, lr_values=SWEEP_LR,
                           rounds=min(configs.PrunedConfig.rounds, epochs),
                           lr_boundaries=(epochs // 2,))

@@ -1,13 +1,14 @@
-"""The repository's layering: imports flow one way, scripts -> deploy -> compression -> training
--> networks -> utils -> configs, with the `pruning` package below them all and importing none of
-them; no script imports another, no module imports a script."""
+"""The repository's layering: imports flow one way, scripts -> experiments -> deploy ->
+compression -> training -> networks -> utils -> configs, with the `pruning` package below them
+all and importing none of them; no script imports another, no module imports a script."""
 import ast
 
 import pytest
 
 from tests.conftest import REPO
 
-LAYERS = ["deploy", "compression", "training", "networks", "utils", "configs"]  # top first
+LAYERS = ["experiments", "deploy", "compression", "training", "networks", "utils",
+          "configs"]  # top first
 SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
 
 

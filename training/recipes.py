@@ -14,60 +14,16 @@ import numpy as np
 
 import configs
 from networks.builders import weight_layers
-from pruning import (GradualPruning, IterativePruning, PolynomialDecay, criteria, get_masks,
+from pruning import (GradualPruning, IterativePruning, PolynomialDecay, get_masks,
                      prune_low_magnitude, summary)
 from training.evaluate import evaluate
 from training.fit import fit
 
-SCHEDULES = ("one-shot", "iterative", "gradual")
-VALUE_OF = criteria.VALUE_NAME  # criterion -> the PrunedConfig field holding its value
-
-
-def criterion_value(config):
-    """The config field the criterion reads (threshold, quality or sparsity)."""
-    criteria.check_criterion(config.criterion)
-    return getattr(config, VALUE_OF[config.criterion])
-
-
-# Which flags only one criterion or schedule reads: {config field: (the field choosing, its values)}
-USED_ONLY_BY = {
-    **{field: ("criterion", [c for c, f in VALUE_OF.items() if f == field])
-       for field in set(VALUE_OF.values())},
-    "rounds": ("schedule", ["iterative"]),
-    "prune_every": ("schedule", ["gradual"]),
-}
-
-
-def check_config(config, given=()):
-    """Raise ValueError, naming the flags, for settings that cannot run together, or for a setting
-    in `given` (the fields a user set) that the chosen criterion or schedule would ignore."""
-    criterion_value(config)
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
-    for field in sorted(given):
-        if field in USED_ONLY_BY:
-            chooser, users = USED_ONLY_BY[field]
-            if getattr(config, chooser) not in users:
-                raise ValueError(
-                    f"--{field.replace('_', '-')} is not used by --{chooser} "
-                    f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
-    if config.schedule == "gradual" and VALUE_OF[config.criterion] != "sparsity":
-        raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
-                         f"layer-sparsity or global-sparsity, got {config.criterion}")
-    if len(config.lr_values) != len(config.lr_boundaries) + 1:
-        raise ValueError(f"--lr-values needs {len(config.lr_boundaries) + 1} learning rates "
-                         f"(the rate steps down after epochs {list(config.lr_boundaries)}), got "
-                         f"{len(config.lr_values)}")
-    if config.schedule == "iterative" and not 1 <= config.rounds <= config.epochs:
-        raise ValueError(f"--rounds must be in [1, --epochs {config.epochs}] (each round "
-                         f"fine-tunes at least one epoch), got {config.rounds}")
-
-
 def round_value(config, r):
     """Target of iterative round r (1..rounds): thresholds rise linearly to the final one;
     sparsities so that the kept fraction shrinks geometrically, (1 - s)^(r / rounds)."""
-    value = criterion_value(config)
-    if VALUE_OF[config.criterion] == "sparsity":
+    value = configs.criterion_value(config)
+    if configs.CRITERION_FIELD[config.criterion] == "sparsity":
         return 1 - (1 - value) ** (r / config.rounds)
     return value * r / config.rounds
 
@@ -96,9 +52,9 @@ class FirstPruning:
 def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print):
     """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
     each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
-    check_config(config)
+    configs.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
-    value = criterion_value(config)
+    value = configs.criterion_value(config)
     if config.schedule == "one-shot":
         on_prune(1, prune_low_magnitude(model, config.criterion, value, block=config.block))
         history = fit(model, optimizer, config, data, log=log)

@@ -7,6 +7,7 @@ commands made; a path given on the command line resolves against the current fol
 """
 import argparse
 import math
+import re
 import signal
 import sys
 from pathlib import Path
@@ -93,6 +94,17 @@ def path(text):
 def bits(text):
     """A shared-weight code width."""
     return _number(int, text, lambda v: 1 <= v <= 8, "an integer in 1..8")
+
+
+def block(text):
+    """A pruning block, OUTPUTSxINPUTS -> (outputs, inputs), read as `pruning.criteria.parse_block`
+    reads it (tests/utils/test_cli.py checks that the two agree) without importing the package,
+    which starts TensorFlow."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match or min(map(int, match.groups())) < 1:
+        raise argparse.ArgumentTypeError(f"block must be OUTPUTSxINPUTS with positive integers, "
+                                         f"like 1x4 or 1x16, got {text!r}")
+    return tuple(int(n) for n in match.groups())
 
 
 def checked(parse):

@@ -3,7 +3,8 @@ import pytest
 
 import configs
 from tests.helpers import TINY, tiny_data, tiny_model
-from training.recipes import check_config, prune_and_fine_tune, round_value
+from pruning import criteria
+from training.recipes import prune_and_fine_tune, round_value
 
 BASE = configs.override(configs.PrunedConfig(), image_shape=TINY.image_shape,
                         hidden_sizes=TINY.hidden_sizes, num_classes=TINY.num_classes,
@@ -65,7 +66,7 @@ def test_bad_settings_are_clear_errors(changes, match):
     (dict(criterion="layer-sparsity", schedule="iterative"), {"sparsity", "rounds"}),
     (dict(schedule="gradual"), {"sparsity", "prune_every"})])
 def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
-    check_config(configs.override(BASE, **changes), given)
+    configs.check_pruned(configs.override(BASE, **changes), given)
 
 
 @pytest.mark.parametrize("changes, given, match", [
@@ -77,4 +78,8 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
                                                   "iterative")])
 def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
     with pytest.raises(ValueError, match=match):
-        check_config(configs.override(BASE, **changes), given)
+        configs.check_pruned(configs.override(BASE, **changes), given)
+
+
+def test_the_configs_criteria_are_the_packages():
+    assert configs.CRITERION_FIELD == criteria.VALUE_NAME

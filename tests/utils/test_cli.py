@@ -190,3 +190,15 @@ def test_a_users_file_where_a_stage_publishes_is_refused_before_any_work(
                     f"another {flag}")
     assert not no_work and (tmp_path / name).read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("text", ["1x4", "1x16", " 2x8 ", "0x4", "1x", "4", "axb", "1x4x2"])
+def test_the_block_flag_reads_blocks_as_the_package_does(text):
+    from pruning import criteria
+    try:
+        expected = criteria.parse_block(text)
+    except ValueError as e:
+        with pytest.raises(argparse.ArgumentTypeError, match=str(e).split(",")[0]):
+            cli.block(text)
+    else:
+        assert cli.block(text) == expected
