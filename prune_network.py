@@ -21,7 +21,7 @@ import configs
 from utils import cli
 from utils.atomic import check_publishable, publish
 from utils.checkpoints import lock, stage_output
-from utils.plot_utils import WEIGHT_PLOTS
+from utils.plot_utils import WEIGHT_PLOTS, plot_weight_distributions
 
 
 def parse():
@@ -83,7 +83,6 @@ def main():
     from training.checkpoints import check_data, load_for_fine_tuning, save_checkpoint
     from training.evaluate import evaluate, logits_function
     from training.recipes import FirstPruning, prune_and_fine_tune
-    from utils.plot_utils import plot_weight_distributions
     keras.utils.set_random_seed(config.seed)
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
     target = f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
