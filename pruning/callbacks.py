@@ -101,6 +101,10 @@ class GradualPruning(keras.callbacks.Callback):
             raise ValueError("give pattern or block, not both")
         self.schedule, self.criterion, self.layers = schedule, criterion, layers
         self.pattern = criteria.parse_pattern(pattern if block is None else block)
+        if self.pattern.kind in criteria.STRUCTURES:
+            raise ValueError(f"pattern {str(self.pattern)!r}: GradualPruning updates masks inside "
+                             f"the compiled step, which does not support whole units or inputs "
+                             f"yet; use prune_low_magnitude or IterativePruning for them")
         self._tracked = []
 
     def on_train_begin(self, logs=None):

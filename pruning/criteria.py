@@ -20,7 +20,14 @@ N:M sparsity ("2:4", NVIDIA's sparse tensor cores) keeps, of every M consecutive
 output unit (M consecutive rows of one column of the [inputs, outputs] matrix), the N largest;
 the criterion then prunes further among those, so a sparsity of 1 - N/M or less gives exactly N
 of every M, and more prunes the smallest of the survivors.
-A pattern is written "unstructured", "OxI" (a block) or "N:M" (`parse_pattern`).
+Structured patterns remove whole groups, so that what stays is a smaller dense layer: "units"
+(a Dense layer's output units, a convolution's filters: the last axis of the kernel) and
+"inputs" (a Dense layer's input features, a convolution's input channels: the first axis of a
+matrix, the second-last of a conv kernel). As with blocks, the criterion decides how many weights
+each layer keeps, and the groups with the largest mean |w| (the L1 norm over the group's size)
+that hold as many are kept.
+A pattern is written "unstructured", "OxI" (a block), "N:M", "units" or "inputs"
+(`parse_pattern`).
 """
 import re
 from typing import NamedTuple
@@ -30,13 +37,19 @@ import numpy as np
 UNSTRUCTURED = (1, 1)
 
 
+STRUCTURES = ("units", "inputs")
+
+
 class Pattern(NamedTuple):
-    """A parsed pattern: kind "block" with (outputs, inputs), or kind "n:m" with (n, m)."""
+    """A parsed pattern: kind "block" with (outputs, inputs), kind "n:m" with (n, m), or a
+    structure of STRUCTURES ("units", "inputs"; a and b unused, 0)."""
     kind: str
     a: int
     b: int
 
     def __str__(self):
+        if self.kind in STRUCTURES:
+            return self.kind
         if self.kind == "n:m":
             return f"{self.a}:{self.b}"
         return "unstructured" if (self.a, self.b) == UNSTRUCTURED else f"{self.a}x{self.b}"
@@ -52,6 +65,8 @@ def parse_pattern(pattern):
         return pattern
     if pattern is None or (isinstance(pattern, str) and pattern.strip() == "unstructured"):
         return Pattern("block", *UNSTRUCTURED)
+    if isinstance(pattern, str) and pattern.strip() in STRUCTURES:
+        return Pattern(pattern.strip(), 0, 0)
     match = isinstance(pattern, str) and re.fullmatch(r"(\d+):(\d+)", pattern.strip())
     if match:
         n, m = map(int, match.groups())
@@ -61,8 +76,8 @@ def parse_pattern(pattern):
     try:
         return Pattern("block", *parse_block(pattern))
     except ValueError:
-        raise ValueError(f"pattern must be 'unstructured', OUTPUTSxINPUTS like '1x4' or N:M like "
-                         f"'2:4', got {pattern!r}") from None
+        raise ValueError(f"pattern must be 'unstructured', OUTPUTSxINPUTS like '1x4', N:M like "
+                         f"'2:4', 'units' or 'inputs', got {pattern!r}") from None
 
 
 def parse_block(block):
@@ -119,6 +134,40 @@ def in_blocks(masks, weights, block):
         blocks = max(1, round(kept / size)) if kept else 0
         structured.append(expand_blocks(_keep_largest(block_scores(w, block), blocks),
                                         np.shape(w), block))
+    return structured
+
+
+def groups(shape, structure):
+    """The group of every entry of a kernel of `shape`: its output unit (filter) for "units", its
+    input feature (input channel) for "inputs".
+
+    >>> groups((2, 3), "units").tolist(), groups((2, 3), "inputs").tolist()
+    ([[0, 1, 2], [0, 1, 2]], [[0, 0, 0], [1, 1, 1]])
+    """
+    if structure not in STRUCTURES or len(shape) < 2:
+        raise ValueError(f"a structure is one of {STRUCTURES} on a kernel of rank >= 2, got "
+                         f"{structure!r} on shape {tuple(shape)}")
+    axis = len(shape) - 1 if structure == "units" else (0 if len(shape) == 2 else len(shape) - 2)
+    index = np.arange(shape[axis]).reshape([-1 if i == axis else 1 for i in range(len(shape))])
+    return np.broadcast_to(index, shape)
+
+
+def in_groups(masks, weights, structure):
+    """Per layer, the whole groups (`groups`) with the largest mean |w| that hold as many weights
+    as `masks` keeps (at least one group if the mask keeps any).
+
+    >>> w = np.array([[.1, .5, .2], [.1, .4, .3]])
+    >>> in_groups([np.abs(w) > .35], [w], "units")[0].astype(int).tolist()  # 2 kept: 1 unit
+    [[0, 1, 0], [0, 1, 0]]
+    """
+    structured = []
+    for mask, w in zip(masks, weights):
+        ids = groups(np.shape(w), structure).ravel()
+        sizes = np.bincount(ids)
+        scores = np.bincount(ids, np.abs(np.ravel(w))) / sizes
+        kept = int(np.count_nonzero(mask))
+        count = max(1, round(kept * len(sizes) / ids.size)) if kept else 0
+        structured.append(_keep_largest(scores, count)[ids].reshape(np.shape(w)))
     return structured
 
 
@@ -214,6 +263,8 @@ def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTUR
         chosen = n_of_m(kept, weights, pattern.a, pattern.b)
         masks = [m & c for m, c in zip(rule([w * c for w, c in zip(weights, chosen)], value),
                                       chosen)]
+    elif pattern.kind in STRUCTURES:
+        masks = in_groups(rule(weights, value), weights, pattern.kind)
     else:
         masks = in_blocks(rule(weights, value), weights, (pattern.a, pattern.b))
     if previous is not None:

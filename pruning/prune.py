@@ -158,7 +158,9 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
         compiled regex or a predicate on the layer.
       pattern: "unstructured" (default), blocks "OxI" such as "1x4" (each weight keeps as many
         weights as the criterion would, in the whole blocks of largest mean |w|), or "N:M" such
-        as "2:4" (at most N of every M consecutive inputs of an output unit).
+        as "2:4" (at most N of every M consecutive inputs of an output unit), or structured:
+        "units" (whole output units or conv filters) or "inputs" (whole input features or conv
+        input channels), each weight keeping about as many weights as the criterion would.
       block: the older name of `pattern`, for blocks.
     Calling it again prunes further: the new masks are nested in the old ones.
 

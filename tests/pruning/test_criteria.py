@@ -181,7 +181,33 @@ def test_a_sparsity_beyond_n_m_prunes_the_smallest_survivors():
     assert not (mask & ~nm).any() and np.abs(w[mask]).min() >= np.abs(w[nm & ~mask]).max()
 
 
+def test_structured_groups_of_a_conv_kernel_are_its_filters_and_input_channels():
+    shape = (3, 3, 4, 5)  # kh, kw, cin, cout
+    assert (criteria.groups(shape, "units") == np.arange(5)).all()
+    assert (criteria.groups(shape, "inputs") == np.arange(4)[:, None]).all()
+
+
+@pytest.mark.parametrize("structure, axis", [("units", 1), ("inputs", 0)])
+def test_structured_pruning_keeps_whole_groups_of_largest_mean_magnitude(structure, axis):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 8)) * np.linspace(0.1, 1, 8)[None, :] * np.linspace(1, 0.1, 6)[:, None]
+    (mask,) = criteria.criterion_masks([w], "layer-sparsity", 0.5, pattern=structure)
+    kept = mask.any(axis=1 - axis)
+    assert (mask == np.expand_dims(kept, 1 - axis)).all()  # whole groups only
+    assert kept.sum() == w.shape[axis] // 2                 # half of them: the criterion's count
+    means = np.abs(w).mean(axis=1 - axis)
+    assert means[kept].min() > means[~kept].max()           # the largest mean |w|
+
+
+def test_a_conv_layer_pruned_by_input_channels_drops_whole_channels():
+    w = np.ones((3, 3, 4, 2)) * np.array([1, 0.1, 2, 0.2])[:, None]
+    (mask,) = criteria.criterion_masks([w], "layer-sparsity", 0.5, pattern="inputs")
+    assert mask[:, :, [0, 2]].all() and not mask[:, :, [1, 3]].any()
+
+
 @pytest.mark.parametrize("text, pattern", [("2:4", ("n:m", 2, 4)), ("1x4", ("block", 1, 4)),
+                                           ("units", ("units", 0, 0)),
+                                           ("inputs", ("inputs", 0, 0)),
                                            (None, ("block", 1, 1)),
                                            ("unstructured", ("block", 1, 1))])
 def test_parse_pattern(text, pattern):

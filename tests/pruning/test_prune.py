@@ -244,6 +244,28 @@ def test_pattern_2_4_keeps_two_of_every_four_inputs_through_training():
     assert {r.pattern for r in pruning.summary(model).pruned} == {"2:4"}
 
 
+@pytest.mark.parametrize("structure", ["units", "inputs"])
+def test_whole_units_filters_and_inputs_stay_zero_through_training(structure):
+    model = users_conv_model()
+    masks = prune_low_magnitude(model, "layer-sparsity", 0.5, pattern=structure)
+    compile_(model, keras.optimizers.Adam(0.01))
+    model.fit(*users_data(), batch_size=16, verbose=0)
+    assert_pruned_weights_are_zero(model, masks)
+    for key, w in weights_of(model).items():
+        if key in masks:
+            axis = w.ndim - 1 if structure == "units" else (0 if w.ndim == 2 else w.ndim - 2)
+            alive = np.moveaxis(w != 0, axis, 0).reshape(w.shape[axis], -1)
+            assert (alive.all(axis=1) | ~alive.any(axis=1)).all(), key  # each group all or none
+    assert {r.pattern for r in pruning.summary(model).pruned} == {structure}
+
+
+def test_gradual_pruning_refuses_a_structured_pattern_in_one_line():
+    with pytest.raises(ValueError, match="'units': GradualPruning updates masks inside the "
+                                         "compiled step"):
+        pruning.GradualPruning(pruning.PolynomialDecay(final_sparsity=0.5, end_step=10),
+                               pattern="units")
+
+
 def test_a_refused_call_leaves_the_model_exactly_as_it_was():
     """The second layer's MaxNorm constraint is found before the first layer is touched."""
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="a"),
