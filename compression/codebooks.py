@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from compression.coo import from_coo
 from compression.formats import kmeans_1d
-from networks.builders import weight_layers
+from networks.builders import kernels_restored, weight_layers
 from training.evaluate import evaluate, logits_function
 from training.fit import check_finite, dataset
 
@@ -87,24 +87,26 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
             for l, c in zip(layers, codebooks)], history
 
 
+def assign_layers(model, layers):
+    """Write `layers` (`to_coo` dicts, e.g. as a storage format decodes them) into the kernels of
+    `model`'s weight layers, in order."""
+    for layer, l in zip(weight_layers(model), layers):
+        layer.kernel.assign(from_coo(l).reshape(layer.kernel.shape))
+
+
 def quantize(model, layers, bits, epochs, data, learning_rate, seed=0):
     """Trained quantization of `model`'s pruned `layers` at `bits`: (the shared layers to store,
     results). The trained codebooks are kept only if they beat k-means' on the validation split.
 
     `model`'s kernels are used to score both and are put back as they were before it returns.
     """
-    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
-    try:
+    with kernels_restored(model):
         shared = share_weights(layers, bits)
         logits_fn = logits_function(model)
-        for layer, l in zip(weight_layers(model), shared):  # the k-means model, to score it
-            layer.kernel.assign(from_coo(l).reshape(layer.kernel.shape))
+        assign_layers(model, shared)  # the k-means model, to score it
         kmeans = {split: evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")}
         trained, history = train_codebooks(model, shared, data, epochs, learning_rate, seed=seed)
         after = {split: evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")}
-    finally:
-        for layer, original in zip(weight_layers(model), originals):
-            layer.kernel.assign(original)
     keep = after["validation"] > kmeans["validation"]
     return (trained if keep else shared), dict(bits=bits, epochs=epochs, kmeans=kmeans,
                                                trained=after, history=history,

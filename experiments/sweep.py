@@ -7,8 +7,9 @@ import keras
 
 import configs
 from compression import coo, formats
+from compression.codebooks import assign_layers
 from deploy.sparse_graph import sparse_layers
-from networks.builders import weight_layers
+from networks.builders import kernels_restored, weight_layers
 from pruning import criteria
 from training.checkpoints import load_for_fine_tuning
 from training.evaluate import evaluate, logits_function
@@ -20,13 +21,10 @@ def shared_accuracy(model, layers, data):
     codebooks); its kernels are restored afterwards."""
     encoded = formats.encode(layers, configs.BEST_FORMAT)
     decoded = formats.decode(encoded, configs.BEST_FORMAT, [l["name"] for l in layers])
-    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
-    for layer, l in zip(weight_layers(model), decoded):
-        layer.kernel.assign(coo.from_coo(l).reshape(layer.kernel.shape))
-    logits_fn = logits_function(model)
-    scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
-    for layer, original in zip(weight_layers(model), originals):
-        layer.kernel.assign(original)
+    with kernels_restored(model):
+        assign_layers(model, decoded)
+        logits_fn = logits_function(model)
+        scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
     return formats.nbytes(encoded), *scores
 
 
@@ -76,10 +74,10 @@ def layer_sensitivity(model, data, levels):
     logits_fn, rows = logits_function(model), []
     for layer in weight_layers(model):
         original = layer.kernel.numpy()
-        for level in levels:
-            (mask,) = criteria.layer_sparsity_masks([original], level)
-            layer.kernel.assign(original * mask)
-            accuracy, _ = evaluate(logits_fn, *data["test"])
-            rows.append(dict(layer=layer.name, sparsity=level, test_accuracy=accuracy))
-        layer.kernel.assign(original)
+        with kernels_restored(model):
+            for level in levels:
+                (mask,) = criteria.layer_sparsity_masks([original], level)
+                layer.kernel.assign(original * mask)
+                accuracy, _ = evaluate(logits_fn, *data["test"])
+                rows.append(dict(layer=layer.name, sparsity=level, test_accuracy=accuracy))
     return rows

@@ -1,5 +1,7 @@
 """The networks as plain Keras 3 models: the original repo's 784-512-512-10 MLP and the
 papers' LeNet-300-100 and LeNet-5 (configs.NETWORKS), built from a config."""
+import contextlib
+
 import keras
 
 from networks.layers import ByteDropout
@@ -70,6 +72,18 @@ def parameter_count(config):
         count += inputs * units + units
         inputs = units
     return count
+
+
+@contextlib.contextmanager
+def kernels_restored(model):
+    """The block may overwrite the model's kernels (to score a weight-shared or a further pruned
+    version of it); they are put back as they were when the block ends, however it ends."""
+    originals = [layer.kernel.numpy() for layer in weight_layers(model)]
+    try:
+        yield
+    finally:
+        for layer, original in zip(weight_layers(model), originals):
+            layer.kernel.assign(original)
 
 
 def weight_layers(model):
