@@ -8,6 +8,7 @@
     model.fit(x, y, callbacks=[pruning.GradualPruning(schedule)])  # or prune while training
     print(pruning.summary(model))                                  # what is pruned, what is not
     pruning.strip_pruning(model)                                   # a plain model for export
+    small = pruning.shrink(model)      # after pattern="units" / "inputs": a smaller dense model
 
 Depends on Keras 3 and NumPy only; the backend is yours.
   criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4): NumPy in, NumPy out
@@ -15,6 +16,7 @@ Depends on Keras 3 and NumPy only; the backend is yours.
   registry.py   which weights of which layer kinds are pruned; register_prunable for your own
   prune.py      prune_low_magnitude, get_masks, strip_pruning, restore_masks
   summary.py    summary(model)
+  shrink.py     shrink: a structurally pruned model rebuilt smaller, without its removed units
   callbacks.py  schedules as callbacks: GradualPruning (Zhu & Gupta), IterativePruning (Han et al.)
 """
 from pruning.callbacks import GradualPruning, IterativePruning, PolynomialDecay
@@ -23,10 +25,12 @@ from pruning.masks import PruningMask
 from pruning.prune import (get_masks, prunable_layers, prunable_weights, prune_low_magnitude,
                            pruned_weights, restore_masks, strip_pruning)
 from pruning.registry import register_prunable
+from pruning.shrink import SelectFeatures, shrink
 from pruning.summary import summary
 
 __version__ = "0.2.0"
 
 __all__ = ["GradualPruning", "IterativePruning", "PolynomialDecay", "PruningMask", "get_masks",
            "prunable_layers", "prunable_weights", "prune_low_magnitude", "pruned_weights",
-           "register_prunable", "restore_masks", "sparsity", "strip_pruning", "summary"]
+           "register_prunable", "restore_masks", "SelectFeatures", "shrink", "sparsity",
+           "strip_pruning", "summary"]
