@@ -11,11 +11,13 @@
     small = pruning.shrink(model)      # after pattern="units" / "inputs": a smaller dense model
 
 Depends on Keras 3 and NumPy only; the backend is yours.
-  criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4): NumPy in, NumPy out
+  criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4, whole units or inputs):
+                NumPy in, NumPy out
   masks.py      PruningMask, the constraint that holds the zeros
   registry.py   which weights of which layer kinds are pruned; register_prunable for your own
   prune.py      prune_low_magnitude, get_masks, strip_pruning, restore_masks
   summary.py    summary(model)
+  regularizers.py  GroupLasso, add_group_lasso: whole units or inputs driven to zero by training
   shrink.py     shrink: a structurally pruned model rebuilt smaller, without its removed units
   callbacks.py  schedules as callbacks: GradualPruning (Zhu & Gupta), IterativePruning (Han et al.)
 """
@@ -25,12 +27,13 @@ from pruning.masks import PruningMask
 from pruning.prune import (get_masks, prunable_layers, prunable_weights, prune_low_magnitude,
                            pruned_weights, restore_masks, strip_pruning)
 from pruning.registry import register_prunable
+from pruning.regularizers import GroupLasso, add_group_lasso
 from pruning.shrink import SelectFeatures, shrink
 from pruning.summary import summary
 
 __version__ = "0.2.0"
 
-__all__ = ["GradualPruning", "IterativePruning", "PolynomialDecay", "PruningMask", "get_masks",
-           "prunable_layers", "prunable_weights", "prune_low_magnitude", "pruned_weights",
-           "register_prunable", "restore_masks", "SelectFeatures", "shrink", "sparsity",
-           "strip_pruning", "summary"]
+__all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "PolynomialDecay", "PruningMask",
+           "SelectFeatures", "add_group_lasso", "get_masks", "prunable_layers",
+           "prunable_weights", "prune_low_magnitude", "pruned_weights", "register_prunable",
+           "restore_masks", "shrink", "sparsity", "strip_pruning", "summary"]

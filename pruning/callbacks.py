@@ -9,6 +9,7 @@ Both put the sparsity of the pruned weights in the epoch logs (`History`) as "sp
 every batch's, which would copy every mask to the host at every step.
 """
 import dataclasses
+import math
 import numbers
 
 import keras
@@ -79,8 +80,9 @@ class GradualPruning(keras.callbacks.Callback):
     """Raise the sparsity of the pruned weights along `schedule` (a `PolynomialDecay`) during fit.
 
     `criterion` is "global-sparsity" (one cut over all pruned weights) or "layer-sparsity";
-    `pattern` as in `prune_low_magnitude` ("1x4" blocks, "2:4"). A model without masks gets dense
-    ones on the weights `layers` chooses (default all) when training begins.
+    `pattern` and `norm` as in `prune_low_magnitude` ("1x4" blocks, "2:4", "units", "inputs").
+    A model without masks gets dense ones on the weights `layers` chooses (default all) when
+    training begins.
 
     Example:
       schedule = pruning.PolynomialDecay(final_sparsity=0.8, end_step=1000)
@@ -88,7 +90,7 @@ class GradualPruning(keras.callbacks.Callback):
     """
 
     def __init__(self, schedule, criterion="global-sparsity", pattern=None, layers=None,
-                 block=None):
+                 block=None, norm="l1"):
         super().__init__()
         if not isinstance(schedule, PolynomialDecay):
             raise ValueError(f"schedule must be a pruning.PolynomialDecay, got {schedule!r}: "
@@ -101,10 +103,9 @@ class GradualPruning(keras.callbacks.Callback):
             raise ValueError("give pattern or block, not both")
         self.schedule, self.criterion, self.layers = schedule, criterion, layers
         self.pattern = criteria.parse_pattern(pattern if block is None else block)
-        if self.pattern.kind in criteria.STRUCTURES:
-            raise ValueError(f"pattern {str(self.pattern)!r}: GradualPruning updates masks inside "
-                             f"the compiled step, which does not support whole units or inputs "
-                             f"yet; use prune_low_magnitude or IterativePruning for them")
+        if norm not in criteria.NORMS:
+            raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
+        self.norm = norm
         self._tracked = []
 
     def on_train_begin(self, logs=None):
@@ -115,7 +116,8 @@ class GradualPruning(keras.callbacks.Callback):
                 f"optimizer has made {done} updates already (steps count optimizer.iterations); "
                 f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
         if not pruned_weights(self.model):
-            prune_low_magnitude(self.model, self.criterion, 0.0, self.layers, self.pattern)
+            prune_low_magnitude(self.model, self.criterion, 0.0, self.layers, self.pattern,
+                                norm=self.norm)
         weights = pruned_weights(self.model)
         trainable = {id(v) for v in self.model.trainable_variables}
         frozen = [w.key for w in weights if id(w.variable) not in trainable]
@@ -175,6 +177,9 @@ class GradualPruning(keras.callbacks.Callback):
             if self.pattern.kind == "block" and self.pattern != criteria.parse_pattern(None):
                 block = (self.pattern.a, self.pattern.b)
                 masks = [_in_blocks(mask, m, block) for mask, m in zip(masks, found)]
+            elif self.pattern.kind in criteria.STRUCTURES:
+                masks = [_in_groups(mask, m, self.pattern.kind, self.norm)
+                         for mask, m in zip(masks, found)]
             return masks
 
         # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
@@ -218,6 +223,20 @@ def _in_blocks(mask, magnitudes, block):
     return ops.reshape(expanded[:rows, :cols], mask.shape)
 
 
+def _in_groups(mask, magnitudes, structure, norm):
+    """`criteria.in_groups` in keras.ops: the whole groups of largest score (pruned weights count
+    as 0, so a pruned group stays pruned) that hold as many weights as `mask` keeps."""
+    shape = mask.shape
+    axis = criteria.group_axis(shape, structure)
+    others = [i for i in range(len(shape)) if i != axis]
+    scores = ops.mean(magnitudes if norm == "l1" else magnitudes * magnitudes, axis=others)
+    count = ops.round(ops.sum(mask) * shape[axis] / math.prod(shape))  # groups holding as many
+    cut = _cut(scores, 1.0 - count / shape[axis])
+    keep = ops.cast((scores >= cut) & (scores > 0), "float32")
+    return ops.broadcast_to(ops.reshape(keep, [-1 if i == axis else 1 for i in range(len(shape))]),
+                            shape)
+
+
 def _cut(population, sparsity):
     """The smallest magnitude kept when keeping round((1 - sparsity) x size) of `population`
     (non-negative): the k-th largest, found exactly by bisection on the float32 bit patterns.
@@ -253,7 +272,7 @@ class IterativePruning(keras.callbacks.Callback):
       model.fit(x, y, epochs=6, callbacks=[rounds])
     """
 
-    def __init__(self, criterion, targets, layers=None, pattern=None, block=None):
+    def __init__(self, criterion, targets, layers=None, pattern=None, block=None, norm="l1"):
         super().__init__()
         criteria.check_criterion(criterion)
         if not isinstance(targets, dict) or not targets or any(
@@ -266,12 +285,13 @@ class IterativePruning(keras.callbacks.Callback):
             raise ValueError("give pattern or block, not both")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers
         self.pattern = criteria.parse_pattern(pattern if block is None else block)
+        self.norm = norm
         self.on_prune = None  # called as on_prune(epoch, masks) after each pruning
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch in self.targets:
             masks = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
-                                        self.layers, self.pattern)
+                                        self.layers, self.pattern, norm=self.norm)
             if self.on_prune is not None:
                 self.on_prune(epoch, masks)
 

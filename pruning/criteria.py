@@ -24,8 +24,8 @@ Structured patterns remove whole groups, so that what stays is a smaller dense l
 (a Dense layer's output units, a convolution's filters: the last axis of the kernel) and
 "inputs" (a Dense layer's input features, a convolution's input channels: the first axis of a
 matrix, the second-last of a conv kernel). As with blocks, the criterion decides how many weights
-each layer keeps, and the groups with the largest mean |w| (the L1 norm over the group's size)
-that hold as many are kept.
+each layer keeps, and the groups with the largest norm that hold as many are kept: the L1 norm
+(mean |w|) by default, or the L2 norm (`norm="l2"`), which weighs a group's largest weights more.
 A pattern is written "unstructured", "OxI" (a block), "N:M", "units" or "inputs"
 (`parse_pattern`).
 """
@@ -137,6 +137,19 @@ def in_blocks(masks, weights, block):
     return structured
 
 
+NORMS = ("l1", "l2")
+
+
+def group_axis(shape, structure):
+    """The axis of a kernel of `shape` whose entries are the groups of `structure`: the last
+    (output units, filters) for "units"; for "inputs", the first of a matrix, the second-last
+    (input channels) of a conv kernel."""
+    if structure not in STRUCTURES or len(shape) < 2:
+        raise ValueError(f"a structure is one of {STRUCTURES} on a kernel of rank >= 2, got "
+                         f"{structure!r} on shape {tuple(shape)}")
+    return len(shape) - 1 if structure == "units" else (0 if len(shape) == 2 else len(shape) - 2)
+
+
 def groups(shape, structure):
     """The group of every entry of a kernel of `shape`: its output unit (filter) for "units", its
     input feature (input channel) for "inputs".
@@ -144,17 +157,31 @@ def groups(shape, structure):
     >>> groups((2, 3), "units").tolist(), groups((2, 3), "inputs").tolist()
     ([[0, 1, 2], [0, 1, 2]], [[0, 0, 0], [1, 1, 1]])
     """
-    if structure not in STRUCTURES or len(shape) < 2:
-        raise ValueError(f"a structure is one of {STRUCTURES} on a kernel of rank >= 2, got "
-                         f"{structure!r} on shape {tuple(shape)}")
-    axis = len(shape) - 1 if structure == "units" else (0 if len(shape) == 2 else len(shape) - 2)
+    axis = group_axis(shape, structure)
     index = np.arange(shape[axis]).reshape([-1 if i == axis else 1 for i in range(len(shape))])
     return np.broadcast_to(index, shape)
 
 
-def in_groups(masks, weights, structure):
-    """Per layer, the whole groups (`groups`) with the largest mean |w| that hold as many weights
-    as `masks` keeps (at least one group if the mask keeps any).
+def group_scores(weights, structure, norm="l1"):
+    """Each group's score: its L1 norm (sum |w|) or L2 norm (sqrt(sum w^2)), over its size, so
+    that a mean |w| (l1) or a root-mean-square (l2); the groups of one kernel are of one size.
+
+    >>> group_scores(np.array([[3., 0.], [4., 1.]]), "units", "l2").tolist()  # 5/sqrt(2) ...
+    [3.5355339059327378, 0.7071067811865476]
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    ids = groups(np.shape(weights), structure).ravel()
+    sizes = np.bincount(ids)
+    w = np.ravel(weights).astype(np.float64)
+    if norm == "l1":
+        return np.bincount(ids, np.abs(w)) / sizes
+    return np.sqrt(np.bincount(ids, w * w) / sizes)
+
+
+def in_groups(masks, weights, structure, norm="l1"):
+    """Per layer, the whole groups (`groups`) with the largest score (`group_scores`) that hold
+    as many weights as `masks` keeps (at least one group if the mask keeps any).
 
     >>> w = np.array([[.1, .5, .2], [.1, .4, .3]])
     >>> in_groups([np.abs(w) > .35], [w], "units")[0].astype(int).tolist()  # 2 kept: 1 unit
@@ -163,10 +190,9 @@ def in_groups(masks, weights, structure):
     structured = []
     for mask, w in zip(masks, weights):
         ids = groups(np.shape(w), structure).ravel()
-        sizes = np.bincount(ids)
-        scores = np.bincount(ids, np.abs(np.ravel(w))) / sizes
+        scores = group_scores(w, structure, norm)
         kept = int(np.count_nonzero(mask))
-        count = max(1, round(kept * len(sizes) / ids.size)) if kept else 0
+        count = max(1, round(kept * len(scores) / ids.size)) if kept else 0
         structured.append(_keep_largest(scores, count)[ids].reshape(np.shape(w)))
     return structured
 
@@ -252,10 +278,11 @@ def check_criterion(criterion):
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
 
 
-def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED):
-    """Masks of `weights` (a list of arrays) by a named criterion, in `pattern` (blocks or N:M);
-    ANDed with `previous` if given, so that repeated pruning only removes weights. With N:M the
-    criterion sees the entries N:M drops as zeros (so `std` measures them too)."""
+def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED, norm="l1"):
+    """Masks of `weights` (a list of arrays) by a named criterion, in `pattern` (blocks, N:M or
+    a structure, whose groups are scored by `norm`); ANDed with `previous` if given, so that
+    repeated pruning only removes weights. With N:M the criterion sees the entries N:M drops as
+    zeros (so `std` measures them too)."""
     check_criterion(criterion)
     pattern, rule = parse_pattern(pattern), CRITERIA[criterion][0]
     if pattern.kind == "n:m":
@@ -264,7 +291,7 @@ def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTUR
         masks = [m & c for m, c in zip(rule([w * c for w, c in zip(weights, chosen)], value),
                                       chosen)]
     elif pattern.kind in STRUCTURES:
-        masks = in_groups(rule(weights, value), weights, pattern.kind)
+        masks = in_groups(rule(weights, value), weights, pattern.kind, norm)
     else:
         masks = in_blocks(rule(weights, value), weights, (pattern.a, pattern.b))
     if previous is not None:

@@ -142,7 +142,7 @@ def _per_weight(value, weights):
 
 
 def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=None,
-                        pattern=None, block=None):
+                        pattern=None, block=None, norm="l1"):
     """Zero the smallest-magnitude weights of `model` and keep them zero from then on.
 
     Args:
@@ -162,6 +162,7 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
         "units" (whole output units or conv filters) or "inputs" (whole input features or conv
         input channels), each weight keeping about as many weights as the criterion would.
       block: the older name of `pattern`, for blocks.
+      norm: how a structure's groups are scored: "l1" (mean |w|) or "l2" (root mean square).
     Calling it again prunes further: the new masks are nested in the old ones.
 
     Returns:
@@ -176,6 +177,8 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
     if pattern is not None and block is not None:
         raise ValueError(f"give pattern or block, not both (pattern={pattern!r}, block={block!r})")
     pattern = criteria.parse_pattern(pattern if block is None else block)
+    if norm not in criteria.NORMS:
+        raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
     if isinstance(value, dict):
         if criterion == "global-sparsity":
             raise ValueError("value: a per-layer dict needs a per-layer criterion "
@@ -196,10 +199,10 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
                          f"it: remove it first (nothing was pruned)")
     kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
     if isinstance(value, dict):
-        masks = [criteria.criterion_masks([k], criterion, v, pattern=pattern)[0]
+        masks = [criteria.criterion_masks([k], criterion, v, pattern=pattern, norm=norm)[0]
                  for k, v in zip(kernels, values)]
     else:
-        masks = criteria.criterion_masks(kernels, criterion, value, pattern=pattern)
+        masks = criteria.criterion_masks(kernels, criterion, value, pattern=pattern, norm=norm)
     masks = [m & w.mask.numpy() if w.mask is not None else m for m, w in zip(masks, chosen)]
     criteria.check_masks(masks, [w.key for w in chosen], criterion, value)
     for weight, mask in zip(chosen, masks):

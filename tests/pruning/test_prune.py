@@ -244,6 +244,15 @@ def test_pattern_2_4_keeps_two_of_every_four_inputs_through_training():
     assert {r.pattern for r in pruning.summary(model).pruned} == {"2:4"}
 
 
+def assert_whole_groups(model, masks, structure):
+    """Every group of every pruned weight is all kept or all zero, read from the weights."""
+    for key, w in weights_of(model).items():
+        if key in masks:
+            axis = w.ndim - 1 if structure == "units" else (0 if w.ndim == 2 else w.ndim - 2)
+            alive = np.moveaxis(w != 0, axis, 0).reshape(w.shape[axis], -1)
+            assert (alive.all(axis=1) | ~alive.any(axis=1)).all(), key  # each group all or none
+
+
 @pytest.mark.parametrize("structure", ["units", "inputs"])
 def test_whole_units_filters_and_inputs_stay_zero_through_training(structure):
     model = users_conv_model()
@@ -251,19 +260,36 @@ def test_whole_units_filters_and_inputs_stay_zero_through_training(structure):
     compile_(model, keras.optimizers.Adam(0.01))
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, masks)
-    for key, w in weights_of(model).items():
-        if key in masks:
-            axis = w.ndim - 1 if structure == "units" else (0 if w.ndim == 2 else w.ndim - 2)
-            alive = np.moveaxis(w != 0, axis, 0).reshape(w.shape[axis], -1)
-            assert (alive.all(axis=1) | ~alive.any(axis=1)).all(), key  # each group all or none
+    assert_whole_groups(model, masks, structure)
     assert {r.pattern for r in pruning.summary(model).pruned} == {structure}
 
 
-def test_gradual_pruning_refuses_a_structured_pattern_in_one_line():
-    with pytest.raises(ValueError, match="'units': GradualPruning updates masks inside the "
-                                         "compiled step"):
-        pruning.GradualPruning(pruning.PolynomialDecay(final_sparsity=0.5, end_step=10),
-                               pattern="units")
+@pytest.mark.parametrize("structure, norm", [("units", "l1"), ("inputs", "l2")])
+def test_gradual_pruning_removes_whole_groups_inside_the_step(structure, norm):
+    model = users_conv_model()
+    compile_(model, keras.optimizers.Adam(0.01))
+    schedule = pruning.PolynomialDecay(final_sparsity=0.5, end_step=8, frequency=2)
+    model.fit(*users_data(), batch_size=16, epochs=2, verbose=0,
+              callbacks=[pruning.GradualPruning(schedule, "layer-sparsity", structure, norm=norm)])
+    masks = pruning.get_masks(model)
+    assert_pruned_weights_are_zero(model, masks)
+    assert_whole_groups(model, masks, structure)
+    for key, mask in masks.items():  # half of each weight's groups (at least one)
+        axis = mask.ndim - 1 if structure == "units" else (0 if mask.ndim == 2 else mask.ndim - 2)
+        groups = mask.shape[axis]
+        assert np.moveaxis(mask, axis, 0).reshape(groups, -1).all(axis=1).sum() == \
+            max(1, np.round(groups / 2)), key
+
+
+def test_l2_scores_groups_by_their_root_mean_square():
+    # unit 0: [0.5, 0.5] (mean |w| 0.5, rms 0.5); unit 1: [0.9, 0] (mean 0.45, rms 0.64)
+    kept = []
+    for norm in ("l1", "l2"):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+        model.layers[0].kernel.assign(np.array([[0.5, 0.9], [0.5, 0.0]], np.float32))
+        masks = prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="units", norm=norm)
+        kept.append(next(iter(masks.values())).any(axis=0).tolist())
+    assert kept == [[True, False], [False, True]]
 
 
 def test_a_refused_call_leaves_the_model_exactly_as_it_was():

@@ -1,0 +1,75 @@
+"""Group lasso: a regulariser that drives whole units or input features to zero while training,
+so that structured pruning then removes groups that are already (nearly) zero.
+
+Yuan & Lin (2006) "Model selection and estimation in regression with grouped variables"; Wen et
+al. (2016) "Learning structured sparsity in deep neural networks" used it for filters and
+channels. The penalty is strength x sum over groups g of sqrt(|g|) x ||w_g||_2, the groups being
+`pruning.criteria.groups` ("units" or "inputs"). Unlike L2 weight decay, its gradient does not
+shrink with the weights, so a group the loss does not need goes all the way to (about) zero.
+"""
+import numbers
+
+import keras
+from keras import ops
+
+from pruning import criteria
+from pruning.prune import retrace, select
+
+_EPSILON = 1e-12  # inside the square root: the norm of an all-zero (pruned) group has a gradient
+
+
+@keras.saving.register_keras_serializable(package="pruning")
+class GroupLasso(keras.regularizers.Regularizer):
+    """strength x sum_g sqrt(|g|) ||w_g||_2 over the groups of `structure`, plus `base` (the
+    weight's own regulariser, such as L2 weight decay, which it keeps).
+
+    >>> w = keras.ops.convert_to_tensor([[3., 0.], [4., 1.]])  # unit norms 5 and 1
+    >>> round(float(GroupLasso(0.5, "units")(w)), 4)  # 0.5 x sqrt(2) x (5 + 1)
+    4.2426
+    """
+
+    def __init__(self, strength, structure="units", base=None):
+        if not isinstance(strength, numbers.Real) or not strength >= 0:
+            raise ValueError(f"strength must be a number >= 0, got {strength!r}")
+        if structure not in criteria.STRUCTURES:
+            raise ValueError(f"structure must be one of {criteria.STRUCTURES}, got "
+                             f"{structure!r}")
+        self.strength, self.structure = float(strength), structure
+        self.base = keras.regularizers.get(base)
+
+    def __call__(self, w):
+        axis = criteria.group_axis(w.shape, self.structure)
+        others = [i for i in range(len(w.shape)) if i != axis]
+        norms = ops.sqrt(ops.sum(ops.square(w), axis=others) + _EPSILON)
+        size = 1
+        for i in others:
+            size *= w.shape[i]
+        loss = self.strength * size ** 0.5 * ops.sum(norms)
+        return loss + self.base(w) if self.base is not None else loss
+
+    def get_config(self):
+        return {"strength": self.strength, "structure": self.structure,
+                "base": keras.regularizers.serialize(self.base) if self.base else None}
+
+
+def add_group_lasso(model, strength, structure="units", layers=None):
+    """Give the prunable weights `layers` chooses (see `prune_low_magnitude`; default all) a
+    `GroupLasso` penalty, on top of their own regulariser; returns their keys. The next `fit`
+    adds it to the loss (the train step is retraced). Call it again to change the strength.
+
+    Example:
+      pruning.add_group_lasso(model, 1e-4, "units", layers=["fc1", "fc2"])
+      model.fit(x, y)                                          # whole units go to about zero
+      pruning.prune_low_magnitude(model, "threshold", 1e-3, pattern="units")
+    """
+    chosen = select(model, layers)
+    for weight in chosen:
+        variable = weight.variable
+        base = variable.regularizer
+        if isinstance(base, GroupLasso):
+            base = base.base
+        variable.regularizer = GroupLasso(strength, structure, base)
+        if weight.attribute == "kernel" and hasattr(weight.layer, "kernel_regularizer"):
+            weight.layer.kernel_regularizer = variable.regularizer  # saved in its config
+    retrace(model)
+    return [w.key for w in chosen]
