@@ -52,6 +52,10 @@ class PrunedConfig(DenseConfig):
     sparsity: float = 0.95                   # layer-/global-sparsity: fraction of weights pruned
     block: tuple = (1, 1)                    # (outputs, inputs) pruned together; 1x4: TFLite's
     #                                          fast sparse layout (pruning/criteria.py)
+    structure: str = "none"                  # none | inputs | units: prune whole groups, so
+    #                                          that a smaller dense network remains (STRUCTURES)
+    norm: str = "l1"                         # structure: a group's score, l1 or l2 norm
+    group_lasso: float = 0.0                 # structure: group-lasso strength while fine-tuning
     schedule: str = "one-shot"               # one-shot | iterative | gradual (training/recipes.py)
     rounds: int = 3                          # iterative: prune -> fine-tune rounds
     initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
@@ -136,6 +140,11 @@ def network_folder(folder, network):
 
 
 SCHEDULES = ("one-shot", "iterative", "gradual")  # training/recipes.py
+# --structure (training/recipes.pruned_layers): "inputs" prunes whole input features of every
+# weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
+# L0 regularisation reports); "units" whole output units and filters of every layer but the
+# output one (whose units are the classes).
+STRUCTURES = ("none", "inputs", "units")
 # The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
 # tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
 # without importing the package, which starts TensorFlow.
@@ -146,6 +155,8 @@ USED_ONLY_BY = {
     **{field: ("criterion", [c for c, f in CRITERION_FIELD.items() if f == field])
        for field in set(CRITERION_FIELD.values())},
     "rounds": ("schedule", ["iterative"]),
+    "norm": ("structure", ["inputs", "units"]),
+    "group_lasso": ("structure", ["inputs", "units"]),
     "prune_every": ("schedule", ["gradual"]),
 }
 
@@ -172,6 +183,11 @@ def check_pruned(config, given=()):
                 raise ValueError(
                     f"--{field.replace('_', '-')} is not used by --{chooser} "
                     f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
+    if config.structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {config.structure!r}")
+    if config.structure != "none" and tuple(config.block) != (1, 1):
+        raise ValueError(f"--structure {config.structure} removes whole groups, --block "
+                         f"{config.block[0]}x{config.block[1]} blocks: choose one")
     if config.schedule == "gradual" and CRITERION_FIELD[config.criterion] != "sparsity":
         raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
                          f"layer-sparsity or global-sparsity, got {config.criterion}")

@@ -5,7 +5,10 @@
     python deploy_pruned_model.py --network lenet-5     # conv kernels as [kh*kw*cin, cout]
     python deploy_pruned_model.py --quick               # smoke test: MNIST subset
 
-Needs the checkpoint of prune_network.py (of the same --network and data). Trained quantization
+Needs the checkpoint of prune_network.py (of the same --network and data). A checkpoint pruned
+with --structure is first shrunk (`pruning.shrink`: the removed pixels, units and filters gone, a
+smaller dense network, saved as <model-dir>/shrunk.keras) and everything below is the shrunk
+network's. Trained quantization
 first: the 5-bit shared-weight codebooks (--codebook-bits) are fine-tuned for --codebook-epochs,
 codes fixed, and kept if they score better on the validation split. Every storage format
 (compression/formats.py) is written to <model-dir>/weights.<format>.npz, read back, decoded into
@@ -67,6 +70,8 @@ def main():
     from deploy.saved_model import directory_bytes, saved_model_bytes
     from deploy.sparse_graph import SparseNetwork, check_sparse, sparse_layers
     from deploy.storage import write_formats
+    from networks.builders import layer_sizes
+    from pruning import shrink
     from training.checkpoints import check_data, load_pruned
     from training.evaluate import evaluate, logits_function, predict
     keras.utils.set_random_seed(config.seed)
@@ -81,17 +86,24 @@ def main():
         dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
         print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  "
               f"loss {dense_loss:.4f}")
-        layers = sparse_layers(model)
         dense_logits = predict(dense_fn, x_test)
+        dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(model)), saved_model_bytes(model)
+        sizes, pruned = None, model
+        if pruned_config.structure != "none":  # deployed from here on: the smaller network
+            model = shrink(pruned)
+            sizes = dict(pruned=layer_sizes(pruned), shrunk=layer_sizes(model))
+            model.save(out / "shrunk.keras")
+            print(f"shrunk ({pruned_config.structure} pruned): {sizes['pruned']} -> "
+                  f"{sizes['shrunk']}, {model.count_params():,d} parameters")
+        layers = sparse_layers(model)
         sparse_acc, sparse_loss, gap = check_sparse(layers, x_test, y_test, dense_logits,
                                                     config.batch_size, config.logits_tolerance)
         print(f"sparse network:                  test accuracy {sparse_acc:.4f}  "
               f"loss {sparse_loss:.4f}  (max |logit difference| {gap:.1e})")
 
-        dense_disk = saved_model_bytes(model)
         tflite = litert.export(model, out, x_test, y_test,
                                data["train"][0][:config.calibration_images], dense_logits,
-                               config.logits_tolerance)
+                               config.logits_tolerance, dense_model=pruned)
         shared, quantization = {}, None
         if config.codebook_epochs:
             shared[config.codebook_bits], quantization = codebooks.quantize(
@@ -99,17 +111,17 @@ def main():
                 config.codebook_learning_rate, config.seed)
         stored, decoded = write_formats(layers, dict.fromkeys(formats.FORMATS + [args.format]),
                                         out, x_test, y_test, config.batch_size, shared)
-        dense_bytes = coo.dense_bytes(layers)
         for r in stored.values():
             r["compression"] = dense_bytes / r["bytes"]
         SparseNetwork(decoded[args.format]).save(out / "saved_model")
         saved_disk = directory_bytes(out / "saved_model")
         lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite,
-                       args.format, saved_disk)
+                       args.format, saved_disk, sizes)
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
         write_json(out / "config.json", {"config": config, "data": dict(
             source=data["source"], sha256=data["sha256"]), "results": dict(
-            format=args.format, dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
+            format=args.format, shrunk_sizes=sizes, shrunk_parameters=sizes and
+            model.count_params(), dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
             test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
             compression=stored["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
             sparse_saved_model_bytes=saved_disk, formats=stored,

@@ -5,6 +5,8 @@
     python prune_network.py --threshold 0.05 --epochs 5
     python prune_network.py --criterion global-sparsity --sparsity 0.97 --schedule gradual
     python prune_network.py --block 1x4           # whole blocks: what .tflite runs fast
+    python prune_network.py --structure inputs --criterion layer-sparsity --sparsity 0.9
+                                                  # whole pixels and units: a smaller network
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
 Needs the checkpoint of train_network_dense.py (of the same --network and data). Writes
@@ -42,6 +44,18 @@ def parse():
                    "blocks of largest mean |w|. 1x4 (4 consecutive inputs of one unit) is the "
                    "float32 layout TFLite's sparse kernel runs, 1x16 the int8 one (default 1x1: "
                    "single weights)")
+    p.add_argument("--structure", choices=configs.STRUCTURES,
+                   help="prune whole groups, so that a smaller dense network remains (the "
+                        "deploy stage exports it shrunk): 'inputs', whole input features of "
+                        "every layer (pixels, and the units of the layer before); 'units', whole "
+                        "units and conv filters of every layer but the output one; each layer "
+                        "keeps about as many weights as the criterion would (default none)")
+    p.add_argument("--norm", choices=("l1", "l2"),
+                   help="--structure: score groups by their mean |w| (l1) or root mean square "
+                        "(l2) (default l1)")
+    p.add_argument("--group-lasso", type=cli.non_negative, metavar="STRENGTH",
+                   help="--structure: add a group-lasso penalty of this strength while "
+                        "fine-tuning, driving whole groups toward zero (default 0: none)")
     p.add_argument("--schedule", choices=configs.SCHEDULES,
                    help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,
@@ -62,7 +76,9 @@ def parse():
     config = cli.stage_config(
         args, configs.pruned_config(args.network), criterion=args.criterion,
         threshold=quick.get("threshold") if args.threshold is None else args.threshold,
-        quality=args.quality, sparsity=args.sparsity, block=args.block, schedule=args.schedule,
+        quality=args.quality, sparsity=args.sparsity, block=args.block,
+        structure=args.structure, norm=args.norm, group_lasso=args.group_lasso,
+        schedule=args.schedule,
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
         lr_values=args.lr_values and tuple(args.lr_values))
@@ -78,13 +94,15 @@ def main():
         check_publishable(WEIGHT_PLOTS.values(), pics, "--pics-dir")
     import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
 
-    from networks.builders import weight_layers
-    from pruning import summary
+    from networks.builders import layer_sizes, weight_layers
+    from pruning import shrink, summary
     from training.checkpoints import check_data, load_for_fine_tuning, save_checkpoint
     from training.evaluate import evaluate, logits_function
     from training.recipes import FirstPruning, prune_and_fine_tune
     keras.utils.set_random_seed(config.seed)
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
+    if config.structure != "none":
+        blocks = f" in whole {config.structure}"
     target = f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
@@ -106,14 +124,16 @@ def main():
             seconds = time.perf_counter() - start
             # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
             for layer in weight_layers(model):
-                assert not layer.kernel.numpy()[~masks[f"{layer.name}/kernel"]].any(), \
+                mask = masks.get(f"{layer.name}/kernel")  # none: the output layer of --structure
+                assert mask is None or not layer.kernel.numpy()[~mask].any(), \
                     f"{layer.name} grew back"
             kernels["after pruning"] = first.kernels
             kernels["after fine-tuning"] = [l.kernel.numpy() for l in weight_layers(model)]
             test_acc, test_loss = evaluate(logits_fn, *data["test"])
 
             nonzero = sum(int(m.sum()) for m in masks.values())
-            save_checkpoint(out, model, optimizer, config, results=dict(
+            sizes = layer_sizes(shrink(model)) if config.structure != "none" else None
+            save_checkpoint(out, model, optimizer, config, results=dict(shrunk_sizes=sizes,
                 dense_test_accuracy=dense_acc, test_accuracy=test_acc, test_loss=test_loss,
                 pruned_test_accuracy_before_fine_tuning=first.accuracy,
                 nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history))
@@ -123,6 +143,9 @@ def main():
     print("final masks:", summary(model), sep="\n")
     print(f"after fine-tuning: test accuracy {test_acc:.4f}  loss {test_loss:.4f}  "
           f"({nonzero:,} non-zero weights, {seconds:.1f} s)")
+    if sizes:
+        print(f"shrinks to a dense {sizes} network (layer sizes as the papers give them, against "
+              f"{layer_sizes(model)} unpruned); deploy_pruned_model.py exports it")
     print(f"saved {config.model_dir}/" + (f" and copied its plots to {pics}/" if pics else ""))
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from compression.coo import from_coo
 from compression.formats import kmeans_1d
-from networks.builders import kernels_restored, weight_layers
+from networks.builders import input_rows, kernels_restored, weight_layers
 from training.evaluate import evaluate, logits_function
 from training.fit import check_finite, dataset
 
@@ -31,6 +31,17 @@ def share_weights(layers, bits):
     return shared
 
 
+def _kernel_rows(l, layer):
+    """The kernel row of each stored weight of `l`: its row, or after a gather (a shrunk model,
+    `networks.builders.input_rows`) the row of the gathered feature."""
+    rows, gathered = l["indices"][:, 0], input_rows(layer)
+    if gathered is None:
+        return rows
+    position = np.full(int(l["shape"][0]), -1)
+    position[gathered] = np.arange(len(gathered))
+    return position[rows]
+
+
 def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, seed=0,
                     momentum=0.9, log=print):
     """Fine-tune the codebooks of `share_weights`' `layers` (the weight layers of `model`, in
@@ -42,8 +53,8 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
     kernels = [l.kernel for l in weight_layers(model)]
     if [l["name"] for l in layers] != [l.name for l in weight_layers(model)]:
         raise ValueError("layers must be the model's weight layers, in order")
-    flat = [tf.constant(l["indices"][:, 0].astype(np.int64) * int(l["shape"][1])
-                        + l["indices"][:, 1]) for l in layers]  # kept positions, row-major
+    flat = [tf.constant(_kernel_rows(l, layer).astype(np.int64) * int(l["shape"][1])
+                        + l["indices"][:, 1]) for l, layer in zip(layers, weight_layers(model))]
     codes = [tf.constant(l["codes"].astype(np.int32)) for l in layers]
     codebooks = [keras.Variable(l["codebook"], name=f"{l['name']}_codebook") for l in layers]
 
@@ -91,7 +102,8 @@ def assign_layers(model, layers):
     """Write `layers` (`to_coo` dicts, e.g. as a storage format decodes them) into the kernels of
     `model`'s weight layers, in order."""
     for layer, l in zip(weight_layers(model), layers):
-        layer.kernel.assign(from_coo(l).reshape(layer.kernel.shape))
+        rows, matrix = input_rows(layer), from_coo(l)
+        layer.kernel.assign((matrix if rows is None else matrix[rows]).reshape(layer.kernel.shape))
 
 
 def quantize(model, layers, bits, epochs, data, learning_rate, seed=0):

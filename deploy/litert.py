@@ -161,18 +161,20 @@ class TFLiteNetwork:
             return self._run(pixels)
 
 
-def export(model, out, x_test, y_test, calibration, dense_logits, tolerance):
+def export(model, out, x_test, y_test, calibration, dense_logits, tolerance, dense_model=None):
     """Write <out>/model.tflite (float32, sparse weights) and model_int8.tflite (calibrated on
     `calibration` images); {file: bytes, layers, xnnpack, test_accuracy, max_logit_difference,
-    compression}, each beside the same network converted with dense weights.
+    compression}, each beside `dense_model` (default: the same network) converted with dense
+    weights: a shrunk network is compared with the pruned one it came from, at full size.
 
     Raises ValueError, before anything is written, if the float32 file's logits are not
     `dense_logits` (the Keras model's) within `tolerance`.
     """
+    dense_model = dense_model or model
     variants = {"model.tflite": convert(model),
-                "dense float32": convert(model, sparse=False),
+                "dense float32": convert(dense_model, sparse=False),
                 "model_int8.tflite": convert(model, representative=calibration),
-                "dense int8": convert(model, sparse=False, representative=calibration)}
+                "dense int8": convert(dense_model, sparse=False, representative=calibration)}
     results = {}
     for name, content in variants.items():
         network = TFLiteNetwork(content)

@@ -2,10 +2,14 @@
 import numpy as np
 
 
-def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deployed, saved_disk):
-    """The report's lines: the kept weights per layer, every storage format against the dense
-    float32 bytes, trained quantization, LiteRT, and the deployed SavedModel."""
-    lines = [f"{'layer':6s} {'kernel':>14s} {'non-zeros':>10s} {'density':>8s}"]
+def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deployed, saved_disk,
+           sizes=None):
+    """The report's lines: the layer sizes before and after shrinking (`sizes`, structured
+    pruning), the kept weights per layer, every storage format against the dense float32 bytes,
+    trained quantization, LiteRT, and the deployed SavedModel."""
+    lines = [f"shrunk: layer sizes {sizes['pruned']} -> {sizes['shrunk']}; everything below is "
+             f"the shrunk network's, against the unpruned dense model"] if sizes else []
+    lines += [f"{'layer':6s} {'kernel':>14s} {'non-zeros':>10s} {'density':>8s}"]
     for l in layers:
         nnz, size = len(l["values"]), int(np.prod(l["shape"]))
         shape = l["spec"].get("kernel_shape", l["shape"])

@@ -24,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from compression.coo import index_dtype, to_coo
+from networks.builders import full_width_kernel, input_rows
 from networks.layers import ByteDropout
+from pruning import SelectFeatures
 from training.evaluate import evaluate, predict
 
 COO_MAX_BATCH = 16  # COO/CSR crossover on the 2-core CPU: benchmarks/results/crossover-cpu.json
@@ -58,7 +60,9 @@ def sparse_layers(model):
     ({"kind": "dense" | "conv", "activation": "relu" | None, and for a conv "kernel_shape",
     "input_shape" and "pool", its max-pooling size}).
 
-    The layers `networks.builders.build_network` builds are understood; any other layer,
+    The layers `networks.builders.build_network` builds are understood, and the gathers a shrunk
+    model has (`pruning.SelectFeatures` before a Dense layer: its kernel is stored with zero rows
+    for the features it does not read, which the sparse formats do not store); any other layer,
     or a conv with padding, strides or dilation, is a ValueError naming it.
     """
     layers = []
@@ -67,7 +71,9 @@ def sparse_layers(model):
             activation = keras.activations.serialize(layer.activation)
             if activation not in ("relu", "linear"):
                 raise ValueError(f"cannot deploy {layer.name}: activation {activation!r}")
-            kernel = layer.kernel.numpy()
+            if isinstance(layer, keras.layers.Conv2D) and input_rows(layer) is not None:
+                raise ValueError(f"cannot deploy {layer.name}: a conv after a gather")
+            kernel = full_width_kernel(layer)
             spec = dict(kind="dense", activation="relu" if activation == "relu" else None)
             if isinstance(layer, keras.layers.Conv2D):
                 if (layer.padding, layer.strides, layer.dilation_rate) != ("valid", (1, 1), (1, 1)):
@@ -82,7 +88,7 @@ def sparse_layers(model):
                 layers[-1]["spec"]["kind"] == "conv" and layer.pool_size == layer.strides and \
                 layer.padding == "valid":
             layers[-1]["spec"]["pool"] = layer.pool_size[0]
-        elif not isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten,
+        elif not isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten, SelectFeatures,
                                     keras.layers.Dropout, ByteDropout, keras.layers.InputLayer)):
             raise ValueError(f"cannot deploy {layer.name} ({type(layer).__name__}) sparsely")
     return layers

@@ -3,9 +3,10 @@ papers' LeNet-300-100 and LeNet-5 (configs.NETWORKS), built from a config."""
 import contextlib
 
 import keras
+import numpy as np
 
 from networks.layers import ByteDropout
-from pruning import prunable_layers
+from pruning import SelectFeatures, prunable_layers
 
 
 def build_network(config):
@@ -86,9 +87,41 @@ def kernels_restored(model):
             layer.kernel.assign(original)
 
 
+def input_rows(layer):
+    """The input features a weight layer of a shrunk model reads, as indices into its input
+    before the `pruning.SelectFeatures` gather in front of it (so the rows of its kernel
+    scattered back to the full width); None where no gather precedes it."""
+    source = layer.input._keras_history.operation
+    return np.asarray(source.indices) if isinstance(source, SelectFeatures) else None
+
+
+def full_width_kernel(layer):
+    """The kernel of `layer` with a zero row for every input feature its gather drops: the
+    matrix the storage formats store (whose zeros they do not)."""
+    kernel, rows = layer.kernel.numpy(), input_rows(layer)
+    if rows is None:
+        return kernel
+    full = np.zeros((int(layer.input._keras_history.operation.input.shape[-1]),
+                     kernel.shape[-1]), kernel.dtype)
+    full[rows] = kernel
+    return full
+
+
 def weight_layers(model):
     """The model's conv and Dense layers, input to output: the ones whose kernels are pruned."""
     return prunable_layers(model)
+
+
+def layer_sizes(model):
+    """The sizes structured pruning changes, as the papers write them (Louizos et al. 2018):
+    every conv's filters, the first Dense layer's input features, every hidden Dense layer's
+    units, e.g. '784-300-100' for LeNet-300-100 and '20-50-800-500' for LeNet-5. Read from the
+    kernels, so a shrunk model (`pruning.shrink`, a gather before fc1) gives its own."""
+    layers = weight_layers(model)
+    dense = [l for l in layers if isinstance(l, keras.layers.Dense)]
+    sizes = [l.kernel.shape[-1] for l in layers if not isinstance(l, keras.layers.Dense)]
+    sizes += [dense[0].kernel.shape[0]] + [l.kernel.shape[-1] for l in dense[:-1]]
+    return "-".join(map(str, sizes))
 
 
 def architecture(model):

@@ -10,11 +10,11 @@ import numpy as np
 import configs
 from networks.builders import architecture, build_network, weight_layers
 from networks.layers import ByteDropout
-from pruning import PruningMask, get_masks
+from pruning import GroupLasso, PruningMask, get_masks
 from utils.checkpoints import STAGE_FILE, read_artifact, write_json
 from utils.errors import CheckpointError
 
-CUSTOM_OBJECTS = (ByteDropout, PruningMask)  # what the stages' model.keras files hold
+CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask)  # what the stages' model.keras hold
 
 
 def save_checkpoint(out, model, optimizer, config, results=None):
@@ -124,7 +124,14 @@ def checkpoint_config(meta, network, model_dir):
                               f"folder of a {network} run")
     return configs.override(configs.pruned_config(network), image_shape=tuple(saved.get(
         "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10),
-        data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""))
+        data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""),
+        structure=saved.get("structure", "none"))
+
+
+def pruned_layers(model, config):
+    """The weight layers `config` prunes: all, but the output layer not for --structure units."""
+    layers = weight_layers(model)
+    return [l.name for l in (layers[:-1] if config.structure == "units" else layers)]
 
 
 def load_pruned(pruned_dir, network="mlp"):
@@ -138,10 +145,13 @@ def load_pruned(pruned_dir, network="mlp"):
     model, meta = load_checkpoint(pruned_dir, "prune_network.py", CUSTOM_OBJECTS)
     config = checkpoint_config(meta, network, pruned_dir)
     masks = {key.removesuffix("/kernel"): mask for key, mask in get_masks(model).items()}
-    if sorted(masks) != sorted(l.name for l in weight_layers(model)):
+    if sorted(masks) != sorted(pruned_layers(model, config)):
         raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
-                              f"not on every weight layer: rerun prune_network.py")
+                              f"not on every weight layer its --structure prunes: rerun "
+                              f"prune_network.py")
     for l in weight_layers(model):
+        if l.name not in masks:
+            continue
         if np.any(l.kernel.numpy()[~masks[l.name]]):
             raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where its "
                                   f"masks prune them ({l.name}): rerun prune_network.py")

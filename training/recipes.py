@@ -7,6 +7,8 @@ fine-tuning.
              each round retrains with the whole learning-rate schedule compressed into its epochs;
   gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
              fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
+Each prunes single weights, blocks (--block) or whole groups (--structure: input features or
+units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
 All three fine-tune for the same total number of epochs, so they cost the same. This module maps
 a `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
 """
@@ -14,10 +16,16 @@ import numpy as np
 
 import configs
 from networks.builders import weight_layers
-from pruning import (GradualPruning, IterativePruning, PolynomialDecay, get_masks,
-                     prune_low_magnitude, summary)
+from pruning import (GradualPruning, IterativePruning, PolynomialDecay, add_group_lasso,
+                     get_masks, prune_low_magnitude, summary)
+from training.checkpoints import pruned_layers
 from training.evaluate import evaluate
 from training.fit import fit
+
+def pattern(config):
+    """What `config` prunes in: whole groups (--structure) or blocks (--block)."""
+    return config.block if config.structure == "none" else config.structure
+
 
 def round_value(config, r):
     """Target of iterative round r (1..rounds): thresholds rise linearly to the final one;
@@ -55,8 +63,11 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     configs.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
     value = configs.criterion_value(config)
+    layers, kind = pruned_layers(model, config), dict(pattern=pattern(config), norm=config.norm)
+    if config.group_lasso:
+        add_group_lasso(model, config.group_lasso, config.structure, layers)
     if config.schedule == "one-shot":
-        on_prune(1, prune_low_magnitude(model, config.criterion, value, block=config.block))
+        on_prune(1, prune_low_magnitude(model, config.criterion, value, layers, **kind))
         history = fit(model, optimizer, config, data, log=log)
         return get_masks(model), history
 
@@ -64,7 +75,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         starts = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
         rounds = IterativePruning(config.criterion, {
             int(starts[r - 1]): round_value(config, r) for r in range(1, config.rounds + 1)},
-            block=config.block)
+            layers, **kind)
         rounds.on_prune = lambda epoch, masks: on_prune(int(np.searchsorted(starts, epoch)) + 1,
                                                         masks)
 
@@ -86,7 +97,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     schedule = PolynomialDecay(
         final_sparsity=value, end_step=max(1, int(config.ramp_fraction * steps)),
         initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
-    prune_low_magnitude(model, config.criterion, 0.0)  # dense masks for the ramp to shrink
+    prune_low_magnitude(model, config.criterion, 0.0, layers, **kind)  # dense masks to shrink
     history = fit(model, optimizer, config, data,
-                  [GradualPruning(schedule, config.criterion, config.block)], log=log)
+                  [GradualPruning(schedule, config.criterion, layers=layers, **kind)], log=log)
     return get_masks(model), history

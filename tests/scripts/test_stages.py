@@ -227,6 +227,75 @@ def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline,
     assert timings["tflite"]["baseline"] in ("dense", "tflite-dense", "tflite-dense-builtin")
 
 
+def prune_and_deploy_structured(dense, cwd, network, *flags):
+    """prune --structure ... then deploy, in --quick mode; (pruned, deployed) config.json."""
+    result = run("prune_network.py", "--quick", "--network", network, *flags, "--dense-dir",
+                 str(dense), "--model-dir", "p", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "shrinks to a dense" in result.stdout
+    result = run("deploy_pruned_model.py", "--quick", "--network", network, "--pruned-dir", "p",
+                 "--model-dir", "s", "--codebook-epochs", "0", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [json.loads((cwd / f / "config.json").read_text()) for f in ("p", "s")]
+
+
+def kernel_shapes(path):
+    import keras  # noqa: F401 (TensorFlow starts only in the tests that need it)
+
+    import pruning
+    model = keras.models.load_model(path)
+    return [tuple(l.kernel.shape) for l in pruning.prunable_layers(model)]
+
+
+def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
+    pruned, sparse = prune_and_deploy_structured(
+        pipeline / "dense", tmp_path, "mlp", "--structure", "inputs", "--criterion", "layer-sparsity",
+        "--sparsity", "0.8")
+    pixels, h1, h2 = map(int, pruned["results"]["shrunk_sizes"].split("-"))
+    assert (pixels, h1, h2) == (round(0.2 * 784), round(0.2 * 512), round(0.2 * 512))
+    assert kernel_shapes(tmp_path / "s/shrunk.keras") == [(pixels, h1), (h1, h2), (h2, 10)]
+    results = sparse["results"]
+    assert results["shrunk_sizes"] == dict(pruned="784-512-512", shrunk=f"{pixels}-{h1}-{h2}")
+    assert results["test_accuracy"] == pruned["results"]["test_accuracy"]
+    assert results["max_logit_difference"] <= 1e-4
+    assert results["tflite"]["model.tflite"]["max_logit_difference"] <= 1e-4
+    # the shrunk float32 .tflite against the unpruned one: about the weights' ratio
+    weights = pixels * h1 + h1 * h2 + h2 * 10
+    assert results["tflite"]["model.tflite"]["compression"] > 0.8 * 668_672 / weights
+    assert (tmp_path / "s/saved_model").is_dir() and (tmp_path / "s/model_int8.tflite").is_file()
+
+
+def test_structured_units_prune_gradually_and_shrink_the_lenets(network_pipeline, tmp_path):
+    network, cwd, *_ = network_pipeline
+    pruned, sparse = prune_and_deploy_structured(
+        cwd / "dense", tmp_path, network, "--structure", "units", "--norm", "l2",
+        "--criterion", "layer-sparsity", "--sparsity", "0.5")
+    assert pruned["config"]["schedule"] == "gradual"
+    kept = [int(n) for n in pruned["results"]["shrunk_sizes"].split("-")]
+    full = [20, 50, 800, 500] if network == "lenet-5" else [784, 300, 100]
+    # half of every layer's units or filters; the inputs of the first Dense layer follow the
+    # filters before it (16 features each), the pixels stay
+    half = [n // 2 for n in full]
+    expected = [half[0], half[1], half[1] * 16, half[3]] if network == "lenet-5" else \
+        [784, *half[1:]]
+    assert kept == expected
+    assert sparse["results"]["max_logit_difference"] <= 1e-4
+    assert sparse["results"]["test_accuracy"] == pruned["results"]["test_accuracy"]
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--structure", "inputs", "--block", "1x4"], "--structure inputs removes whole groups, "
+                                                  "--block 1x4 blocks: choose one"),
+    (["--norm", "l2"], "--norm is not used by --structure none"),
+])
+def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, monkeypatch,
+                                                                tmp_path):
+    line = run_script("prune_network.py", "--quick", *flags, "--model-dir", str(tmp_path / "p"),
+                      monkeypatch=monkeypatch)
+    assert line.startswith(f"error: {match}") and "\n" not in line
+    assert not (tmp_path / "p").exists()
+
+
 def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):
     data = tmp_path / "mnist"
     data.mkdir()
