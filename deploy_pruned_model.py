@@ -118,7 +118,7 @@ def main():
         lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite,
                        args.format, saved_disk, sizes)
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
-        write_json(out / "config.json", {"config": config, "data": dict(
+        write_json(out / "config.json", {"config": config, "pruned": pruned_config, "data": dict(
             source=data["source"], sha256=data["sha256"]), "results": dict(
             format=args.format, shrunk_sizes=sizes, shrunk_parameters=sizes and
             model.count_params(), dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,

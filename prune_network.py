@@ -66,6 +66,9 @@ def parse():
     p.add_argument("--lr-values", type=cli.positive, nargs="+", metavar="LR",
                    help="fine-tuning learning rates, one per step of the schedule (default: the "
                         "network's recipe, 1e-3 1e-4 for mlp: the first half, the second half)")
+    p.add_argument("--lr-boundaries", type=cli.positive_int, nargs="+", metavar="EPOCH",
+                   help="epochs after which the learning rate steps to the next of --lr-values "
+                        "(default: the network's recipe, 10 for mlp)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
     cli.allow_other_data_flag(p)
     cli.folder_flag(p, "--model-dir", "output folder", configs.PrunedConfig.model_dir)
@@ -81,7 +84,8 @@ def parse():
         schedule=args.schedule,
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
-        lr_values=args.lr_values and tuple(args.lr_values))
+        lr_values=args.lr_values and tuple(args.lr_values),
+        lr_boundaries=args.lr_boundaries and tuple(args.lr_boundaries))
     configs.check_pruned(config, given=cli.given(args, configs.USED_ONLY_BY))
     return args, config
 

@@ -127,3 +127,49 @@ def _save(fig, ax, path):
     """Grid, tight layout, and an atomic PNG write."""
     ax.grid(alpha=0.3)
     _write(fig, path)
+
+
+def plot_deployments(rows, chosen, network, path):
+    """The Pareto plots of `benchmarks/bench_deployments.py`: test accuracy of every deployment
+    against its latency at batch 1 and at batch 1000 (log scales, the dense .tflite's marked by
+    a line) and against its bytes on disk; one colour per pruning, one marker per runtime; the
+    deployments chosen on the validation split circled."""
+    kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
+    colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    markers = {"int8 .tflite": "s", ".tflite": "o", "SavedModel": "^", "TF": "D"}
+    picked = {c["name"] for c in chosen["fastest"].values()} | (
+        {chosen["smallest"]["name"]} if chosen["smallest"] else set())
+    panels = [("latency at batch 1 (s)", lambda r: r["latency_s"].get("1", {}).get("median_s")),
+              ("latency at batch 1000 (s)",
+               lambda r: r["latency_s"].get("1000", {}).get("median_s")),
+              ("bytes on disk", lambda r: r["bytes"])]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
+    for ax, (xlabel, x_of) in zip(axes, panels):
+        for name, r in rows.items():
+            x = x_of(r)
+            if x is None:
+                continue
+            runtime = next(m for m in markers if name.endswith(m))
+            ax.scatter(x, 100 * r["test_accuracy"], color=colours[r["kind"]],
+                       marker=markers[runtime], s=60, zorder=3)
+            if name in picked:
+                ax.scatter(x, 100 * r["test_accuracy"], facecolors="none", edgecolors="black",
+                           s=220, linewidths=1.5, zorder=4)
+        base = x_of(rows["dense .tflite"])
+        if base is not None:
+            ax.axvline(base, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("test accuracy (%)")
+    handles = [plt.Line2D([], [], color=colours[k], marker="o", linestyle="", label=k)
+               for k in kinds]
+    handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=name)
+                for name, m in markers.items()]
+    handles.append(plt.Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="black",
+                              markersize=12, linestyle="",
+                              label="chosen on the validation split"))
+    axes[2].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.suptitle(f"{network}: every deployment, test accuracy against speed and size "
+                 f"(dotted: the dense .tflite with XNNPACK)")
+    _write(fig, path)

@@ -264,6 +264,31 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     assert results["tflite"]["model.tflite"]["compression"] > 0.8 * 668_672 / weights
     assert (tmp_path / "s/saved_model").is_dir() and (tmp_path / "s/model_int8.tflite").is_file()
 
+    # which deployment to ship: the unstructured one of the pipeline against the shrunk one
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_deployments", "--dense-dir",
+         str(pipeline / "dense"), "--deployed", str(pipeline / "sparse"), str(tmp_path / "s"),
+         "--batches", "1", "3", "--repeats", "1", "--results-dir", str(tmp_path / "r"),
+         "--pics-dir", str(tmp_path / "pics")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "r").glob("deployments-mlp-*.json").__next__().read_text())
+    shrunk = f"shrunk {pixels}-{h1}-{h2}"
+    assert sorted(written["deployments"]) == sorted(
+        ["dense .tflite", "dense int8 .tflite", "dense TF"] + [
+            f"{kind}{runtime}" for kind in ("unstructured", shrunk)
+            for runtime in (" .tflite", " int8 .tflite", " SavedModel")])
+    row = written["deployments"][f"{shrunk} .tflite"]
+    assert row["multiply_adds"] == weights and row["bytes"] == (tmp_path / "s/model.tflite").stat(
+        ).st_size
+    # one network in two runtimes: the same answers (the benchmark reads all of MNIST's test
+    # split, the --quick stages a subset)
+    assert row["test_accuracy"] == pytest.approx(
+        written["deployments"][f"{shrunk} SavedModel"]["test_accuracy"], abs=1e-3)
+    assert written["deployments"]["dense .tflite"]["speedup"] == {"1": 1.0, "3": 1.0}
+    assert set(row["latency_s"]) == set(row["useful_gflops"]) == {"1", "3"}
+    assert set(written["chosen"]) == {"goal", "fastest", "smallest"}
+    assert (tmp_path / "pics/deployments.png").stat().st_size > 10_000
+
 
 def test_structured_units_prune_gradually_and_shrink_the_lenets(network_pipeline, tmp_path):
     network, cwd, *_ = network_pipeline

@@ -1,0 +1,208 @@
+"""Which deployment to ship: every deployment of one network, its accuracy, size and speed.
+
+    python benchmarks/bench_deployments.py --network mlp --deployed saved_models/network_sparse \
+        saved_models/mlp-1x4/network_sparse saved_models/mlp-inputs/network_sparse
+
+Takes the network's dense checkpoint (train_network_dense.py) and any number of deploy-stage
+folders (deploy_pruned_model.py: unstructured, --block 1x4, --structure ...). Every deployment:
+  dense .tflite         the dense network in LiteRT with XNNPACK: the baseline of every ratio
+  dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates)
+  dense TF              the dense Keras model as a tf.function
+and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks", "shrunk
+266-88-33" for a structured one, whose network is the smaller dense one):
+  <name> .tflite, <name> int8 .tflite   its model.tflite / model_int8.tflite in LiteRT
+  <name> SavedModel                     its saved_model (the sparse TensorFlow graph)
+Each is scored on the validation and the test split, its bytes on disk counted, and timed at
+every batch size (--batches) in this one process, round-robin (benchmarks/timing.py); latency
+ratios are against the dense .tflite at the same batch. Multiply-adds count the useful work: the
+non-zero weights times the positions each is applied at (a conv's output pixels).
+
+"chosen" answers the question per goal, on the validation split only: among the deployments
+whose validation accuracy reaches the goal's (`configs.NETWORKS[...]["deploy_goal"]`: the dense
+model's for the MLP, the papers' error for the LeNets), the fastest at each batch size and the
+smallest in bytes; their test accuracy is then reported. Writes
+benchmarks/results/deployments-<network>-<device>.json and the Pareto plots
+pics/deployments[-<network>].png (test accuracy against latency at batch 1 and 1000, and against
+bytes).
+"""
+import json
+import tempfile
+from pathlib import Path
+
+import configs
+from utils import cli
+
+PLOT = "deployments.png"
+
+
+def parse():
+    p = cli.Parser(__doc__)
+    p.add_argument("--network", default="mlp", choices=list(configs.NETWORKS))
+    p.add_argument("--dense-dir", type=cli.path,
+                   help="the dense checkpoint (default: the network's, under saved_models/)")
+    p.add_argument("--deployed", type=cli.path, nargs="+", required=True, metavar="DIR",
+                   help="deploy-stage folders to compare")
+    p.add_argument("--batches", type=cli.positive_int, nargs="+", default=[1, 100, 1000, 10000])
+    p.add_argument("--repeats", type=cli.positive_int, default=7)
+    p.add_argument("--data-dir", type=cli.path)
+    p.add_argument("--results-dir", type=cli.path, default=None,
+                   help="default: the repo's benchmarks/results/")
+    p.add_argument("--pics-dir", type=cli.path, default=None,
+                   help="where the Pareto plot goes (default: the repo's pics/, pics/<network>/ "
+                        "for the LeNets)")
+    args = p.parse_args()
+    if len(set(args.deployed)) != len(args.deployed):
+        p.error("--deployed: a folder is given twice")
+    return args
+
+
+def label(meta):
+    """A deployment's name from its deploy folder's config.json."""
+    pruned, results = meta.get("pruned") or {}, meta["results"]
+    if results.get("shrunk_sizes"):
+        return f"shrunk {results['shrunk_sizes']['shrunk']}"
+    block = tuple(pruned.get("block", (1, 1)))
+    return "unstructured" if block == (1, 1) else f"{block[0]}x{block[1]} blocks"
+
+
+def main():
+    args = parse()
+    from benchmarks.timing import RESULTS_DIR, results_file
+    results_dir = args.results_dir or RESULTS_DIR
+    pics = args.pics_dir or configs.repo_path(configs.network_folder("pics", args.network))
+    from utils.atomic import check_publishable
+    stem = f"deployments-{args.network}"
+    check_publishable([results_file(stem)], results_dir, "--results-dir")
+    check_publishable([PLOT], pics, "--pics-dir")
+    from utils.checkpoints import lock
+    with lock(results_dir / stem, "--results-dir"):  # one benchmark at a time
+        run(args, stem, results_dir, pics)
+
+
+def run(args, stem, results_dir, pics):
+    """Score, measure and time every deployment; print, write the JSON and the plot."""
+    import numpy as np  # TensorFlow starts here, once the flags are checked (utils/cli.py)
+    import tensorflow as tf
+
+    from benchmarks.timing import machine_facts, time_calls, write_results
+    from deploy.litert import TFLiteNetwork, convert
+    from deploy.saved_model import directory_bytes, saved_model_bytes
+    from networks.builders import weight_layers
+    from training.checkpoints import CUSTOM_OBJECTS, load_checkpoint
+    from training.evaluate import logits_function
+    from utils.atomic import publish
+    from utils.checkpoints import read_artifact
+    from utils.datasets import load as load_data
+    from utils.plot_utils import plot_deployments
+
+    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
+    model, _ = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
+    data = load_data(data_dir=args.data_dir)
+    positions = {l.name: int(np.prod(l.output.shape[1:-1])) for l in weight_layers(model)}
+    dense_macs = sum(int(np.prod(l.kernel.shape)) * positions[l.name]
+                     for l in weight_layers(model))
+    calibration = data["train"][0][:configs.SparseConfig.calibration_images]
+    deployments = {  # name: (pixels -> logits, bytes, multiply-adds, kind)
+        "dense .tflite": (TFLiteNetwork(convert(model, sparse=False)), None, dense_macs, "dense"),
+        "dense int8 .tflite": (TFLiteNetwork(convert(model, sparse=False,
+                                                      representative=calibration)),
+                               None, dense_macs, "dense"),
+        "dense TF": (logits_function(model), saved_model_bytes(model), dense_macs, "dense")}
+    sizes = {"dense .tflite": len(deployments["dense .tflite"][0].content),
+             "dense int8 .tflite": len(deployments["dense int8 .tflite"][0].content)}
+    folders = {}
+    for folder in args.deployed:
+        meta = read_artifact(folder / "config.json", lambda p: json.loads(p.read_text()),
+                             "deploy_pruned_model.py")
+        if meta.get("config", {}).get("model_dir") is None or "tflite" not in meta["results"]:
+            raise ValueError(f"--deployed {folder}: not a deploy_pruned_model.py folder")
+        kind = label(meta)
+        if kind in folders:
+            raise ValueError(f"--deployed {folder} and {folders[kind]} are both {kind}: give one")
+        folders[kind] = str(folder)
+        macs = sum(n * positions[layer] for layer, n in meta["results"]["nonzeros"].items())
+        for suffix, file in ((" .tflite", "model.tflite"), (" int8 .tflite", "model_int8.tflite")):
+            content = read_artifact(folder / file, lambda p: p.read_bytes(),
+                                    "deploy_pruned_model.py")
+            deployments[kind + suffix] = (TFLiteNetwork(content), len(content), macs, kind)
+        serving = read_artifact(folder / "saved_model", lambda p: tf.saved_model.load(
+            str(p)).signatures["serving_default"], "deploy_pruned_model.py")
+        deployments[kind + " SavedModel"] = (lambda x, s=serving: s(pixels=x)["output_0"],
+                                             directory_bytes(folder / "saved_model"), macs, kind)
+    rows = {}
+    for name, (fn, nbytes, macs, kind) in deployments.items():
+        accuracy = {}
+        for split in ("validation", "test"):
+            x, y = data[split]
+            logits = np.concatenate([np.asarray(fn(x[i:i + 1000]))
+                                     for i in range(0, len(x), 1000)])
+            accuracy[split] = float(np.mean(logits.argmax(1) == y))
+        rows[name] = dict(kind=kind, bytes=nbytes or sizes[name], multiply_adds=macs,
+                          validation_accuracy=accuracy["validation"],
+                          test_accuracy=accuracy["test"], latency_s={}, speedup={},
+                          useful_gflops={})
+    x_test = data["test"][0]
+    for batch in args.batches:
+        x = np.resize(x_test, (batch, x_test.shape[1]))
+        calls = {name: (lambda fn=fn, x=x if ".tflite" in name else tf.constant(x):
+                        np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
+        timings = time_calls(calls, args.repeats)
+        base = timings["dense .tflite"]["median_s"]
+        for name, t in timings.items():
+            row = rows[name]
+            row["latency_s"][str(batch)] = t
+            row["speedup"][str(batch)] = base / t["median_s"]
+            row["useful_gflops"][str(batch)] = 2 * row["multiply_adds"] * batch / t["median_s"] / 1e9
+    chosen = choose(rows, args.network, args.batches)
+    results = dict(machine=machine_facts(), network=args.network, baseline="dense .tflite",
+                   batches=args.batches, deployments=rows, chosen=chosen, folders=folders)
+    print_table(rows, chosen, args.batches)
+    written = write_results(stem, results, results_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_deployments(rows, chosen, args.network, Path(tmp) / PLOT)
+        publish([PLOT], tmp, pics, "--pics-dir")
+    print(f"wrote {written} and {pics / PLOT}")
+
+
+def choose(rows, network, batches):
+    """Per goal, on the validation split: the fastest deployment at each batch and the smallest,
+    among those whose validation accuracy reaches the goal's."""
+    goal = configs.NETWORKS[network]["deploy_goal"]
+    floor = rows["dense TF"]["validation_accuracy"] if goal is None else 1 - goal / 100
+    able = {n: r for n, r in rows.items() if r["validation_accuracy"] >= floor}
+    pick = dict(goal=dict(validation_accuracy_at_least=floor,
+                          rule="dense model's validation accuracy" if goal is None else
+                          f"test error goal {goal}%"),
+                fastest={}, smallest=None)
+    if able:
+        for batch in batches:
+            name = max(able, key=lambda n: able[n]["speedup"][str(batch)])
+            pick["fastest"][str(batch)] = dict(name=name, speedup=able[name]["speedup"][str(batch)],
+                                              test_accuracy=able[name]["test_accuracy"])
+        name = min(able, key=lambda n: able[n]["bytes"])
+        pick["smallest"] = dict(name=name, bytes=able[name]["bytes"],
+                                compression=rows["dense .tflite"]["bytes"] / able[name]["bytes"],
+                                test_accuracy=able[name]["test_accuracy"])
+    return pick
+
+
+def print_table(rows, chosen, batches):
+    print(f"{'deployment':32s} {'val acc':>8s} {'test acc':>8s} {'bytes':>10s} {'MACs':>9s} "
+          + " ".join(f"{'x@' + str(b):>8s}" for b in batches))
+    for name, r in rows.items():
+        print(f"{name:32s} {r['validation_accuracy']:8.4f} {r['test_accuracy']:8.4f} "
+              f"{r['bytes']:10,d} {r['multiply_adds']:9,d} "
+              + " ".join(f"{r['speedup'][str(b)]:7.2f}x" for b in batches))
+    print(f"goal: validation accuracy >= {chosen['goal']['validation_accuracy_at_least']:.4f} "
+          f"({chosen['goal']['rule']})")
+    for batch, c in chosen["fastest"].items():
+        print(f"  fastest at batch {batch}: {c['name']} ({c['speedup']:.2f}x, test accuracy "
+              f"{c['test_accuracy']:.4f})")
+    if chosen["smallest"]:
+        c = chosen["smallest"]
+        print(f"  smallest: {c['name']} ({c['bytes']:,d} bytes, {c['compression']:.1f}x smaller "
+              f"than the dense .tflite, test accuracy {c['test_accuracy']:.4f})")
+
+
+if __name__ == "__main__":
+    cli.run(main)
