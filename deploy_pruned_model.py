@@ -110,7 +110,7 @@ def main():
                 model, layers, config.codebook_bits, config.codebook_epochs, data,
                 config.codebook_learning_rate, config.seed)
         stored, decoded = write_formats(layers, dict.fromkeys(formats.FORMATS + [args.format]),
-                                        out, x_test, y_test, config.batch_size, shared)
+                                        out, data, config.batch_size, shared)
         for r in stored.values():
             r["compression"] = dense_bytes / r["bytes"]
         SparseNetwork(decoded[args.format]).save(out / "saved_model")

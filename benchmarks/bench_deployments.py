@@ -14,13 +14,15 @@ and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks"
   <name> SavedModel                     its saved_model (the sparse TensorFlow graph)
 Each is scored on the validation and the test split, its bytes on disk counted, and timed at
 every batch size (--batches) in this one process, round-robin (benchmarks/timing.py); latency
-ratios are against the dense .tflite at the same batch. Multiply-adds count the useful work: the
+ratios are against the dense .tflite at the same batch. Each deploy folder's storage formats
+(weights.<format>.npz: coo16 ... shared-5bit-huffman) are listed too, with the bytes and
+accuracies the deploy stage measured: stored weights, not a runtime, so not timed. Multiply-adds count the useful work: the
 non-zero weights times the positions each is applied at (a conv's output pixels).
 
 "chosen" answers the question per goal, on the validation split only: among the deployments
 whose validation accuracy reaches the goal's (`configs.NETWORKS[...]["deploy_goal"]`: the dense
-model's for the MLP, the papers' error for the LeNets), the fastest at each batch size and the
-smallest in bytes; their test accuracy is then reported. Writes
+model's for the MLP, the papers' error for the LeNets), the fastest at each batch size, the
+smallest that runs and the smallest stored; their test accuracy is then reported. Writes
 benchmarks/results/deployments-<network>-<device>.json and the Pareto plots
 pics/deployments[-<network>].png (test accuracy against latency at batch 1 and 1000, and against
 bytes).
@@ -110,7 +112,7 @@ def run(args, stem, results_dir, pics):
         "dense TF": (logits_function(model), saved_model_bytes(model), dense_macs, "dense")}
     sizes = {"dense .tflite": len(deployments["dense .tflite"][0].content),
              "dense int8 .tflite": len(deployments["dense int8 .tflite"][0].content)}
-    folders = {}
+    folders, stored = {}, {}
     for folder in args.deployed:
         meta = read_artifact(folder / "config.json", lambda p: json.loads(p.read_text()),
                              "deploy_pruned_model.py")
@@ -129,6 +131,10 @@ def run(args, stem, results_dir, pics):
             str(p)).signatures["serving_default"], "deploy_pruned_model.py")
         deployments[kind + " SavedModel"] = (lambda x, s=serving: s(pixels=x)["output_0"],
                                              directory_bytes(folder / "saved_model"), macs, kind)
+        for fmt, r in meta["results"]["formats"].items():  # stored, not run: bytes only
+            stored[f"{kind} {fmt}"] = dict(
+                kind=kind, bytes=r["bytes"], file_bytes=r["file_bytes"], multiply_adds=macs,
+                validation_accuracy=r.get("validation_accuracy"), test_accuracy=r["test_accuracy"])
     rows = {}
     for name, (fn, nbytes, macs, kind) in deployments.items():
         accuracy = {}
@@ -153,55 +159,67 @@ def run(args, stem, results_dir, pics):
             row["latency_s"][str(batch)] = t
             row["speedup"][str(batch)] = base / t["median_s"]
             row["useful_gflops"][str(batch)] = 2 * row["multiply_adds"] * batch / t["median_s"] / 1e9
-    chosen = choose(rows, args.network, args.batches)
+    chosen = choose(rows, stored, args.network, args.batches)
     results = dict(machine=machine_facts(), network=args.network, baseline="dense .tflite",
-                   batches=args.batches, deployments=rows, chosen=chosen, folders=folders)
-    print_table(rows, chosen, args.batches)
+                   batches=args.batches, deployments=rows, stored=stored, chosen=chosen,
+                   folders=folders)
+    print_table(rows, stored, chosen, args.batches)
     written = write_results(stem, results, results_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        plot_deployments(rows, chosen, args.network, Path(tmp) / PLOT)
+        plot_deployments(rows, stored, chosen, args.network, Path(tmp) / PLOT)
         publish([PLOT], tmp, pics, "--pics-dir")
     print(f"wrote {written} and {pics / PLOT}")
 
 
-def choose(rows, network, batches):
-    """Per goal, on the validation split: the fastest deployment at each batch and the smallest,
-    among those whose validation accuracy reaches the goal's."""
+def choose(rows, stored, network, batches):
+    """Per goal, on the validation split: the fastest deployment at each batch, the smallest
+    file that runs, and the smallest stored weights (a storage format's bytes), among those whose
+    validation accuracy reaches the goal's."""
     goal = configs.NETWORKS[network]["deploy_goal"]
     floor = rows["dense TF"]["validation_accuracy"] if goal is None else 1 - goal / 100
-    able = {n: r for n, r in rows.items() if r["validation_accuracy"] >= floor}
-    pick = dict(goal=dict(validation_accuracy_at_least=floor,
+    dense_bytes = rows["dense .tflite"]["bytes"]
+
+    def able(table):
+        return {n: r for n, r in table.items() if (r["validation_accuracy"] or 0) >= floor}
+
+    def smallest(table):
+        if not table:
+            return None
+        name = min(table, key=lambda n: table[n]["bytes"])
+        return dict(name=name, bytes=table[name]["bytes"],
+                    compression=dense_bytes / table[name]["bytes"],
+                    test_accuracy=table[name]["test_accuracy"])
+
+    runs = able(rows)
+    fastest = {str(b): dict(name=n, speedup=runs[n]["speedup"][str(b)],
+                            test_accuracy=runs[n]["test_accuracy"])
+               for b in batches for n in [max(runs, key=lambda n: runs[n]["speedup"][str(b)])]} \
+        if runs else {}
+    return dict(goal=dict(validation_accuracy_at_least=floor,
                           rule="dense model's validation accuracy" if goal is None else
                           f"test error goal {goal}%"),
-                fastest={}, smallest=None)
-    if able:
-        for batch in batches:
-            name = max(able, key=lambda n: able[n]["speedup"][str(batch)])
-            pick["fastest"][str(batch)] = dict(name=name, speedup=able[name]["speedup"][str(batch)],
-                                              test_accuracy=able[name]["test_accuracy"])
-        name = min(able, key=lambda n: able[n]["bytes"])
-        pick["smallest"] = dict(name=name, bytes=able[name]["bytes"],
-                                compression=rows["dense .tflite"]["bytes"] / able[name]["bytes"],
-                                test_accuracy=able[name]["test_accuracy"])
-    return pick
+                fastest=fastest, smallest=smallest(runs), smallest_stored=smallest(able(stored)))
 
 
-def print_table(rows, chosen, batches):
-    print(f"{'deployment':32s} {'val acc':>8s} {'test acc':>8s} {'bytes':>10s} {'MACs':>9s} "
+def print_table(rows, stored, chosen, batches):
+    print(f"{'deployment':36s} {'val acc':>8s} {'test acc':>8s} {'bytes':>10s} {'MACs':>9s} "
           + " ".join(f"{'x@' + str(b):>8s}" for b in batches))
-    for name, r in rows.items():
-        print(f"{name:32s} {r['validation_accuracy']:8.4f} {r['test_accuracy']:8.4f} "
-              f"{r['bytes']:10,d} {r['multiply_adds']:9,d} "
-              + " ".join(f"{r['speedup'][str(b)]:7.2f}x" for b in batches))
+    for name, r in {**rows, **stored}.items():
+        val = f"{r['validation_accuracy']:8.4f}" if r["validation_accuracy"] else f"{'-':>8s}"
+        print(f"{name:36s} {val} {r['test_accuracy']:8.4f} {r['bytes']:10,d} "
+              f"{r['multiply_adds']:9,d} "
+              + " ".join(f"{r['speedup'][str(b)]:7.2f}x" for b in batches if "speedup" in r))
     print(f"goal: validation accuracy >= {chosen['goal']['validation_accuracy_at_least']:.4f} "
           f"({chosen['goal']['rule']})")
     for batch, c in chosen["fastest"].items():
         print(f"  fastest at batch {batch}: {c['name']} ({c['speedup']:.2f}x, test accuracy "
               f"{c['test_accuracy']:.4f})")
-    if chosen["smallest"]:
-        c = chosen["smallest"]
-        print(f"  smallest: {c['name']} ({c['bytes']:,d} bytes, {c['compression']:.1f}x smaller "
-              f"than the dense .tflite, test accuracy {c['test_accuracy']:.4f})")
+    for what in ("smallest", "smallest_stored"):
+        c = chosen[what]
+        if c:
+            print(f"  {what.replace('_', ' ')}: {c['name']} ({c['bytes']:,d} bytes, "
+                  f"{c['compression']:.1f}x smaller than the dense .tflite, test accuracy "
+                  f"{c['test_accuracy']:.4f})")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from deploy.sparse_graph import SparseNetwork
 from training.evaluate import evaluate
 
 
-def write_formats(layers, names, out, x_test, y_test, batch_size, shared=None):
+def write_formats(layers, names, out, data, batch_size, shared=None):
     """Write <out>/weights.<format>.npz for each format in `names`, read it back, decode and
-    evaluate it; ({format: bytes, file_bytes, test_accuracy}, {format: decoded layers}).
+    evaluate it on the validation and test splits of `data`; ({format: bytes, file_bytes,
+    validation_accuracy, test_accuracy}, {format: decoded layers}).
 
     `shared` ({bits: layers with their trained codebooks}) replaces `layers` for those widths.
     """
@@ -18,7 +19,10 @@ def write_formats(layers, names, out, x_test, y_test, batch_size, shared=None):
         bits = re.fullmatch(r"shared-(\d+)bit.*", fmt)
         encoded = formats.save(path, (shared or {}).get(bits and int(bits.group(1)), layers), fmt)
         _, decoded[fmt] = formats.load(path)
-        accuracy, _ = evaluate(SparseNetwork(decoded[fmt]), x_test, y_test, batch_size)
+        network = SparseNetwork(decoded[fmt])
+        accuracy = {split: evaluate(network, *data[split], batch_size)[0]
+                    for split in ("validation", "test")}
         results[fmt] = dict(bytes=formats.nbytes(encoded), file_bytes=path.stat().st_size,
-                            test_accuracy=accuracy)
+                            validation_accuracy=accuracy["validation"],
+                            test_accuracy=accuracy["test"])
     return results, decoded

@@ -129,20 +129,25 @@ def _save(fig, ax, path):
     _write(fig, path)
 
 
-def plot_deployments(rows, chosen, network, path):
+def plot_deployments(rows, stored, chosen, network, path):
     """The Pareto plots of `benchmarks/bench_deployments.py`: test accuracy of every deployment
     against its latency at batch 1 and at batch 1000 (log scales, the dense .tflite's marked by
-    a line) and against its bytes on disk; one colour per pruning, one marker per runtime; the
-    deployments chosen on the validation split circled."""
+    a line) and against its bytes (the `stored` formats there too, as crosses); one colour per
+    pruning, one marker per runtime; the points chosen on the validation split circled."""
+    rows = {**rows, **{f"{name} (stored)": r for name, r in stored.items()}}
     kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
     colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    markers = {"int8 .tflite": "s", ".tflite": "o", "SavedModel": "^", "TF": "D"}
-    picked = {c["name"] for c in chosen["fastest"].values()} | (
-        {chosen["smallest"]["name"]} if chosen["smallest"] else set())
-    panels = [("latency at batch 1 (s)", lambda r: r["latency_s"].get("1", {}).get("median_s")),
-              ("latency at batch 1000 (s)",
-               lambda r: r["latency_s"].get("1000", {}).get("median_s")),
-              ("bytes on disk", lambda r: r["bytes"])]
+    markers = {"int8 .tflite": "s", ".tflite": "o", "SavedModel": "^", "TF": "D",
+               "(stored)": "x"}
+    picked = {c["name"] for c in chosen["fastest"].values()} | {
+        c["name"] for c in (chosen["smallest"],) if c} | {
+        f"{c['name']} (stored)" for c in (chosen["smallest_stored"],) if c}
+    def latency(batch):
+        return lambda r: r.get("latency_s", {}).get(batch, {}).get("median_s")
+
+    panels = [("latency at batch 1 (s)", latency("1")),
+              ("latency at batch 1000 (s)", latency("1000")),
+              ("bytes (files; stored formats as counted)", lambda r: r["bytes"])]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
     for ax, (xlabel, x_of) in zip(axes, panels):
         for name, r in rows.items():

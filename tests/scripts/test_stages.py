@@ -286,7 +286,8 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
         written["deployments"][f"{shrunk} SavedModel"]["test_accuracy"], abs=1e-3)
     assert written["deployments"]["dense .tflite"]["speedup"] == {"1": 1.0, "3": 1.0}
     assert set(row["latency_s"]) == set(row["useful_gflops"]) == {"1", "3"}
-    assert set(written["chosen"]) == {"goal", "fastest", "smallest"}
+    assert set(written["chosen"]) == {"goal", "fastest", "smallest", "smallest_stored"}
+    assert written["stored"][f"{shrunk} coo16"]["bytes"] == results["formats"]["coo16"]["bytes"]
     assert (tmp_path / "pics/deployments.png").stat().st_size > 10_000
 
 
