@@ -55,6 +55,10 @@ def parse():
     args = p.parse_args()
     if len(set(args.deployed)) != len(args.deployed):
         p.error("--deployed: a folder is given twice")
+    for folder in args.deployed:
+        if not (folder / "config.json").is_file():
+            p.error(f"--deployed {folder}: no output of deploy_pruned_model.py there; run it "
+                    f"first (--model-dir)")
     return args
 
 

@@ -291,7 +291,8 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     assert (tmp_path / "pics/deployments.png").stat().st_size > 10_000
 
 
-def test_structured_units_prune_gradually_and_shrink_the_lenets(network_pipeline, tmp_path):
+@pytest.mark.parametrize("network_pipeline", ["lenet-5"], indirect=True)  # the conv path
+def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tmp_path):
     network, cwd, *_ = network_pipeline
     pruned, sparse = prune_and_deploy_structured(
         cwd / "dense", tmp_path, network, "--structure", "units", "--norm", "l2",
