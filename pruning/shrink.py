@@ -60,7 +60,14 @@ class SelectFeatures(keras.layers.Layer):
         self.indices = [int(i) for i in indices]
 
     def call(self, inputs):
-        return keras.ops.take(inputs, np.asarray(self.indices, "int32"), axis=-1)
+        indices = np.asarray(self.indices, "int32")
+        if len(inputs.shape) == 2:
+            # Whole rows of the transposed matrix rather than scattered entries of each row:
+            # LiteRT's GATHER on the last axis copies one float at a time. Measured on the
+            # shrunk LeNet-300-100 .tflite (784 -> 314 pixels, batch 1000): 923 us a call, against
+            # 376 us this way and 298 us with no gather at all.
+            return keras.ops.transpose(keras.ops.take(keras.ops.transpose(inputs), indices, 0))
+        return keras.ops.take(inputs, indices, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], len(self.indices))

@@ -114,6 +114,11 @@ def load_for_fine_tuning(dense_dir, config):
     return model, optimizer, config
 
 
+# What a pruned checkpoint's config.json tells the later stages about how it was pruned.
+PRUNING_FIELDS = ("criterion", "threshold", "quality", "sparsity", "block", "structure", "norm",
+                  "group_lasso", "schedule")
+
+
 def checkpoint_config(meta, network, model_dir):
     """The config a checkpoint (its config.json, `meta`) was made with, checked to be of
     `network` (the --network flag): another network's checkpoint is one clear line."""
@@ -122,10 +127,12 @@ def checkpoint_config(meta, network, model_dir):
         raise CheckpointError(f"{model_dir}/ holds a {saved.get('network', 'mlp')} network, not "
                               f"{network}: pass --network {saved.get('network', 'mlp')}, or the "
                               f"folder of a {network} run")
-    return configs.override(configs.pruned_config(network), image_shape=tuple(saved.get(
+    config = configs.pruned_config(network)
+    pruning = {f: saved[f] for f in PRUNING_FIELDS if f in saved}  # how it was pruned
+    return configs.override(config, image_shape=tuple(saved.get(
         "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10),
         data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""),
-        structure=saved.get("structure", "none"))
+        **{f: tuple(v) if isinstance(v, list) else v for f, v in pruning.items()})
 
 
 def pruned_layers(model, config):

@@ -103,6 +103,19 @@ def test_a_functional_conv_net_with_batch_norm_and_concatenate():
     assert small.count_params() < model.count_params() / 2
 
 
+def test_unused_image_channels_are_gathered_away_before_a_conv():
+    keras.utils.set_random_seed(7)
+    image = keras.Input((8, 8, 4))
+    h = keras.layers.Conv2D(5, 3, padding="same", name="conv")(image)
+    model = keras.Model(image, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h)))
+    pruning.prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["conv"], pattern="inputs")
+    small = pruning.shrink(model)
+    kept = keras.ops.convert_to_numpy(model.get_layer("conv").kernel.value).any(axis=(0, 1, 3))
+    assert small.get_layer("conv_inputs").indices == np.flatnonzero(kept).tolist()
+    assert small.get_layer("conv").kernel.shape == (3, 3, 2, 5)
+    outputs_match(model, small, RNG.random((3, 8, 8, 4), np.float32))
+
+
 def test_a_same_padded_conv_keeps_a_constant_channel_and_says_so():
     model = conv_net(padding="same")
     pruning.prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"], pattern="units")

@@ -212,7 +212,9 @@ def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline,
     result = run("deploy_pruned_model.py", "--quick", "--pruned-dir", "p", "--model-dir", "s",
                  "--codebook-epochs", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    tflite = json.loads((tmp_path / "s/config.json").read_text())["results"]["tflite"]
+    deployed = json.loads((tmp_path / "s/config.json").read_text())
+    assert deployed["pruned"]["block"] == [1, 4]  # how it was pruned travels to the deploy stage
+    tflite = deployed["results"]["tflite"]
     assert [l["storage"] for l in tflite["model.tflite"]["layers"]] == ["1x4 blocks"] * 3
     assert tflite["dense float32"]["bytes"] > 8 * tflite["model.tflite"]["bytes"]
     result = subprocess.run(
