@@ -146,7 +146,8 @@ SCHEDULES = ("one-shot", "iterative", "gradual")  # training/recipes.py
 # weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
 # L0 regularisation reports); "units" whole output units and filters of every layer but the
 # output one (whose units are the classes).
-STRUCTURES = ("none", "inputs", "units")
+STRUCTURES = ("none", "inputs", "units")  # but "none": pruning.criteria.STRUCTURES
+NORMS = ("l1", "l2")  # pruning.criteria.NORMS (tests/training/test_recipes.py ties them)
 # The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
 # tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
 # without importing the package, which starts TensorFlow.

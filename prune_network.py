@@ -50,7 +50,7 @@ def parse():
                         "every layer (pixels, and the units of the layer before); 'units', whole "
                         "units and conv filters of every layer but the output one; each layer "
                         "keeps about as many weights as the criterion would (default none)")
-    p.add_argument("--norm", choices=("l1", "l2"),
+    p.add_argument("--norm", choices=configs.NORMS,
                    help="--structure: score groups by their mean |w| (l1) or root mean square "
                         "(l2) (default l1)")
     p.add_argument("--group-lasso", type=cli.non_negative, metavar="STRENGTH",

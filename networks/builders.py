@@ -87,23 +87,28 @@ def kernels_restored(model):
             layer.kernel.assign(original)
 
 
+def _gather_before(layer):
+    """The `pruning.SelectFeatures` gather a shrunk model puts in front of `layer`, or None."""
+    source = layer.input._keras_history.operation
+    return source if isinstance(source, SelectFeatures) else None
+
+
 def input_rows(layer):
     """The input features a weight layer of a shrunk model reads, as indices into its input
     before the `pruning.SelectFeatures` gather in front of it (so the rows of its kernel
     scattered back to the full width); None where no gather precedes it."""
-    source = layer.input._keras_history.operation
-    return np.asarray(source.indices) if isinstance(source, SelectFeatures) else None
+    gather = _gather_before(layer)
+    return None if gather is None else np.asarray(gather.indices)
 
 
 def full_width_kernel(layer):
     """The kernel of `layer` with a zero row for every input feature its gather drops: the
     matrix the storage formats store (whose zeros they do not)."""
-    kernel, rows = layer.kernel.numpy(), input_rows(layer)
-    if rows is None:
+    kernel, gather = layer.kernel.numpy(), _gather_before(layer)
+    if gather is None:
         return kernel
-    full = np.zeros((int(layer.input._keras_history.operation.input.shape[-1]),
-                     kernel.shape[-1]), kernel.dtype)
-    full[rows] = kernel
+    full = np.zeros((int(gather.input.shape[-1]), kernel.shape[-1]), kernel.dtype)
+    full[gather.indices] = kernel
     return full
 
 

@@ -203,12 +203,18 @@ def _foldable(layer, const):
     return finite & (np.nan_to_num(const) == 0)
 
 
+def _reads(layer, const):
+    """Which input channels a Dense / conv still needs: those with a weight, but for the
+    constant ones whose effect goes into its bias."""
+    return _rows(layer) & ~_foldable(layer, const)
+
+
 def _needs(n, kind, tensors, need, const):
     """[(input id, which of its channels this node needs)], given what its outputs' consumers
     need."""
     if kind == "weighted":
         t = n.inputs[0]
-        return [(t, _rows(n.layer) & ~_foldable(n.layer, const[t]))]
+        return [(t, _reads(n.layer, const[t]))]
     out = need[n.outputs[0]] if n.outputs else None
     if kind == "channelwise":
         return [(n.inputs[0], out)]
@@ -260,6 +266,28 @@ def _plan(nodes, outputs, tensors, const):
             return kept, kinds
         for t, wanted in missing:
             extra[t] |= wanted
+
+
+def _blockers(nodes, kinds, outputs, start):
+    """What keeps the pruned units of tensor `start`: the consumers reached from it through
+    channel-wise layers, Flatten, Concatenate and Add that cannot drop a constant channel."""
+    found, frontier = [], [start]
+    while frontier:
+        t = frontier.pop()
+        if t in outputs:
+            found.append("the model's output")
+        for n, kind in zip(nodes, kinds):
+            if t not in n.inputs:
+                continue
+            if kind in ("channelwise", "flatten", "concat", "add"):
+                frontier += n.outputs
+            elif kind == "pinned":
+                found.append(f"{n.layer.name} ({type(n.layer).__name__}), which shrink cannot "
+                             f"rewrite")
+            elif not isinstance(n.layer, keras.layers.Dense) and n.layer.padding != "valid":
+                found.append(f"{n.layer.name}, whose {n.layer.padding!r} padding makes their "
+                             f"non-zero constant position-dependent")
+    return list(dict.fromkeys(found))
 
 
 def _config(layer, **changes):
@@ -333,9 +361,8 @@ def shrink(model):
         layer = n.layer
         if kind == "weighted":
             t = n.inputs[0]
-            need = _rows(layer) & ~_foldable(layer, const[t])
-            outs = [_rebuild_weighted(layer, new[t], kept[t], need, kept[n.outputs[0]],
-                                      const[t])]
+            outs = [_rebuild_weighted(layer, new[t], kept[t], _reads(layer, const[t]),
+                                      kept[n.outputs[0]], const[t])]
         elif kind == "channelwise":
             outs = [_rebuild_channelwise(layer, new[n.inputs[0]], kept[n.inputs[0]])]
         else:
@@ -347,12 +374,13 @@ def shrink(model):
             outs = keras.tree.flatten(copy(*args, **kwargs))
             copy.set_weights(layer.get_weights())
         new.update(zip(n.outputs, outs))
-    stuck = [f"{n.layer.name} ({k})" for n, kind in zip(nodes, kinds) if kind == "weighted"
-             for k in [int((kept[n.outputs[0]] & ~np.isnan(const[n.outputs[0]])).sum())] if k]
-    if stuck:
-        warnings.warn(f"pruning.shrink: kept pruned units of {', '.join(stuck)}: they feed the "
-                      f"model's output, a 'same'-padded conv (their constant is not zero) or a "
-                      f"layer shrink cannot rewrite", stacklevel=2)
+    for n, kind in zip(nodes, kinds):
+        stuck = int((kept[n.outputs[0]] & ~np.isnan(const[n.outputs[0]])).sum()) \
+            if kind == "weighted" else 0
+        if stuck:
+            warnings.warn(f"pruning.shrink: kept {stuck} pruned units of {n.layer.name}: they "
+                          f"feed {', '.join(_blockers(nodes, kinds, outputs, n.outputs[0]))}",
+                          stacklevel=2)
     built = keras.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0],
                         [new[t] for t in outputs] if len(outputs) > 1 else new[outputs[0]],
                         name=model.name)

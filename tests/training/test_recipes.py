@@ -83,3 +83,5 @@ def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, gi
 
 def test_the_configs_criteria_are_the_packages():
     assert configs.CRITERION_FIELD == criteria.VALUE_NAME
+    assert set(configs.STRUCTURES) - {"none"} == set(criteria.STRUCTURES)
+    assert configs.NORMS == criteria.NORMS
