@@ -56,6 +56,8 @@ class PrunedConfig(DenseConfig):
     #                                          that a smaller dense network remains (STRUCTURES)
     norm: str = "l1"                         # structure: a group's score, l1 or l2 norm
     group_lasso: float = 0.0                 # structure: group-lasso strength while fine-tuning
+    shrunk_from: str = ""                    # the --structure checkpoint whose shrunk network
+    #                                          this one prunes further (--structured-dir); "": none
     schedule: str = "one-shot"               # one-shot | iterative | gradual (training/recipes.py)
     rounds: int = 3                          # iterative: prune -> fine-tune rounds
     initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
@@ -188,6 +190,10 @@ def check_pruned(config, given=()):
                     f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
     if config.structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {config.structure!r}")
+    if config.shrunk_from and config.structure != "none":
+        raise ValueError(f"--structured-dir prunes inside an already shrunk network, "
+                         f"--structure {config.structure} would shrink it again: choose one (or "
+                         f"prune the structured run harder)")
     if config.structure != "none" and tuple(config.block) != (1, 1):
         raise ValueError(f"--structure {config.structure} removes whole groups, --block "
                          f"{config.block[0]}x{config.block[1]} blocks: choose one")

@@ -8,7 +8,8 @@
 Needs the checkpoint of prune_network.py (of the same --network and data). A checkpoint pruned
 with --structure is first shrunk (`pruning.shrink`: the removed pixels, units and filters gone, a
 smaller dense network, saved as <model-dir>/shrunk.keras) and everything below is the shrunk
-network's. Trained quantization
+network's; one pruned with --structured-dir is already shrunk (and needs its --structure
+checkpoint too, whose full-size network the compression is measured against). Trained quantization
 first: the 5-bit shared-weight codebooks (--codebook-bits) are fine-tuned for --codebook-epochs,
 codes fixed, and kept if they score better on the validation split. Every storage format
 (compression/formats.py) is written to <model-dir>/weights.<format>.npz, read back, decoded into
@@ -72,7 +73,7 @@ def main():
     from deploy.storage import write_formats
     from networks.builders import layer_sizes
     from pruning import shrink
-    from training.checkpoints import check_data, load_pruned
+    from training.checkpoints import check_data, load_pruned, shrunk_source
     from training.evaluate import evaluate, logits_function, predict
     keras.utils.set_random_seed(config.seed)
 
@@ -87,14 +88,20 @@ def main():
         print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  "
               f"loss {dense_loss:.4f}")
         dense_logits = predict(dense_fn, x_test)
-        dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(model)), saved_model_bytes(model)
-        sizes, pruned = None, model
-        if pruned_config.structure != "none":  # deployed from here on: the smaller network
-            model = shrink(pruned)
-            sizes = dict(pruned=layer_sizes(pruned), shrunk=layer_sizes(model))
+        # `full`: the network at its unpruned size, which the compression is measured against;
+        # deployed from here on: the smaller network, if pruned in whole groups
+        full = shrunk_source(pruned_config, model) if pruned_config.shrunk_from else model
+        if pruned_config.structure != "none":
+            model = shrink(full)
             model.save(out / "shrunk.keras")
-            print(f"shrunk ({pruned_config.structure} pruned): {sizes['pruned']} -> "
-                  f"{sizes['shrunk']}, {model.count_params():,d} parameters")
+        sizes = None if model is full else dict(pruned=layer_sizes(full),
+                                                shrunk=layer_sizes(model))
+        if sizes:
+            how = (f"{pruned_config.structure} pruned" if pruned_config.structure != "none" else
+                   f"from {pruned_config.shrunk_from}/, then pruned inside")
+            print(f"shrunk ({how}): "
+                  f"{sizes['pruned']} -> {sizes['shrunk']}, {model.count_params():,d} parameters")
+        dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(full)), saved_model_bytes(full)
         layers = sparse_layers(model)
         sparse_acc, sparse_loss, gap = check_sparse(layers, x_test, y_test, dense_logits,
                                                     config.batch_size, config.logits_tolerance)
@@ -103,7 +110,7 @@ def main():
 
         tflite = litert.export(model, out, x_test, y_test,
                                data["train"][0][:config.calibration_images], dense_logits,
-                               config.logits_tolerance, dense_model=pruned)
+                               config.logits_tolerance, dense_model=full)
         shared, quantization = {}, None
         if config.codebook_epochs:
             shared[config.codebook_bits], quantization = codebooks.quantize(

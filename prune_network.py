@@ -7,9 +7,12 @@
     python prune_network.py --block 1x4           # whole blocks: what .tflite runs fast
     python prune_network.py --structure inputs --criterion layer-sparsity --sparsity 0.9
                                                   # whole pixels and units: a smaller network
+    python prune_network.py --structured-dir DIR --block 1x4 --criterion layer-sparsity
+                                                  # sparse blocks inside DIR's shrunk network
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
-Needs the checkpoint of train_network_dense.py (of the same --network and data). Writes
+Needs the checkpoint of train_network_dense.py (of the same --network and data), or with
+--structured-dir one of this script's --structure runs, whose shrunk network it prunes. Writes
 <model-dir>/model.keras (with its pruning masks), config.json, stage.json and the
 weight-distribution plots; a full run (not --quick) copies the plots to pics/ (pics/<network>/
 for the LeNets) once it has succeeded. <model-dir> must be new, empty or this script's earlier
@@ -70,18 +73,24 @@ def parse():
                    help="epochs after which the learning rate steps to the next of --lr-values "
                         "(default: the network's recipe, 10 for mlp)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)
+    p.add_argument("--structured-dir", type=cli.path, metavar="DIR",
+                   help="start from this --structure checkpoint of prune_network.py instead of "
+                        "the dense one: shrink it, then prune single weights or --block blocks "
+                        "inside the smaller network and fine-tune it (default: none)")
     cli.allow_other_data_flag(p)
     cli.folder_flag(p, "--model-dir", "output folder", configs.PrunedConfig.model_dir)
     p.add_argument("--pics-dir", type=cli.path, help="where a full run copies its plots "
                    "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
     args = p.parse_args()
+    if args.structured_dir and args.dense_dir:
+        p.error("--structured-dir and --dense-dir are both a starting point: give one")
     quick = configs.QUICK if args.quick else {}
     config = cli.stage_config(
         args, configs.pruned_config(args.network), criterion=args.criterion,
         threshold=quick.get("threshold") if args.threshold is None else args.threshold,
         quality=args.quality, sparsity=args.sparsity, block=args.block,
         structure=args.structure, norm=args.norm, group_lasso=args.group_lasso,
-        schedule=args.schedule,
+        schedule=args.schedule, shrunk_from=args.structured_dir and str(args.structured_dir),
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
         lr_values=args.lr_values and tuple(args.lr_values),
@@ -92,7 +101,9 @@ def parse():
 
 def main():
     args, config = parse()
-    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
+    source = (("--structured-dir", args.structured_dir) if args.structured_dir else (
+        "--dense-dir", args.dense_dir or configs.repo_path(configs.dense_config(
+            args.network).model_dir)))
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
     if pics:
         check_publishable(WEIGHT_PLOTS.values(), pics, "--pics-dir")
@@ -100,7 +111,8 @@ def main():
 
     from networks.builders import layer_sizes, weight_layers
     from pruning import shrink, summary
-    from training.checkpoints import check_data, load_for_fine_tuning, save_checkpoint
+    from training.checkpoints import (check_data, load_for_fine_tuning,
+                                      load_shrunk_for_fine_tuning, save_checkpoint)
     from training.evaluate import evaluate, logits_function
     from training.recipes import FirstPruning, prune_and_fine_tune
     keras.utils.set_random_seed(config.seed)
@@ -108,13 +120,17 @@ def main():
     if config.structure != "none":
         blocks = f" in whole {config.structure}"
     target = f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
+    load = load_shrunk_for_fine_tuning if config.shrunk_from else load_for_fine_tuning
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
         with stage_output(config.model_dir, "prune_network.py",
-                          inputs={"--dense-dir": dense_dir}) as out:
-            model, optimizer, config = load_for_fine_tuning(dense_dir, config)
+                          inputs=dict([source])) as out:
+            model, optimizer, config = load(source[1], config)
+            if config.shrunk_from:
+                print(f"pruning inside the shrunk {layer_sizes(model)} network of "
+                      f"{source[1]}/ ({model.count_params():,d} parameters)")
             data = cli.load_data(args)
-            config = check_data(data, config, dense_dir, args.allow_other_data)
+            config = check_data(data, config, source[1], args.allow_other_data)
             logits_fn = logits_function(model)
             dense_acc, _ = evaluate(logits_fn, *data["test"])
             kernels = {"before pruning": [l.kernel.numpy() for l in weight_layers(model)]}

@@ -9,15 +9,16 @@ folders (deploy_pruned_model.py: unstructured, --block 1x4, --structure ...). Ev
   dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates)
   dense TF              the dense Keras model as a tf.function
 and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks", "shrunk
-266-88-33" for a structured one, whose network is the smaller dense one):
+266-88-33" for a structured one, whose network is the smaller dense one, "shrunk 266-88-33 + 1x4
+blocks" for one pruned further inside it, prune_network.py --structured-dir):
   <name> .tflite, <name> int8 .tflite   its model.tflite / model_int8.tflite in LiteRT
   <name> SavedModel                     its saved_model (the sparse TensorFlow graph)
 Each is scored on the validation and the test split, its bytes on disk counted, and timed at
 every batch size (--batches) in this one process, round-robin (benchmarks/timing.py); latency
 ratios are against the dense .tflite at the same batch. Each deploy folder's storage formats
 (weights.<format>.npz: coo16 ... shared-5bit-huffman) are listed too, with the bytes and
-accuracies the deploy stage measured: stored weights, not a runtime, so not timed. Multiply-adds count the useful work: the
-non-zero weights times the positions each is applied at (a conv's output pixels).
+accuracies the deploy stage measured: stored weights, not a runtime, so not timed.
+Multiply-adds count the useful work: the non-zero weights times the positions each is applied at (a conv's output pixels).
 
 "chosen" answers the question per goal, on the validation split only: among the deployments
 whose validation accuracy reaches the goal's (`configs.NETWORKS[...]["deploy_goal"]`: the dense
@@ -65,10 +66,12 @@ def parse():
 def label(meta):
     """A deployment's name from its deploy folder's config.json."""
     pruned, results = meta.get("pruned") or {}, meta["results"]
-    if results.get("shrunk_sizes"):
-        return f"shrunk {results['shrunk_sizes']['shrunk']}"
     block = tuple(pruned.get("block", (1, 1)))
-    return "unstructured" if block == (1, 1) else f"{block[0]}x{block[1]} blocks"
+    sparse = "unstructured" if block == (1, 1) else f"{block[0]}x{block[1]} blocks"
+    if not results.get("shrunk_sizes"):
+        return sparse
+    shrunk = f"shrunk {results['shrunk_sizes']['shrunk']}"
+    return f"{shrunk} + {sparse}" if pruned.get("shrunk_from") else shrunk
 
 
 def main():

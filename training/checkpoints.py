@@ -8,13 +8,13 @@ import keras
 import numpy as np
 
 import configs
-from networks.builders import architecture, build_network, weight_layers
+from networks.builders import architecture, build_network, layer_sizes, weight_layers
 from networks.layers import ByteDropout
-from pruning import GroupLasso, PruningMask, get_masks
+from pruning import GroupLasso, PruningMask, SelectFeatures, get_masks, shrink
 from utils.checkpoints import STAGE_FILE, read_artifact, write_json
 from utils.errors import CheckpointError
 
-CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask)  # what the stages' model.keras hold
+CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask, SelectFeatures)  # what the stages' model.keras hold
 
 
 def save_checkpoint(out, model, optimizer, config, results=None):
@@ -81,6 +81,12 @@ def with_data(config, data):
                             data_sha256=data["sha256"])
 
 
+def with_saved_data(config, saved):
+    """`config` with the image shape, classes and data fingerprint of checkpoint config `saved`."""
+    return configs.override(config, image_shape=saved.image_shape, num_classes=saved.num_classes,
+                            data_source=saved.data_source, data_sha256=saved.data_sha256)
+
+
 def load_for_fine_tuning(dense_dir, config):
     """The stage-1 checkpoint's weights and SGD momentum, in a network built from `config`
     (the pruning stage's: no dropout, its own weight decay); (model, optimizer, config), the
@@ -90,9 +96,7 @@ def load_for_fine_tuning(dense_dir, config):
     """
     trained, meta = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
     saved = checkpoint_config(meta, config.network, dense_dir)
-    config = configs.override(config, image_shape=saved.image_shape,
-                              num_classes=saved.num_classes, data_source=saved.data_source,
-                              data_sha256=saved.data_sha256)
+    config = with_saved_data(config, saved)
     model = build_network(config)
     if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
         raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
@@ -100,23 +104,71 @@ def load_for_fine_tuning(dense_dir, config):
                               f"(hidden_sizes, conv_filters in configs.py): retrain "
                               f"with train_network_dense.py or change configs.py")
     model.set_weights(trained.get_weights())
+    return model, _sgd(model, config, getattr(trained, "optimizer", None), dense_dir), config
+
+
+def _sgd(model, config, saved_optimizer, source):
+    """The fine-tuning's SGD for `model`, built, starting from `saved_optimizer`'s momentum
+    where that has the same shapes (None: saved uncompiled)."""
     optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
     optimizer.build(model.trainable_variables)
-    saved_optimizer = getattr(trained, "optimizer", None)  # None or absent: saved uncompiled
     theirs = getattr(saved_optimizer, "momentums", None) or []
     if [v.shape for v in theirs] == [v.shape for v in optimizer.momentums]:
         for mine, saved_momentum in zip(optimizer.momentums, theirs):
             mine.assign(saved_momentum)
-    else:  # saved with another optimizer (Adam, ...) or with none
+    else:  # saved with another optimizer (Adam, ...), with none, or for the unshrunk network
         kind = type(saved_optimizer).__name__ if saved_optimizer else "no optimizer"
-        print(f"note: {dense_dir}/model.keras holds no SGD momentum (saved with {kind}): "
-              f"fine-tuning starts from fresh momentum", file=sys.stderr)
-    return model, optimizer, config
+        print(f"note: {source}/model.keras holds no SGD momentum of this network's shapes (saved "
+              f"with {kind}): fine-tuning starts from fresh momentum", file=sys.stderr)
+    return optimizer
+
+
+def load_shrunk_for_fine_tuning(structured_dir, config):
+    """The shrunk network of a --structure checkpoint of the pruning stage, to be pruned further
+    (--structured-dir): (model, optimizer, config), the config recording its data and
+    `shrunk_from`. Its kernels get `config`'s weight decay alone (a group lasso of the structured
+    run does not follow it into unstructured pruning); its momentum starts afresh (the saved one
+    has the unshrunk shapes).
+
+    Refused with one line: a checkpoint of another stage or network, or one not pruned in whole
+    groups (nothing to shrink: pass it as --dense-dir's dense network instead).
+    """
+    structured, _, saved = load_pruned(structured_dir, config.network)
+    if saved.structure == "none":
+        raise CheckpointError(f"{structured_dir}/ was not pruned with --structure (it has no "
+                              f"whole groups to shrink): pass a prune_network.py --structure "
+                              f"inputs|units checkpoint")
+    if saved.shrunk_from:
+        raise CheckpointError(f"{structured_dir}/ was itself pruned inside a shrunk network: "
+                              f"pass its --structure checkpoint, {saved.shrunk_from}/")
+    model = shrink(structured)
+    for layer in weight_layers(model):
+        layer.kernel_regularizer = (keras.regularizers.L2(config.weight_decay)
+                                    if config.weight_decay else None)
+        layer.kernel.regularizer = layer.kernel_regularizer
+    config = configs.override(with_saved_data(config, saved),
+                              shrunk_from=str(Path(structured_dir).resolve()))
+    return model, _sgd(model, config, getattr(structured, "optimizer", None),
+                       structured_dir), config
+
+
+def shrunk_source(config, model):
+    """The full-size pruned network of the --structure checkpoint that `model` (of a checkpoint
+    pruned with --structured-dir, `config` its config) was shrunk from: what its compression is
+    measured against. Refused with one line if that checkpoint is gone or no longer shrinks to
+    `model`'s sizes (rerun in between)."""
+    source = config.shrunk_from
+    full, _, _ = load_pruned(source, config.network)
+    if layer_sizes(shrink(full)) != layer_sizes(model):
+        raise CheckpointError(f"{source}/ no longer shrinks to this checkpoint's "
+                              f"{layer_sizes(model)} network (it was rerun since): rerun "
+                              f"prune_network.py --structured-dir {source}")
+    return full
 
 
 # What a pruned checkpoint's config.json tells the later stages about how it was pruned.
 PRUNING_FIELDS = ("criterion", "threshold", "quality", "sparsity", "block", "structure", "norm",
-                  "group_lasso", "schedule")
+                  "group_lasso", "schedule", "shrunk_from")
 
 
 def checkpoint_config(meta, network, model_dir):

@@ -138,6 +138,14 @@ def test_deploying_a_dense_checkpoint_is_refused(pipeline, tmp_path, monkeypatch
     assert "holds a checkpoint of train_network_dense.py, not the one of prune_network.py" in line
 
 
+def test_pruning_inside_a_checkpoint_not_pruned_in_groups_is_refused(pipeline, tmp_path,
+                                                                     monkeypatch):
+    line = run_script("prune_network.py", "--quick", "--structured-dir", str(pipeline / "pruned"),
+                      "--model-dir", "p", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert "was not pruned with --structure (it has no whole groups to shrink)" in line
+    assert not (tmp_path / "p").exists()
+
+
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(pipeline, tmp_path):
     """The first run is paused (SIGSTOP) once it has claimed its output, so the two overlap."""
     args = ["--quick", "--dense-dir", str(pipeline / "dense"), "--model-dir", "pruned"]
@@ -229,16 +237,18 @@ def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline,
     assert timings["tflite"]["baseline"] in ("dense", "tflite-dense", "tflite-dense-builtin")
 
 
-def prune_and_deploy_structured(dense, cwd, network, *flags):
-    """prune --structure ... then deploy, in --quick mode; (pruned, deployed) config.json."""
-    result = run("prune_network.py", "--quick", "--network", network, *flags, "--dense-dir",
-                 str(dense), "--model-dir", "p", cwd=cwd)
+def prune_and_deploy_structured(dense, cwd, network, *flags, folders=("p", "s")):
+    """prune --structure ... (from `dense`: --dense-dir DENSE) then deploy, in --quick mode, into
+    `folders`; (pruned, deployed) config.json."""
+    start = ["--dense-dir", str(dense)] if dense else []
+    result = run("prune_network.py", "--quick", "--network", network, *flags, *start,
+                 "--model-dir", folders[0], cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "shrinks to a dense" in result.stdout
-    result = run("deploy_pruned_model.py", "--quick", "--network", network, "--pruned-dir", "p",
-                 "--model-dir", "s", "--codebook-epochs", "0", cwd=cwd)
+    assert "shrinks to a dense" in result.stdout or not dense
+    result = run("deploy_pruned_model.py", "--quick", "--network", network, "--pruned-dir",
+                 folders[0], "--model-dir", folders[1], "--codebook-epochs", "0", cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
-    return [json.loads((cwd / f / "config.json").read_text()) for f in ("p", "s")]
+    return [json.loads((cwd / f / "config.json").read_text()) for f in folders]
 
 
 def kernel_shapes(path):
@@ -266,10 +276,37 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     assert results["tflite"]["model.tflite"]["compression"] > 0.8 * 668_672 / weights
     assert (tmp_path / "s/saved_model").is_dir() and (tmp_path / "s/model_int8.tflite").is_file()
 
-    # which deployment to ship: the unstructured one of the pipeline against the shrunk one
+    # and 1x4 blocks pruned inside the shrunk network (widths 4 does not divide: LiteRT's blocks)
+    inside, deployed = prune_and_deploy_structured(
+        None, tmp_path, "mlp", "--structured-dir", "p", "--block", "1x4",
+        "--criterion", "layer-sparsity", "--sparsity", "0.5", folders=("p2", "s2"))
+    assert inside["config"]["shrunk_from"] == str((tmp_path / "p").resolve())
+    assert inside["config"]["structure"] == "none"
+    import keras
+
+    import pruning
+    model = keras.models.load_model(tmp_path / "p2/model.keras")
+    for layer in pruning.prunable_layers(model):  # whole 1x4 blocks of exact zeros, about half
+        kernel = layer.kernel.numpy()
+        assert kernel.shape == {"fc1": (pixels, h1), "fc2": (h1, h2), "fc3": (h2, 10)}[layer.name]
+        rows = -(-kernel.shape[0] // 4) * 4
+        blocks = np.pad(kernel, [(0, rows - kernel.shape[0]), (0, 0)]).reshape(
+            -1, 4, kernel.shape[1])
+        zero = ~blocks.any(axis=1)
+        assert 0.4 < zero.mean() < 0.6 and np.all((blocks == 0).all(axis=1) == zero)
+    inner = deployed["results"]
+    assert inner["shrunk_sizes"] == dict(pruned="784-512-512", shrunk=f"{pixels}-{h1}-{h2}")
+    assert inner["test_accuracy"] == inside["results"]["test_accuracy"]
+    tflite = inner["tflite"]["model.tflite"]
+    assert tflite["max_logit_difference"] <= 1e-4
+    assert [l["storage"] for l in tflite["layers"]][:2] == ["1x4 blocks"] * 2
+    assert inner["formats"]["coo16"]["bytes"] < 0.7 * results["formats"]["coo16"]["bytes"]
+
+    # which deployment to ship: the unstructured one of the pipeline against the shrunk ones
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_deployments", "--dense-dir",
          str(pipeline / "dense"), "--deployed", str(pipeline / "sparse"), str(tmp_path / "s"),
+         str(tmp_path / "s2"),
          "--batches", "1", "3", "--repeats", "1", "--results-dir", str(tmp_path / "r"),
          "--pics-dir", str(tmp_path / "pics")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -277,7 +314,7 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     shrunk = f"shrunk {pixels}-{h1}-{h2}"
     assert sorted(written["deployments"]) == sorted(
         ["dense .tflite", "dense int8 .tflite", "dense TF"] + [
-            f"{kind}{runtime}" for kind in ("unstructured", shrunk)
+            f"{kind}{runtime}" for kind in ("unstructured", shrunk, f"{shrunk} + 1x4 blocks")
             for runtime in (" .tflite", " int8 .tflite", " SavedModel")])
     row = written["deployments"][f"{shrunk} .tflite"]
     assert row["multiply_adds"] == weights and row["bytes"] == (tmp_path / "s/model.tflite").stat(
@@ -316,6 +353,9 @@ def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tm
     (["--structure", "inputs", "--block", "1x4"], "--structure inputs removes whole groups, "
                                                   "--block 1x4 blocks: choose one"),
     (["--norm", "l2"], "--norm is not used by --structure none"),
+    (["--structured-dir", "x", "--structure", "units"], "--structured-dir prunes inside an "
+                                                        "already shrunk network, --structure"),
+    (["--structured-dir", "x", "--dense-dir", "y"], "--structured-dir and --dense-dir are both"),
 ])
 def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, monkeypatch,
                                                                 tmp_path):
