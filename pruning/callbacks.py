@@ -207,18 +207,23 @@ def _n_of_m(mask, magnitudes, n, m):
 
 def _in_blocks(mask, magnitudes, block):
     """`criteria.in_blocks` in keras.ops: the blocks of largest mean |w| (pruned weights count as
-    0) that hold as many weights as `mask` keeps."""
+    0, so a pruned block stays pruned) that hold as many weights as `mask` keeps."""
     outs, ins = block
     matrix = ops.reshape(magnitudes, [-1, magnitudes.shape[-1]])
     rows, cols = matrix.shape
     pad = [[0, -rows % ins], [0, -cols % outs]]
     shape = [(rows + pad[0][1]) // ins, ins, (cols + pad[1][1]) // outs, outs]
-    sizes = ops.convert_to_tensor(criteria.block_sizes(mask.shape, block), "float32")
-    scores = ops.reshape(ops.sum(ops.reshape(ops.pad(matrix, pad), shape), axis=[1, 3]) / sizes,
-                         [-1])
-    blocks = ops.round(ops.sum(mask) / (outs * ins))
-    cut = _cut(scores, 1.0 - blocks / scores.shape[0])
-    keep = ops.cast((scores >= cut) & (scores > 0), "float32")
+    sizes = ops.reshape(ops.convert_to_tensor(criteria.block_sizes(mask.shape, block), "float32"),
+                        [-1])
+    scores = ops.sum(ops.reshape(ops.pad(matrix, pad), shape), axis=[1, 3])
+    scores = ops.reshape(scores, [-1]) / sizes
+    order = ops.argsort(-scores)
+    sizes = ops.take(sizes, order)
+    held = ops.cumsum(sizes) - sizes / 2  # criteria.blocks_holding
+    kept = ops.sum(mask)
+    count = ops.where(kept > 0, ops.maximum(ops.sum(ops.cast(held < kept, "int32")), 1), 0)
+    chosen = (ops.arange(order.shape[0]) < count) & (ops.take(scores, order) > 0)
+    keep = ops.scatter(ops.expand_dims(order, 1), ops.cast(chosen, "float32"), [order.shape[0]])
     expanded = ops.repeat(ops.repeat(ops.reshape(keep, shape[::2]), ins, 0), outs, 1)
     return ops.reshape(expanded[:rows, :cols], mask.shape)
 

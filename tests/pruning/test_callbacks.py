@@ -93,6 +93,22 @@ def test_in_graph_masks_match_the_numpy_criterion(criterion, block):
         np.testing.assert_array_equal(got, want)
 
 
+def test_gradual_pruning_in_blocks_keeps_its_sparsity_where_the_edge_blocks_are_smaller():
+    """157 inputs in 1x4 blocks (each unit's last block holds one weight), the masks recomputed
+    50 times: each time the kernel keeps the weights its target asks (counting whole blocks lost
+    up to 3 weights per edge block per update: a 50% target ended at 95%)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((157,)), keras.layers.Dense(20, "relu"),
+                              keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((320, 157), np.float32), rng.random((320, 3), np.float32)
+    model.fit(x, y, batch_size=16, epochs=6, verbose=0, callbacks=[GradualPruning(
+        PolynomialDecay(final_sparsity=0.5, end_step=100, frequency=2), "layer-sparsity",
+        "1x4")])
+    assert np.mean(model.layers[0].kernel.numpy() == 0) == pytest.approx(0.5, abs=0.01)
+
+
 def test_a_later_fit_without_the_callback_does_not_prune_further():
     model = users_conv_model()
     prune_low_magnitude(model, "global-sparsity", 0.0)

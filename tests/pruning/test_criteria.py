@@ -118,6 +118,17 @@ def test_in_blocks_keeps_the_count_in_the_largest_blocks():
     np.testing.assert_array_equal(mask, expected)
 
 
+def test_in_blocks_counts_the_weights_of_the_smaller_blocks_at_the_edge():
+    """5 inputs in 1x4 blocks: one block of 4 weights and one of 1. Counted in blocks (5 / 4 ->
+    one), the edge block alone would keep 1 weight of the 5 asked."""
+    assert [criteria.blocks_holding(sizes, kept) for sizes, kept in [
+        ([1, 4], 5), ([1, 4], 1), ([4, 1], 1), ([4, 4], 0), ([4, 4], 9), ([4, 4, 4], 7)]] == [
+        2, 1, 1, 0, 2, 2]
+    w = np.array([[0.2], [0.2], [0.2], [0.2], [0.9]])
+    every, edge = criteria.in_blocks([np.abs(w) >= 0.2, np.abs(w) >= 0.5], [w, w], (1, 4))
+    assert every.all() and edge.ravel().tolist() == [False] * 4 + [True]
+
+
 def test_in_blocks_keeps_nothing_when_the_criterion_keeps_nothing_and_one_when_it_keeps_one():
     w = np.ones((8, 1))
     empty, single = criteria.in_blocks([np.zeros((8, 1), bool), np.eye(8, 1, dtype=bool)],
