@@ -83,7 +83,7 @@ def parse():
                    "(default: the repo's pics/, pics/<network>/ for the LeNets; --quick: nowhere)")
     args = p.parse_args()
     if args.structured_dir and args.dense_dir:
-        p.error("--structured-dir and --dense-dir are both a starting point: give one")
+        raise ValueError("--structured-dir and --dense-dir are both a starting point: give one")
     quick = configs.QUICK if args.quick else {}
     config = cli.stage_config(
         args, configs.pruned_config(args.network), criterion=args.criterion,
