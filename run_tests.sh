@@ -5,8 +5,8 @@
 #
 # Two pytest runs at once, one per core of CI's two: the scripts' tests (tests/scripts: the
 # stages as subprocesses, most of their time one core starting TensorFlow) beside the others on
-# TensorFlow and then on JAX. One after the other they took 816 s on a 2-core AMD EPYC; see
-# docs/tests.md for the two at once. The scripts' output is shown when both have ended.
+# TensorFlow and then on JAX: 440 s for all of it on a 2-core AMD EPYC against 816 s one after
+# the other (docs/tests.md). The scripts' output is shown when both have ended.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 log=$(mktemp)
