@@ -56,6 +56,10 @@ class PrunedConfig(DenseConfig):
     #                                          that a smaller dense network remains (STRUCTURES)
     norm: str = "l1"                         # structure: a group's score, l1 or l2 norm
     group_lasso: float = 0.0                 # structure: group-lasso strength while fine-tuning
+    max_accuracy_drop: float = None          # given: search the sparsity (--max-accuracy-drop):
+    #                                          the sparsest within this many points of the dense
+    #                                          model's validation accuracy; None: `sparsity` as is
+    search_steps: int = 6                    # --max-accuracy-drop: bisection probes, each a run
     shrunk_from: str = ""                    # the --structure checkpoint whose shrunk network
     #                                          this one prunes further (--structured-dir); "": none
     schedule: str = "one-shot"               # one-shot | iterative | gradual (training/recipes.py)
@@ -166,6 +170,11 @@ USED_ONLY_BY = {
 }
 
 
+# --max-accuracy-drop bisects the fraction of weights kept between 1 (all) and this, in log steps
+# (training/recipes.search_sparsity): at most 1000x fewer weights.
+SEARCH_FEWEST_KEPT = 1e-3
+
+
 def criterion_value(config):
     """The value the config's criterion reads (its threshold, quality or sparsity)."""
     if config.criterion not in CRITERION_FIELD:
@@ -190,6 +199,18 @@ def check_pruned(config, given=()):
                     f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
     if config.structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {config.structure!r}")
+    if config.max_accuracy_drop is not None:
+        if config.max_accuracy_drop < 0:
+            raise ValueError(f"--max-accuracy-drop must be >= 0 points, got "
+                             f"{config.max_accuracy_drop}")
+        if CRITERION_FIELD[config.criterion] != "sparsity":
+            raise ValueError(f"--max-accuracy-drop searches a sparsity: it needs --criterion "
+                             f"layer-sparsity or global-sparsity, got {config.criterion}")
+        if "sparsity" in given:
+            raise ValueError("--max-accuracy-drop searches the sparsity that --sparsity would "
+                             "set: give one")
+    elif "search_steps" in given:
+        raise ValueError("--search-steps is not used without --max-accuracy-drop")
     if config.shrunk_from and config.structure != "none":
         raise ValueError(f"--structured-dir prunes inside an already shrunk network, "
                          f"--structure {config.structure} would shrink it again: choose one (or "

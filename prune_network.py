@@ -9,6 +9,8 @@
                                                   # whole pixels and units: a smaller network
     python prune_network.py --structured-dir DIR --block 1x4 --criterion layer-sparsity
                                                   # sparse blocks inside DIR's shrunk network
+    python prune_network.py --criterion layer-sparsity --schedule gradual --max-accuracy-drop 0.5
+                                                  # the sparsest within 0.5 points (validation)
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
 Needs the checkpoint of train_network_dense.py (of the same --network and data), or with
@@ -59,6 +61,14 @@ def parse():
     p.add_argument("--group-lasso", type=cli.non_negative, metavar="STRENGTH",
                    help="--structure: add a group-lasso penalty of this strength while "
                         "fine-tuning, driving whole groups toward zero (default 0: none)")
+    p.add_argument("--max-accuracy-drop", type=cli.non_negative, metavar="POINTS",
+                   help="search the sparsity instead of giving it: the sparsest network whose "
+                        "validation accuracy stays within this many points of the dense "
+                        "model's (e.g. 0.5), by bisection over --search-steps runs of the "
+                        "schedule (layer-/global-sparsity; default: off)")
+    p.add_argument("--search-steps", type=cli.positive_int,
+                   help=f"--max-accuracy-drop: runs of the bisection, each a whole fine-tuning "
+                        f"(default {configs.PrunedConfig.search_steps})")
     p.add_argument("--schedule", choices=configs.SCHEDULES,
                    help="default: the network's recipe, one-shot for mlp")
     p.add_argument("--rounds", type=cli.positive_int,
@@ -90,13 +100,22 @@ def parse():
         threshold=quick.get("threshold") if args.threshold is None else args.threshold,
         quality=args.quality, sparsity=args.sparsity, block=args.block,
         structure=args.structure, norm=args.norm, group_lasso=args.group_lasso,
+        max_accuracy_drop=args.max_accuracy_drop, search_steps=args.search_steps,
         schedule=args.schedule, shrunk_from=args.structured_dir and str(args.structured_dir),
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
         lr_values=args.lr_values and tuple(args.lr_values),
         lr_boundaries=args.lr_boundaries and tuple(args.lr_boundaries))
-    configs.check_pruned(config, given=cli.given(args, configs.USED_ONLY_BY))
+    configs.check_pruned(config, given=cli.given(args, [*configs.USED_ONLY_BY, "search_steps"]))
     return args, config
+
+
+def describe(config):
+    """How `config` prunes, in a few words: for the log and the plots' titles."""
+    blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
+    if config.structure != "none":
+        blocks = f" in whole {config.structure}"
+    return f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
 
 
 def main():
@@ -114,12 +133,9 @@ def main():
     from training.checkpoints import (check_data, load_for_fine_tuning,
                                       load_shrunk_for_fine_tuning, save_checkpoint)
     from training.evaluate import evaluate, logits_function
-    from training.recipes import FirstPruning, prune_and_fine_tune
+    from training.recipes import FirstPruning, prune_and_fine_tune, search_sparsity
     keras.utils.set_random_seed(config.seed)
-    blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
-    if config.structure != "none":
-        blocks = f" in whole {config.structure}"
-    target = f"{config.criterion} {configs.criterion_value(config)}{blocks}, {config.schedule}"
+    target = describe(config)
     load = load_shrunk_for_fine_tuning if config.shrunk_from else load_for_fine_tuning
 
     with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
@@ -139,8 +155,16 @@ def main():
                 print("gradual pruning prunes while it fine-tunes: no accuracy or plot between "
                       "the two")
 
-            start = time.perf_counter()
-            masks, history = prune_and_fine_tune(model, optimizer, config, data, first)
+            start, search = time.perf_counter(), None
+            if config.max_accuracy_drop is None:
+                masks, history = prune_and_fine_tune(model, optimizer, config, data, first)
+            else:  # each probe from the dense weights; chosen on the validation split only
+                dense_val, _ = evaluate(logits_fn, *data["validation"])
+                model, optimizer, config, masks, history, search = search_sparsity(
+                    lambda c: load(source[1], c)[:2], config, data, dense_val)
+                logits_fn, target = logits_function(model), describe(config)
+                print(f"chose sparsity {config.sparsity:.5f}, the sparsest of "
+                      f"{len(search)} within {config.max_accuracy_drop:g} points")
             seconds = time.perf_counter() - start
             # The masks guarantee this; a checkpoint must never hold a pruned non-zero.
             for layer in weight_layers(model):
@@ -156,7 +180,8 @@ def main():
             save_checkpoint(out, model, optimizer, config, results=dict(shrunk_sizes=sizes,
                 dense_test_accuracy=dense_acc, test_accuracy=test_acc, test_loss=test_loss,
                 pruned_test_accuracy_before_fine_tuning=first.accuracy,
-                nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history))
+                nonzero_weights=nonzero, fine_tune_seconds=seconds, history=history,
+                search=search))
             plot_weight_distributions(kernels, out, target)
         if pics:
             publish(WEIGHT_PLOTS.values(), Path(config.model_dir), pics, "--pics-dir")

@@ -9,9 +9,12 @@ fine-tuning.
              fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
 Each prunes single weights, blocks (--block) or whole groups (--structure: input features or
 units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
-All three fine-tune for the same total number of epochs, so they cost the same. This module maps
+All three fine-tune for the same total number of epochs, so they cost the same. `search_sparsity`
+(--max-accuracy-drop) runs one of them several times to find the sparsity the data allows. This module maps
 a `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
 """
+import math
+
 import numpy as np
 
 import configs
@@ -101,3 +104,56 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     history = fit(model, optimizer, config, data,
                   [GradualPruning(schedule, config.criterion, layers=layers, **kind)], log=log)
     return get_masks(model), history
+
+
+def kept_midpoint(feasible, infeasible):
+    """The fraction of weights to keep in the next probe: the geometric mean of the smallest
+    fraction known to stay within the accuracy drop and the largest known not to, so that each
+    probe halves the range of the compression ratio in log steps (1x-1000x: 32x first)."""
+    return math.sqrt(feasible * infeasible)
+
+
+def search_sparsity(load, config, data, dense_validation, log=print):
+    """Bisect the criterion's sparsity for the sparsest network whose validation accuracy stays
+    within `config.max_accuracy_drop` points of `dense_validation` (the dense model's), in
+    `config.search_steps` runs of `config.schedule`, each from the dense weights (`load(config)`:
+    a fresh (model, optimizer)). Only the validation split is read.
+
+    Returns (model, optimizer, config, masks, history) of the sparsest run within the drop, and
+    the probes [{sparsity, validation_accuracy, within}]. Raises ValueError if no probe is
+    within it (nothing to save).
+    """
+    feasible, infeasible = 1.0, configs.SEARCH_FEWEST_KEPT  # kept fractions: assumed, not run
+    best, probes = None, []
+    for step in range(1, config.search_steps + 1):
+        kept = kept_midpoint(feasible, infeasible)
+        probe = configs.override(config, sparsity=round(1 - kept, 5))
+        model, optimizer = load(probe)
+        log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} "
+            f"({1 / kept:.1f}x fewer weights)")
+        try:
+            masks, history = prune_and_fine_tune(model, optimizer, probe, data, log=log)
+        except ValueError as e:  # a sparsity the criterion refuses (a layer left with nothing)
+            log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} cannot run "
+                f"({e}): taken as too sparse")
+            probes.append(dict(sparsity=probe.sparsity, validation_accuracy=None, within=False))
+            infeasible = kept
+            continue
+        accuracy = float(history[-1]["val_accuracy"])
+        within = 100 * (dense_validation - accuracy) <= config.max_accuracy_drop
+        probes.append(dict(sparsity=probe.sparsity, validation_accuracy=accuracy, within=within))
+        log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} -> validation "
+            f"accuracy {accuracy:.4f} (dense {dense_validation:.4f}): "
+            f"{'within' if within else 'beyond'} {config.max_accuracy_drop:g} points")
+        if within:
+            feasible, best = kept, (model, optimizer, probe, masks, history)
+        else:
+            infeasible = kept
+    if best is None:
+        least = min(probes, key=lambda p: p["sparsity"])  # the last: all moved toward dense
+        raise ValueError(f"no sparsity tried stays within {config.max_accuracy_drop:g} points of "
+                         f"the dense validation accuracy {dense_validation:.4f} (the least "
+                         f"sparse, {least['sparsity']:.4f}, reached "
+                         f"{least['validation_accuracy']:.4f}): allow a larger "
+                         f"--max-accuracy-drop or more --search-steps")
+    return (*best, probes)

@@ -356,6 +356,9 @@ def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tm
     (["--structured-dir", "x", "--structure", "units"], "--structured-dir prunes inside an "
                                                         "already shrunk network, --structure"),
     (["--structured-dir", "x", "--dense-dir", "y"], "--structured-dir and --dense-dir are both"),
+    (["--max-accuracy-drop", "0.5", "--criterion", "layer-sparsity", "--sparsity", "0.9"],
+     "--max-accuracy-drop searches the sparsity that --sparsity would set"),
+    (["--search-steps", "3"], "--search-steps is not used without --max-accuracy-drop"),
 ])
 def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, monkeypatch,
                                                                 tmp_path):
@@ -363,6 +366,18 @@ def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, mo
                       monkeypatch=monkeypatch)
     assert line.startswith(f"error: {match}") and "\n" not in line
     assert not (tmp_path / "p").exists()
+
+
+def test_prune_searches_the_sparsity_within_an_accuracy_drop(pipeline, tmp_path):
+    result = run("prune_network.py", "--quick", "--criterion", "layer-sparsity", "--schedule",
+                 "gradual", "--max-accuracy-drop", "100", "--search-steps", "2", "--dense-dir",
+                 str(pipeline / "dense"), "--model-dir", "p", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "p/config.json").read_text())
+    search = meta["results"]["search"]
+    assert [p["within"] for p in search] == [True, True]  # any accuracy is within 100 points
+    assert meta["config"]["sparsity"] == search[1]["sparsity"] > search[0]["sparsity"]
+    assert "search 2/2" in result.stdout and "chose sparsity" in result.stdout
 
 
 def test_corrupt_dataset_is_one_line_naming_the_file(tmp_path):

@@ -4,7 +4,8 @@ import pytest
 import configs
 from tests.helpers import TINY, tiny_data, tiny_model
 from pruning import criteria
-from training.recipes import prune_and_fine_tune, round_value
+import training.recipes
+from training.recipes import kept_midpoint, prune_and_fine_tune, round_value, search_sparsity
 
 BASE = configs.override(configs.PrunedConfig(), image_shape=TINY.image_shape,
                         hidden_sizes=TINY.hidden_sizes, num_classes=TINY.num_classes,
@@ -75,7 +76,11 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
     (dict(), {"quality"}, "--quality is not used by --criterion global-sparsity"),
     (dict(schedule="one-shot"), {"rounds"}, "--rounds is not used by --schedule one-shot"),
     (dict(schedule="iterative"), {"prune_every"}, "--prune-every is not used by --schedule "
-                                                  "iterative")])
+                                                  "iterative"),
+    (dict(max_accuracy_drop=0.5), {"sparsity"}, "--max-accuracy-drop searches the sparsity"),
+    (dict(max_accuracy_drop=0.5, criterion="threshold"), set(), "--max-accuracy-drop searches a "
+                                                                "sparsity: it needs"),
+    (dict(), {"search_steps"}, "--search-steps is not used without --max-accuracy-drop")])
 def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
     with pytest.raises(ValueError, match=match):
         configs.check_pruned(configs.override(BASE, **changes), given)
@@ -85,3 +90,52 @@ def test_the_configs_criteria_are_the_packages():
     assert configs.CRITERION_FIELD == criteria.VALUE_NAME
     assert set(configs.STRUCTURES) - {"none"} == set(criteria.STRUCTURES)
     assert configs.NORMS == criteria.NORMS
+
+
+def test_the_search_halves_the_compression_range_in_log_steps():
+    assert kept_midpoint(1.0, 1e-3) == pytest.approx(10 ** -1.5)  # 31.6x fewer weights first
+    assert kept_midpoint(0.1, 0.01) == pytest.approx(10 ** -1.5)
+
+
+def fake_runs(monkeypatch, accuracy):
+    """prune_and_fine_tune replaced by a run whose validation accuracy is accuracy(sparsity)."""
+    def run_(model, optimizer, config, data, on_prune=None, log=print):
+        if accuracy(config.sparsity) is None:
+            raise ValueError("global-sparsity pruning removes every weight of fc3/kernel")
+        return {}, [dict(val_accuracy=accuracy(config.sparsity))]
+    monkeypatch.setattr(training.recipes, "prune_and_fine_tune", run_)
+
+
+def test_the_search_keeps_the_sparsest_run_within_the_drop(monkeypatch):
+    # 1 point lost beyond 90%; beyond 95% the criterion refuses (a layer left with nothing)
+    fake_runs(monkeypatch, lambda s: 0.98 if s <= 0.9 else 0.97 if s <= 0.95 else None)
+    config = configs.override(BASE, max_accuracy_drop=0.5, search_steps=6)
+    *_, chosen, _, _, probes = search_sparsity(lambda c: (None, None), config, {}, 0.98,
+                                               log=lambda *_: None)
+    assert [p["within"] for p in probes] == [p["sparsity"] <= 0.9 for p in probes]
+    assert probes[0]["sparsity"] == pytest.approx(1 - 10 ** -1.5, abs=1e-5)
+    assert 0.88 < chosen.sparsity <= 0.9  # six halvings of 1x-1000x: within 12% of 10x
+    assert chosen.sparsity == max(p["sparsity"] for p in probes if p["within"])
+
+
+def test_a_search_with_nothing_within_the_drop_is_an_error(monkeypatch):
+    fake_runs(monkeypatch, lambda s: 0.5)
+    config = configs.override(BASE, max_accuracy_drop=0.5, search_steps=3)
+    with pytest.raises(ValueError, match="no sparsity tried stays within 0.5 points of the dense "
+                                         "validation accuracy 0.9800"):
+        search_sparsity(lambda c: (None, None), config, {}, 0.98, log=lambda *_: None)
+
+
+def test_a_real_search_prunes_its_chosen_run_to_the_sparsity_it_reports():
+    config = configs.override(BASE, max_accuracy_drop=100.0, search_steps=2, epochs=1,
+                              criterion="layer-sparsity")
+    model, _, chosen, masks, _, probes = search_sparsity(
+        lambda c: (tiny_model(c)[0], keras.optimizers.SGD(0.05)), config, tiny_data(), 0.5,
+        log=lambda *_: None)
+    assert [p["within"] for p in probes] == [True, True]  # any accuracy is within 100 points
+    assert chosen.sparsity == probes[1]["sparsity"] == pytest.approx(1 - 10 ** -2.25, abs=1e-5)
+    for mask in masks.values():  # layer-sparsity: round((1 - s) x size) kept, at least one
+        assert mask.sum() == max(1, round((1 - chosen.sparsity) * mask.size))
+    for layer in model.layers:  # the returned model is that run's: its zeros are its masks'
+        if hasattr(layer, "kernel"):
+            assert (layer.kernel.numpy() != 0).sum() <= masks[f"{layer.name}/kernel"].sum()
