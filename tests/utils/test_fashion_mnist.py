@@ -1,0 +1,29 @@
+"""The Fashion-MNIST .npz maker: its split, and a refused output (no download in the tests)."""
+import numpy as np
+import pytest
+
+from utils import fashion_mnist
+
+
+def test_each_class_gives_its_last_thousand_images_to_the_test_split():
+    classes = [np.full((fashion_mnist.TEST_PER_CLASS + n, 28, 28), c, np.uint8)
+               for c, n in enumerate([5, 3])]
+    x_train, y_train, x_test, y_test = fashion_mnist.split(classes)
+    assert y_train.tolist() == [0] * 5 + [1] * 3 and len(y_test) == 2000
+    assert (y_test[:1000] == 0).all() and (y_test[1000:] == 1).all()
+    assert (x_train[:, 0, 0] == y_train).all() and (x_test[:, 0, 0] == y_test).all()
+
+
+@pytest.mark.parametrize("name, existing", [("data.npz", True), ("data.txt", False)])
+def test_an_existing_file_or_another_suffix_is_refused_before_any_download(
+        name, existing, tmp_path, monkeypatch, capsys):
+    out = tmp_path / name
+    if existing:
+        out.write_bytes(b"a user's file")
+    monkeypatch.setattr(fashion_mnist, "fetch", lambda: pytest.fail("downloaded"))
+    monkeypatch.setattr("sys.argv", ["fashion_mnist", str(out)])
+    with pytest.raises(SystemExit) as exit_:
+        fashion_mnist.main()
+    assert exit_.value.code == 2
+    assert ("exists" if existing else "must end in .npz") in capsys.readouterr().err
+    assert not existing or out.read_bytes() == b"a user's file"
