@@ -34,11 +34,19 @@ def splits(x_train, y_train, x_test, y_test, sizes=(None, None, None), n_val=Non
     "image_shape" (H, W), "num_classes", and the data's "source" and "sha256" (of all of it,
     whatever `sizes` keeps, so that a --quick run matches its full-size checkpoints).
 
-    Validation is the first `n_val` training images (default: 1/12 of them), train the rest.
+    Validation is the first `n_val` training images (default: 1/12 of them), train the rest;
+    training images sorted by class, which would leave it fewer than half the classes, are
+    refused (DataError).
     uint8 pixels are scaled to [0, 1]; float pixels are kept as they are. `sizes` (train,
     validation, test) keep only the first n examples of a split (the scripts' --quick mode).
     """
     n_val = int(len(y_train) * VALIDATION_FRACTION) if n_val is None else n_val
+    classes, seen = np.unique(y_train[n_val:]), np.unique(y_train[:n_val])
+    if len(seen) < min(n_val, len(classes)) / 2:  # sorted by class: nothing to choose on
+        raise DataError(f"{source}: the validation split (the first {n_val:,} training images) "
+                        f"holds {len(seen)} of the {len(classes)} classes: the training images "
+                        f"look sorted by class; shuffle them (one permutation for x_train and "
+                        f"y_train)")
 
     def prep(x, y, n):
         x = x[:n].reshape(len(x[:n]), -1).astype(np.float32)

@@ -9,7 +9,8 @@ registry), its tarball checked against a known SHA-256. The package holds all 70
 7,000 per class, as JSON, without the original train/test split; here each class's first 6,000
 images are the training split and its last 1,000 the test split: 60,000 and 10,000 images,
 class-balanced as the original's, but not the same ones (its numbers are not comparable with
-papers' Fashion-MNIST results).
+papers' Fashion-MNIST results). Each split is shuffled (seed 0), so that the validation split
+the stages take (the first training images) holds every class.
 """
 import argparse
 import hashlib
@@ -32,13 +33,17 @@ TEST_PER_CLASS = 1000
 
 def split(classes):
     """(x_train, y_train, x_test, y_test) from one [n_c, 28, 28] uint8 array per class: each
-    class's last TEST_PER_CLASS images are test images, the others training images."""
+    class's last TEST_PER_CLASS images are test images, the others training images; each split
+    shuffled (seed 0)."""
     parts = [(images[:-TEST_PER_CLASS], images[-TEST_PER_CLASS:]) for images in classes]
     labels = [np.full(len(images), c, np.uint8) for c, images in enumerate(classes)]
-    return (np.concatenate([train for train, _ in parts]),
-            np.concatenate([y[:-TEST_PER_CLASS] for y in labels]),
-            np.concatenate([test for _, test in parts]),
-            np.concatenate([y[-TEST_PER_CLASS:] for y in labels]))
+    rng = np.random.default_rng(0)
+    train, test = rng.permutation(sum(len(t) for t, _ in parts)), rng.permutation(
+        sum(len(t) for _, t in parts))
+    return (np.concatenate([t for t, _ in parts])[train],
+            np.concatenate([y[:-TEST_PER_CLASS] for y in labels])[train],
+            np.concatenate([t for _, t in parts])[test],
+            np.concatenate([y[-TEST_PER_CLASS:] for y in labels])[test])
 
 
 def fetch():

@@ -78,3 +78,11 @@ def test_an_idx_folder_missing_or_doubling_a_split_is_named(tmp_path):
     write_idx(tmp_path / "test-images-idx3-ubyte", a["x_test"])
     with pytest.raises(DataError, match="2 files \\(t10k-images-idx3-ubyte, test-images"):
         datasets.load(tmp_path)
+
+
+def test_training_images_sorted_by_class_are_refused_naming_the_fix(tmp_path):
+    a = dict(arrays(n=240, classes=10), y_train=np.repeat(np.arange(10), 24))  # class order
+    np.savez(tmp_path / "d.npz", **a)
+    with pytest.raises(DataError, match=r"validation split \(the first 20 training images\) "
+                                        r"holds 1 of the 10 classes: .* shuffle them"):
+        datasets.load(tmp_path / "d.npz")
