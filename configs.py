@@ -56,6 +56,9 @@ class PrunedConfig(DenseConfig):
     #                                          that a smaller dense network remains (STRUCTURES)
     norm: str = "l1"                         # structure: a group's score, l1 or l2 norm
     group_lasso: float = 0.0                 # structure: group-lasso strength while fine-tuning
+    allocation: str = "uniform"              # layer-sparsity: uniform (every layer at `sparsity`)
+    #                                          or sensitivity (per layer, measured on the
+    #                                          validation split, the total at `sparsity`)
     max_accuracy_drop: float = None          # given: search the sparsity (--max-accuracy-drop):
     #                                          the sparsest within this many points of the dense
     #                                          model's validation accuracy; None: `sparsity` as is
@@ -164,11 +167,17 @@ USED_ONLY_BY = {
     **{field: ("criterion", [c for c, f in CRITERION_FIELD.items() if f == field])
        for field in set(CRITERION_FIELD.values())},
     "rounds": ("schedule", ["iterative"]),
+    "allocation": ("criterion", ["layer-sparsity"]),
     "norm": ("structure", ["inputs", "units"]),
     "group_lasso": ("structure", ["inputs", "units"]),
     "prune_every": ("schedule", ["gradual"]),
 }
 
+
+# --allocation sensitivity (pruning.layer_sensitivity): the sparsities each layer is measured at,
+# alone, on the validation split; the total target can reach at most the last.
+ALLOCATIONS = ("uniform", "sensitivity")
+SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 
 # --max-accuracy-drop bisects the fraction of weights kept between 1 (all) and this, in log steps
 # (training/recipes.search_sparsity): at most 1000x fewer weights.
@@ -199,6 +208,11 @@ def check_pruned(config, given=()):
                     f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
     if config.structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {config.structure!r}")
+    if config.allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {config.allocation!r}")
+    if config.allocation == "sensitivity" and config.criterion != "layer-sparsity":
+        raise ValueError(f"--allocation sensitivity sets each layer's sparsity: it needs "
+                         f"--criterion layer-sparsity, got {config.criterion}")
     if config.max_accuracy_drop is not None:
         if config.max_accuracy_drop < 0:
             raise ValueError(f"--max-accuracy-drop must be >= 0 points, got "

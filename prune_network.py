@@ -61,6 +61,11 @@ def parse():
     p.add_argument("--group-lasso", type=cli.non_negative, metavar="STRENGTH",
                    help="--structure: add a group-lasso penalty of this strength while "
                         "fine-tuning, driving whole groups toward zero (default 0: none)")
+    p.add_argument("--allocation", choices=configs.ALLOCATIONS,
+                   help="layer-sparsity: 'uniform', every layer at --sparsity; 'sensitivity', "
+                        "each layer's own sparsity from how much it alone loses on the "
+                        "validation split, the total at --sparsity (Han et al. 2015) "
+                        "(default uniform)")
     p.add_argument("--max-accuracy-drop", type=cli.non_negative, metavar="POINTS",
                    help="search the sparsity instead of giving it: the sparsest network whose "
                         "validation accuracy stays within this many points of the dense "
@@ -100,7 +105,8 @@ def parse():
         threshold=quick.get("threshold") if args.threshold is None else args.threshold,
         quality=args.quality, sparsity=args.sparsity, block=args.block,
         structure=args.structure, norm=args.norm, group_lasso=args.group_lasso,
-        max_accuracy_drop=args.max_accuracy_drop, search_steps=args.search_steps,
+        allocation=args.allocation, max_accuracy_drop=args.max_accuracy_drop,
+        search_steps=args.search_steps,
         schedule=args.schedule, shrunk_from=args.structured_dir and str(args.structured_dir),
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),

@@ -19,6 +19,7 @@ Depends on Keras 3 and NumPy only; the backend is yours.
   summary.py    summary(model)
   regularizers.py  GroupLasso, add_group_lasso: whole units or inputs driven to zero by training
   shrink.py     shrink: a structurally pruned model rebuilt smaller, without its removed units
+  sensitivity.py  layer_sensitivity, allocate_sparsity: per-layer sparsities from each layer's loss
   callbacks.py  schedules as callbacks: GradualPruning (Zhu & Gupta), IterativePruning (Han et al.)
 """
 from pruning.callbacks import GradualPruning, IterativePruning, PolynomialDecay
@@ -28,12 +29,14 @@ from pruning.prune import (get_masks, prunable_layers, prunable_weights, prune_l
                            pruned_weights, restore_masks, strip_pruning)
 from pruning.registry import register_prunable
 from pruning.regularizers import GroupLasso, add_group_lasso
+from pruning.sensitivity import allocate_sparsity, layer_sensitivity
 from pruning.shrink import SelectFeatures, shrink
 from pruning.summary import summary
 
 __version__ = "0.2.0"
 
 __all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "PolynomialDecay", "PruningMask",
-           "SelectFeatures", "add_group_lasso", "get_masks", "prunable_layers",
+           "SelectFeatures", "add_group_lasso", "allocate_sparsity", "get_masks",
+           "layer_sensitivity", "prunable_layers",
            "prunable_weights", "prune_low_magnitude", "pruned_weights", "register_prunable",
            "restore_masks", "shrink", "sparsity", "strip_pruning", "summary"]

@@ -81,6 +81,9 @@ class GradualPruning(keras.callbacks.Callback):
 
     `criterion` is "global-sparsity" (one cut over all pruned weights) or "layer-sparsity";
     `pattern` and `norm` as in `prune_low_magnitude` ("1x4" blocks, "2:4", "units", "inputs").
+    `final_sparsities` ({weight key: sparsity}, layer-sparsity only, e.g. from
+    `allocate_sparsity`): each weight's own final sparsity, all reached together, each weight at
+    every step at the same fraction of its own final as the schedule is of its final_sparsity.
     A model without masks gets dense ones on the weights `layers` chooses (default all) when
     training begins.
 
@@ -90,7 +93,7 @@ class GradualPruning(keras.callbacks.Callback):
     """
 
     def __init__(self, schedule, criterion="global-sparsity", pattern=None, layers=None,
-                 block=None, norm="l1"):
+                 block=None, norm="l1", final_sparsities=None):
         super().__init__()
         if not isinstance(schedule, PolynomialDecay):
             raise ValueError(f"schedule must be a pruning.PolynomialDecay, got {schedule!r}: "
@@ -106,6 +109,17 @@ class GradualPruning(keras.callbacks.Callback):
         if norm not in criteria.NORMS:
             raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
         self.norm = norm
+        if final_sparsities is not None:
+            if criterion != "layer-sparsity":
+                raise ValueError("final_sparsities: per-weight targets need criterion "
+                                 "layer-sparsity")
+            if not final_sparsities or not all(0 <= v < 1 for v in final_sparsities.values()):
+                raise ValueError(f"final_sparsities must map weight keys to sparsities in "
+                                 f"[0, 1), got {final_sparsities!r}")
+            if schedule.final_sparsity <= 0:
+                raise ValueError("final_sparsities: the schedule's final_sparsity must be > 0, "
+                                 "the ramp each weight follows in proportion")
+        self.final_sparsities = final_sparsities
         self._tracked = []
 
     def on_train_begin(self, logs=None):
@@ -119,6 +133,14 @@ class GradualPruning(keras.callbacks.Callback):
             prune_low_magnitude(self.model, self.criterion, 0.0, self.layers, self.pattern,
                                 norm=self.norm)
         weights = pruned_weights(self.model)
+        self._scales = [1.0] * len(weights)
+        if self.final_sparsities is not None:
+            keys = {w.key for w in weights}
+            if set(self.final_sparsities) != keys:
+                raise ValueError(f"final_sparsities names {sorted(self.final_sparsities)}, the "
+                                 f"pruned weights are {sorted(keys)}")
+            self._scales = [self.final_sparsities[w.key] / self.schedule.final_sparsity
+                            for w in weights]
         trainable = {id(v) for v in self.model.trainable_variables}
         frozen = [w.key for w in weights if id(w.variable) not in trainable]
         if frozen:
@@ -167,7 +189,8 @@ class GradualPruning(keras.callbacks.Callback):
         def cuts(found):
             sparsity = self.schedule.sparsity(step)
             if self.criterion == "layer-sparsity":
-                return [_cut(ops.reshape(m, [-1]), sparsity) for m in found]
+                return [_cut(ops.reshape(m, [-1]), sparsity * scale)
+                        for m, scale in zip(found, self._scales)]
             flat = ops.concatenate([ops.reshape(m, [-1]) for m in found], 0)
             return [_cut(flat, sparsity)] * len(found)
 

@@ -20,9 +20,10 @@ import numpy as np
 import configs
 from networks.builders import weight_layers
 from pruning import (GradualPruning, IterativePruning, PolynomialDecay, add_group_lasso,
-                     get_masks, prune_low_magnitude, summary)
+                     allocate_sparsity, get_masks, layer_sensitivity, prune_low_magnitude,
+                     prunable_weights, summary)
 from training.checkpoints import pruned_layers
-from training.evaluate import evaluate
+from training.evaluate import evaluate, logits_function
 from training.fit import fit
 
 def pattern(config):
@@ -30,13 +31,31 @@ def pattern(config):
     return config.block if config.structure == "none" else config.structure
 
 
-def round_value(config, r):
-    """Target of iterative round r (1..rounds): thresholds rise linearly to the final one;
-    sparsities so that the kept fraction shrinks geometrically, (1 - s)^(r / rounds)."""
-    value = configs.criterion_value(config)
+def round_value(config, r, value=None):
+    """Target of iterative round r (1..rounds) toward `value` (default the config's; a dict:
+    per weight): thresholds rise linearly to the final one; sparsities so that the kept
+    fraction shrinks geometrically, (1 - s)^(r / rounds)."""
+    value = configs.criterion_value(config) if value is None else value
+    if isinstance(value, dict):
+        return {k: round_value(config, r, v) for k, v in value.items()}
     if configs.CRITERION_FIELD[config.criterion] == "sparsity":
         return 1 - (1 - value) ** (r / config.rounds)
     return value * r / config.rounds
+
+
+def sensitivity_allocation(model, config, data, layers, log=print):
+    """{weight key: sparsity} of `layers` totalling `config.sparsity`, from each weight's
+    sensitivity alone on the validation split (`pruning.layer_sensitivity`, at
+    configs.SENSITIVITY_LEVELS): --allocation sensitivity."""
+    logits_fn = logits_function(model)
+    curves = layer_sensitivity(model, lambda m: evaluate(logits_fn, *data["validation"])[0],
+                               configs.SENSITIVITY_LEVELS, layers)
+    sizes = {w.key: int(np.prod(w.variable.shape)) for w in prunable_weights(model)
+             if w.key in curves}
+    allocation = allocate_sparsity(curves, sizes, config.sparsity)
+    log("sensitivity allocation (validation): " + ", ".join(
+        f"{k.removesuffix('/kernel')} {v:.1%}" for k, v in allocation.items()))
+    return allocation
 
 
 class FirstPruning:
@@ -67,6 +86,9 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     on_prune = on_prune or (lambda r, masks: None)
     value = configs.criterion_value(config)
     layers, kind = pruned_layers(model, config), dict(pattern=pattern(config), norm=config.norm)
+    if config.allocation == "sensitivity":  # the per-weight targets name the weights
+        value = sensitivity_allocation(model, config, data, layers, log)
+        layers = None
     if config.group_lasso:
         add_group_lasso(model, config.group_lasso, config.structure, layers)
     if config.schedule == "one-shot":
@@ -77,7 +99,8 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     if config.schedule == "iterative":
         starts = np.linspace(0, config.epochs, config.rounds + 1).round().astype(int)
         rounds = IterativePruning(config.criterion, {
-            int(starts[r - 1]): round_value(config, r) for r in range(1, config.rounds + 1)},
+            int(starts[r - 1]): round_value(config, r, value)
+            for r in range(1, config.rounds + 1)},
             layers, **kind)
         rounds.on_prune = lambda epoch, masks: on_prune(int(np.searchsorted(starts, epoch)) + 1,
                                                         masks)
@@ -98,11 +121,13 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
 
     steps = len(data["train"][1]) // config.batch_size * config.epochs
     schedule = PolynomialDecay(
-        final_sparsity=value, end_step=max(1, int(config.ramp_fraction * steps)),
+        final_sparsity=config.sparsity, end_step=max(1, int(config.ramp_fraction * steps)),
         initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
-    prune_low_magnitude(model, config.criterion, 0.0, layers, **kind)  # dense masks to shrink
-    history = fit(model, optimizer, config, data,
-                  [GradualPruning(schedule, config.criterion, layers=layers, **kind)], log=log)
+    zero = dict.fromkeys(value, 0.0) if isinstance(value, dict) else 0.0
+    prune_low_magnitude(model, config.criterion, zero, layers, **kind)  # dense masks to shrink
+    history = fit(model, optimizer, config, data, [GradualPruning(
+        schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
+            value, dict) else None, **kind)], log=log)
     return get_masks(model), history
 
 

@@ -109,6 +109,27 @@ def test_gradual_pruning_in_blocks_keeps_its_sparsity_where_the_edge_blocks_are_
     assert np.mean(model.layers[0].kernel.numpy() == 0) == pytest.approx(0.5, abs=0.01)
 
 
+def test_gradual_pruning_ramps_each_weight_to_its_own_final_sparsity():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, name="a"),
+                              keras.layers.Dense(3, name="b")])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((160, 20), np.float32), rng.random((160, 3), np.float32)
+    record = RecordSparsity()
+    finals = {"a/kernel": 0.9, "b/kernel": 0.3}
+    schedule = PolynomialDecay(final_sparsity=0.6, end_step=20, frequency=5)
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
+        GradualPruning(schedule, "layer-sparsity", final_sparsities=finals), record])
+    for layer, final in (("a", 0.9), ("b", 0.3)):
+        kernel = model.get_layer(layer).kernel.numpy()
+        assert np.mean(kernel == 0) == pytest.approx(final, abs=0.02)
+        halfway = 1 - record.seen[10][1][f"{layer}/kernel"].mean()  # the same share of its own
+        assert halfway == pytest.approx(final * schedule.sparsity(10) / 0.6, abs=0.03)
+    with pytest.raises(ValueError, match="per-weight targets need criterion layer-sparsity"):
+        GradualPruning(schedule, "global-sparsity", final_sparsities=finals)
+
+
 def test_a_later_fit_without_the_callback_does_not_prune_further():
     model = users_conv_model()
     prune_low_magnitude(model, "global-sparsity", 0.0)

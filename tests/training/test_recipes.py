@@ -139,3 +139,19 @@ def test_a_real_search_prunes_its_chosen_run_to_the_sparsity_it_reports():
     for layer in model.layers:  # the returned model is that run's: its zeros are its masks'
         if hasattr(layer, "kernel"):
             assert (layer.kernel.numpy() != 0).sum() <= masks[f"{layer.name}/kernel"].sum()
+
+
+@pytest.mark.parametrize("schedule", ["one-shot", "iterative", "gradual"])
+def test_a_sensitivity_allocation_prunes_each_layer_to_its_own_share_of_the_total(schedule):
+    masks, _, _ = run(schedule=schedule, criterion="layer-sparsity", allocation="sensitivity",
+                      sparsity=0.7, rounds=3)
+    sizes = {k: m.size for k, m in masks.items()}
+    pruned = {k: 1 - m.sum() / m.size for k, m in masks.items()}
+    assert sum(pruned[k] * sizes[k] for k in masks) / sum(sizes.values()) == pytest.approx(
+        0.7, abs=0.01)
+    assert len({round(p, 2) for p in pruned.values()}) > 1  # not one cut for all
+
+
+def test_an_allocation_needs_the_layer_sparsity_criterion():
+    with pytest.raises(ValueError, match="--allocation sensitivity sets each layer's sparsity"):
+        configs.check_pruned(configs.override(BASE, allocation="sensitivity"))
