@@ -18,7 +18,8 @@ every batch size (--batches) in this one process, round-robin (benchmarks/timing
 ratios are against the dense .tflite at the same batch. Each deploy folder's storage formats
 (weights.<format>.npz: coo16 ... shared-5bit-huffman) are listed too, with the bytes and
 accuracies the deploy stage measured: stored weights, not a runtime, so not timed.
-Multiply-adds count the useful work: the non-zero weights times the positions each is applied at (a conv's output pixels).
+Multiply-adds count the useful work: the non-zero weights times the positions each is
+applied at (a conv's output pixels).
 
 "chosen" answers the question per goal, on the validation split only: among the deployments
 whose validation accuracy reaches the goal's (`configs.NETWORKS[...]["deploy_goal"]`: the dense

@@ -14,7 +14,8 @@ from pruning import GroupLasso, PruningMask, SelectFeatures, get_masks, shrink
 from utils.checkpoints import STAGE_FILE, read_artifact, write_json
 from utils.errors import CheckpointError
 
-CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask, SelectFeatures)  # what the stages' model.keras hold
+# What the stages' model.keras files hold.
+CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask, SelectFeatures)
 
 
 def save_checkpoint(out, model, optimizer, config, results=None):

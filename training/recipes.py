@@ -9,9 +9,10 @@ fine-tuning.
              fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
 Each prunes single weights, blocks (--block) or whole groups (--structure: input features or
 units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
-All three fine-tune for the same total number of epochs, so they cost the same. `search_sparsity`
-(--max-accuracy-drop) runs one of them several times to find the sparsity the data allows. This module maps
-a `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
+All three fine-tune for the same total number of epochs, so they cost the same;
+`search_sparsity` (--max-accuracy-drop) runs one several times to find the sparsity the data
+allows, and --allocation sensitivity gives each layer its own. This module maps a
+`configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
 """
 import math
 

@@ -69,7 +69,8 @@ def test_the_tensorflow_bundled_interpreter_runs_the_same_file(pruned_mlp):
     (157, "1x4", False), (40, "1x16", True)])  # widths LiteRT's block kernels get wrong
 def test_blocks_across_a_width_they_do_not_divide_still_match(inputs, block, representative):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(24), keras.layers.Dense(3)])
+    model = keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(24),
+                              keras.layers.Dense(3)])
     prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.7}, block=block)
     images = np.random.default_rng(1).random((50, inputs)).astype(np.float32)
     content = convert(model, representative=images if representative else None)
