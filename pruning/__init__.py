@@ -33,7 +33,7 @@ from pruning.sensitivity import allocate_sparsity, layer_sensitivity
 from pruning.shrink import SelectFeatures, shrink
 from pruning.summary import summary
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "PolynomialDecay", "PruningMask",
            "SelectFeatures", "add_group_lasso", "allocate_sparsity", "get_masks",
