@@ -20,6 +20,8 @@ Depends on Keras 3 and NumPy only; the backend is yours.
   regularizers.py  GroupLasso, add_group_lasso: whole units or inputs driven to zero by training
   shrink.py     shrink: a structurally pruned model rebuilt smaller, without its removed units
   sensitivity.py  layer_sensitivity, allocate_sparsity: per-layer sparsities from each layer's loss
+  variational.py  variational_dropout, strip_variational, KLWarmup: sparse variational dropout
+                (Molchanov et al. 2017), pruning learnt while training, no sparsity given
   callbacks.py  schedules as callbacks: GradualPruning (Zhu & Gupta), IterativePruning (Han et al.)
 """
 from pruning.callbacks import GradualPruning, IterativePruning, PolynomialDecay
@@ -32,11 +34,14 @@ from pruning.regularizers import GroupLasso, add_group_lasso
 from pruning.sensitivity import allocate_sparsity, layer_sensitivity
 from pruning.shrink import SelectFeatures, shrink
 from pruning.summary import summary
+from pruning.variational import (KLWarmup, strip_variational, variational_dropout,
+                                 variational_masks)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
-__all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "PolynomialDecay", "PruningMask",
+__all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "KLWarmup", "PolynomialDecay", "PruningMask",
            "SelectFeatures", "add_group_lasso", "allocate_sparsity", "get_masks",
            "layer_sensitivity", "prunable_layers",
            "prunable_weights", "prune_low_magnitude", "pruned_weights", "register_prunable",
-           "restore_masks", "shrink", "sparsity", "strip_pruning", "summary"]
+           "restore_masks", "shrink", "sparsity", "strip_pruning", "strip_variational", "summary",
+           "variational_dropout", "variational_masks"]

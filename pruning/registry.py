@@ -97,7 +97,7 @@ def _children(layer):
     return layer._flatten_layers(include_self=False, recursive=False)
 
 
-def _walk(layer, prefix="", carried=True):
+def walk(layer, prefix="", carried=True):
     """(layer, path, whether its config travels in the model's) for every sub-layer."""
     carries = carried and (type(layer) in (keras.Model, keras.Sequential) or
                            type(layer).__name__ == "Functional" or
@@ -105,7 +105,7 @@ def _walk(layer, prefix="", carried=True):
     for child in _children(layer):
         path = prefix + child.name
         yield child, path, carries
-        yield from _walk(child, path + "/", carries)
+        yield from walk(child, path + "/", carries)
 
 
 def _owned_variables(layer):
@@ -122,7 +122,7 @@ def scan(model):
     are not a plain variable (a LoRA-enabled or quantized layer's kernel)."""
     order = {id(v): i for i, v in enumerate(model.weights)}
     prunable, other, seen = [], [], set()
-    for layer, path, carried in _walk(model):
+    for layer, path, carried in walk(model):
         cls, attributes = _attributes(layer)
         for attribute, constraint_attribute in attributes.items():
             key = f"{path}/{attribute}"

@@ -1,0 +1,318 @@
+"""Sparse variational dropout: pruning that training learns, for Dense and Conv1D/2D/3D layers.
+
+Molchanov, Ashukha & Vetrov (2017), "Variational dropout sparsifies deep neural networks". Each
+weight gets its own Gaussian noise, w = theta + sigma * eps (sigma^2 = alpha * theta^2: dropout
+of rate alpha / (1 + alpha) per weight), and the loss gets the KL divergence of that posterior
+from the log-uniform prior, divided by the number of training examples. The KL falls as alpha
+rises, so every weight the data do not need is pushed to a large alpha; a weight with
+log alpha > 3 (noise about 4.5x its value) is then pruned, with no sparsity given: the data
+choose it, and it differs from layer to layer (LeNet-5's conv layers keep far more than its
+fully connected ones). Training uses the local reparameterisation trick: the pre-activations are
+sampled, mean x @ theta and variance x^2 @ sigma^2, so each example gets its own noise for one
+more matrix product (or convolution).
+
+    vd = pruning.variational_dropout(model, train_size=len(x))  # a copy, Dense/Conv* variational
+    vd.compile(keras.optimizers.Adam(1e-3), loss, metrics)      # Adam: sigma's gradients are tiny
+    vd.fit(x, y, epochs=20, callbacks=[pruning.KLWarmup(5)])
+    pruned = pruning.strip_variational(vd)  # the original layers, log alpha > 3 exactly 0, masked
+
+Why layers of our own and not a mask: the noise and the KL need theta and log sigma^2 inside the
+forward pass, which a constraint or a callback cannot reach. Why not TensorFlow Probability's
+DenseFlipout: it is TensorFlow-only, and its KL is for a Gaussian prior, which does not sparsify.
+"""
+import warnings
+
+import keras
+from keras import ops
+
+from pruning import registry
+from pruning.prune import retrace, set_mask
+
+# -KL(q || log-uniform prior) per weight ~ K1 sigmoid(K2 + K3 log alpha) - log1p(1/alpha) / 2 - K1,
+# Molchanov et al.'s approximation (their eq. 14), accurate to 0.01 for every alpha.
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clipped to it, as in the paper's code
+THRESHOLD = 3.0                  # prune where log alpha > this (the paper's)
+_EPSILON = 1e-8                  # in log theta^2 and in the standard deviation's square root
+
+
+def kl_divergence(theta, log_sigma2):
+    """The approximate KL(q(w | theta, sigma) || log-uniform prior), summed over the weights.
+
+    >>> kl = kl_divergence(ops.ones((3,)), ops.full((3,), 10.0))  # log alpha 10: pruned
+    >>> round(float(kl), 3)   # tends to 0 as alpha grows (K1 - K1 sigmoid(K2 + 10 K3) - ...)
+    0.0
+    """
+    log_alpha = log_alpha_of(theta, log_sigma2)
+    negative = K1 * ops.sigmoid(K2 + K3 * log_alpha) - 0.5 * ops.log1p(ops.exp(-log_alpha)) - K1
+    return -ops.sum(negative)
+
+
+def log_alpha_of(theta, log_sigma2):
+    """log alpha = log sigma^2 - log theta^2, clipped to LOG_ALPHA_RANGE."""
+    return ops.clip(log_sigma2 - ops.log(ops.square(theta) + _EPSILON), *LOG_ALPHA_RANGE)
+
+
+def _check_train_size(train_size):
+    if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
+        raise ValueError(f"train_size (the number of training examples, which divides the KL) "
+                         f"must be an int >= 1, got {train_size!r}")
+
+
+class _Variational:
+    """What the variational layers add to their Keras base class: log sigma^2 per kernel entry,
+    the KL weight (raised by `KLWarmup`), the noisy training pass and the pruned inference pass.
+    A subclass says how to multiply an input by a kernel (`_linear`) and how to shape the bias."""
+
+    def __init__(self, *args, train_size, threshold=THRESHOLD, log_sigma2_init=-10.0,
+                 seed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_train_size(train_size)
+        self.train_size, self.threshold = train_size, float(threshold)
+        self.log_sigma2_init, self.seed = float(log_sigma2_init), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.log_sigma2 = self.add_weight(
+            name="log_sigma2", shape=self.kernel.shape,
+            initializer=keras.initializers.Constant(self.log_sigma2_init))
+        self.kl_weight = self.add_weight(name="kl_weight", shape=(), trainable=False,
+                                         initializer="ones")
+
+    # Dense saves only its kernel and bias (its own save_own_variables, for quantization): save
+    # every variable, as a plain Layer does.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def log_alpha(self):
+        return log_alpha_of(self.kernel, self.log_sigma2)
+
+    def call(self, inputs, training=None):
+        if training:
+            mean = self._linear(inputs, self.kernel)
+            variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            outputs = mean + ops.sqrt(variance + _EPSILON) * noise
+            self.add_loss(self.kl_weight * kl_divergence(self.kernel, self.log_sigma2)
+                          / self.train_size)
+        else:  # the network as it will be pruned
+            kept = ops.cast(self.log_alpha() <= self.threshold, self.kernel.dtype)
+            outputs = self._linear(inputs, self.kernel * kept)
+        if self.use_bias:
+            outputs = outputs + ops.reshape(self.bias, self._bias_shape())
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        return {**super().get_config(), "train_size": self.train_size,
+                "threshold": self.threshold, "log_sigma2_init": self.log_sigma2_init,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="pruning")
+class VariationalDense(_Variational, keras.layers.Dense):
+    """keras.layers.Dense with sparse variational dropout on its kernel (see the module)."""
+
+    def _linear(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+    def _bias_shape(self):
+        return (self.units,)
+
+
+class _VariationalConv(_Variational):
+    def _linear(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
+    def _bias_shape(self):
+        if self.data_format == "channels_last":
+            return (1,) * (self.rank + 1) + (self.filters,)
+        return (1, self.filters) + (1,) * self.rank
+
+
+@keras.saving.register_keras_serializable(package="pruning")
+class VariationalConv1D(_VariationalConv, keras.layers.Conv1D):
+    """keras.layers.Conv1D with sparse variational dropout on its kernel."""
+
+
+@keras.saving.register_keras_serializable(package="pruning")
+class VariationalConv2D(_VariationalConv, keras.layers.Conv2D):
+    """keras.layers.Conv2D with sparse variational dropout on its kernel."""
+
+
+@keras.saving.register_keras_serializable(package="pruning")
+class VariationalConv3D(_VariationalConv, keras.layers.Conv3D):
+    """keras.layers.Conv3D with sparse variational dropout on its kernel."""
+
+
+# Exact classes only: a subclass of Dense (or Conv1D "causal" padding, which Keras pads before
+# its convolution_op) may compute something else than the base's x @ kernel.
+VARIATIONAL = {keras.layers.Dense: VariationalDense, keras.layers.Conv1D: VariationalConv1D,
+               keras.layers.Conv2D: VariationalConv2D, keras.layers.Conv3D: VariationalConv3D}
+_PLAIN = {v: k for k, v in VARIATIONAL.items()}
+_OWN_ARGS = ("train_size", "threshold", "log_sigma2_init", "seed")
+
+
+def _convertible(layer):
+    return type(layer) in VARIATIONAL and getattr(layer, "padding", None) != "causal"
+
+
+def _check_graph(model, what):
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built yet; build it first (give it a "
+                         f"keras.Input, or call it once on a batch)")
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(f"{what} rebuilds the model with keras.models.clone_model, which "
+                         f"needs a Sequential or functional model; {model.name!r} is a "
+                         f"subclassed {type(model).__name__}: build it functionally")
+
+
+def _clone(model, convert):
+    """keras.models.clone_model, nested models too, with `convert(layer)` -> the new layer, or
+    None for a fresh copy of the same kind; the weights are not copied."""
+    def clone(layer):
+        new = convert(layer)
+        return layer.__class__.from_config(layer.get_config()) if new is None else new
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def _copy_weights(target, source, masks=None):
+    """Copy each layer's weights from `source` into the layer of the same path in `target`; a
+    variational layer and its plain counterpart share their kernel (times its mask in `masks`,
+    if given) and bias."""
+    targets = {path: l for l, path, _ in registry.walk(target)}
+    for old, path, _ in registry.walk(source):
+        if isinstance(old, keras.Model) or not old.weights:
+            continue
+        new = targets.get(path)
+        if new is None:
+            raise ValueError(f"model {target.name!r} has no layer {path!r}: give the model "
+                             f"variational_dropout was called on")
+        if isinstance(old, _Variational) or isinstance(new, _Variational):
+            kernel = ops.convert_to_numpy(old.kernel.value)
+            if masks is not None and isinstance(old, _Variational):
+                kernel = kernel * masks[f"{path}/kernel"]
+            new.kernel.assign(kernel)
+            if old.use_bias:  # a NumPy copy: on JAX, two variables must not share a buffer
+                new.bias.assign(ops.convert_to_numpy(old.bias.value))
+        else:
+            new.set_weights(old.get_weights())
+
+
+def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
+                        log_sigma2_init=-10.0, seed=None):
+    """A copy of `model` whose Dense and Conv1D/2D/3D layers train with sparse variational
+    dropout (their weights copied: start from a trained model, as the paper's LeNets did).
+
+    Args:
+      model: a built Sequential or functional Keras 3 model (nested ones too); its other layers
+        are copied as they are, and the other prunable kinds (EinsumDense, Depthwise/Separable
+        convs, Embedding, RNN cells, transposed convs) are named in a warning, not converted.
+      train_size: the number of training examples; the KL is divided by it, as the ELBO does
+        for a loss averaged over a batch.
+      layers: None (every convertible layer) or a list of layer names.
+      threshold: log alpha above which a weight counts as pruned (inference, `strip_variational`).
+      log_sigma2_init: the initial log sigma^2 (-10: almost no noise, the trained net unchanged).
+      seed: of the noise.
+    A weight's existing constraint (a `PruningMask` of an earlier pruning) is kept: its zeros
+    stay zero. Compile the copy with Adam (log sigma^2's gradients are ~1/train_size).
+    """
+    _check_graph(model, "variational_dropout")
+    _check_train_size(train_size)
+    names = {l.name for l, _, _ in registry.walk(model)}
+    if layers is not None and (isinstance(layers, str) or not set(layers) <= names):
+        raise ValueError(f"layers must be a list of layer names of model {model.name!r}, got "
+                         f"{layers!r}")
+
+    def convert(layer):
+        if not _convertible(layer) or layers is not None and layer.name not in layers:
+            return None
+        return VARIATIONAL[type(layer)].from_config({
+            **layer.get_config(), "train_size": train_size, "threshold": threshold,
+            "log_sigma2_init": log_sigma2_init, "seed": seed})
+
+    copy = _clone(model, convert)
+    # what stays plain: other kinds, and Dense / Conv layers inside wrappers clone_model does
+    # not recurse into (TimeDistributed, Bidirectional)
+    skipped = [w.key for w in registry.scan(copy)[0] if not isinstance(w.layer, _Variational)
+               and (layers is None or w.layer.name in layers)]
+    if layers is not None and skipped:
+        raise ValueError(f"layers: {skipped} cannot get variational dropout (only Dense and "
+                         f"Conv1D/2D/3D layers of the model's graph can)")
+    if not variational_layers(copy):
+        raise ValueError(f"model {model.name!r} has no Dense or Conv1D/2D/3D layer in its graph: "
+                         f"nothing to convert")
+    if skipped:
+        warnings.warn(f"pruning: variational_dropout leaves {skipped} as they are (only Dense and "
+                      f"Conv1D/2D/3D layers of the model's graph get variational dropout)",
+                      stacklevel=2)
+    _copy_weights(copy, model)
+    return copy
+
+
+def variational_layers(model):
+    """{path ("block/fc1"): layer} of the variational layers of `model`, nested ones too."""
+    return {path: l for l, path, _ in registry.walk(model) if isinstance(l, _Variational)}
+
+
+def variational_masks(model):
+    """{weight key ("fc1/kernel"): bool mask, True where log alpha <= the layer's threshold} of
+    every variational layer: what `strip_variational` will keep (and `pruning.sparsity` of its
+    values, the sparsity reached so far)."""
+    return {f"{path}/kernel": (ops.convert_to_numpy(l.log_alpha()) <= l.threshold)
+            & (ops.convert_to_numpy(l.kernel.value) != 0)  # an earlier pruning's zeros too
+            for path, l in variational_layers(model).items()}
+
+
+def strip_variational(model, into=None):
+    """The plain network of a `variational_dropout` model: its original layer kinds, each
+    variational kernel's weights with log alpha > threshold set to exactly 0 and held there by a
+    `PruningMask` (fine-tune it like any pruned model), its other weights copied.
+
+    `into`: a model of the same architecture (the original, say) to write into, in place, instead
+    of a new one; returned either way.
+    """
+    _check_graph(model, "strip_variational")
+    if not variational_layers(model):
+        raise ValueError(f"model {model.name!r} has no variational layer: nothing to strip")
+    masks = variational_masks(model)
+
+    def convert(layer):
+        if not isinstance(layer, _Variational):
+            return None
+        config = {k: v for k, v in layer.get_config().items() if k not in _OWN_ARGS}
+        return _PLAIN[type(layer)].from_config(config)
+
+    if into is None:
+        into = _clone(model, convert)
+    _copy_weights(into, model, masks)
+    for weight in registry.scan(into)[0]:  # replacing the mask of an earlier pruning, if any
+        if weight.key in masks:
+            set_mask(weight, masks[weight.key])
+    retrace(into)
+    return into
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Raise the KL's weight linearly from 1/epochs to 1 over the first `epochs` epochs, so that
+    the noise grows while the network adapts to it (the paper's code does this); one epoch
+    means no warm-up."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        layers = variational_layers(self.model)
+        if not layers:
+            raise ValueError("KLWarmup: the model has no variational layer (see "
+                             "pruning.variational_dropout)")
+        for layer in layers.values():
+            layer.kl_weight.assign(min(1.0, (epoch + 1) / self.epochs))
+

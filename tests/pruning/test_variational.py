@@ -1,0 +1,197 @@
+"""Sparse variational dropout (pruning/variational.py): the KL's known values, the copy that
+starts as the trained network, the weights training prunes where the data have nothing, and the
+stripped model's exact zeros, on any graph model and both backends."""
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import pruning
+from pruning.variational import K1, K2, K3, kl_divergence
+from tests.pruning._models import (assert_pruned_weights_are_zero, compile_, users_conv_model,
+                                   users_data, values)
+
+
+def sigmoid(z):
+    return 1 / (1 + math.exp(-z))
+
+
+@pytest.mark.parametrize("log_alpha", [-10.0, -2.0, 0.0, 3.0, 10.0])
+def test_kl_is_the_papers_approximation(log_alpha):
+    # theta = 1, so log alpha = log sigma^2; the paper's eq. 14 by hand
+    expected = -(K1 * sigmoid(K2 + K3 * log_alpha) - 0.5 * math.log1p(math.exp(-log_alpha)) - K1)
+    kl = kl_divergence(keras.ops.ones((4,)), keras.ops.full((4,), log_alpha))
+    assert float(kl) == pytest.approx(4 * expected, rel=1e-5, abs=1e-6)  # float32
+
+
+def test_kl_falls_as_the_noise_grows_to_about_zero():
+    kls = [float(kl_divergence(keras.ops.ones((1,)), keras.ops.full((1,), v)))
+           for v in (-10.0, -5.0, 0.0, 5.0, 10.0)]
+    assert kls == sorted(kls, reverse=True)
+    assert kls[0] == pytest.approx(5.6358, abs=1e-3)  # 0.5 log(1 + e^10) + K1 (1 - sigmoid(...))
+    assert kls[-1] < 1e-4
+
+
+def logistic_data(n=2000, inputs=20, informative=3):
+    """Labels from the first `informative` inputs only; the others are noise."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, inputs)).astype(np.float32)
+    w = np.zeros(inputs, np.float32)
+    w[:informative] = [2.0, -1.5, 1.0][:informative]
+    return x, (x @ w > 0).astype(np.int32)
+
+
+def trained_logistic(x, y):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(2, name="linear")])
+    compile_(model, keras.optimizers.Adam(0.05))
+    model.fit(x, y, epochs=5, batch_size=100, verbose=0)
+    return model
+
+
+def test_training_prunes_the_inputs_that_carry_nothing():
+    x, y = logistic_data()
+    model = trained_logistic(x, y)
+    vd = pruning.variational_dropout(model, train_size=len(x), seed=1)
+    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
+    # the rate decays to 0, so that Adam's steps stop jittering the unneeded weights around 0
+    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
+    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
+    kept = pruning.variational_masks(vd)["linear/kernel"]
+    assert kept[:3].all(), kept                   # what the labels come from stays
+    assert kept[3:].sum() <= 4, kept[3:]          # of 34 noise weights, at most 4 survive
+    plain = pruning.strip_variational(vd)
+    assert type(plain.get_layer("linear")) is keras.layers.Dense
+    assert_pruned_weights_are_zero(plain, {"linear/kernel": kept})
+    accuracy = np.mean(np.argmax(plain.predict(x, verbose=0), 1) == y)
+    assert accuracy > 0.97
+
+
+def test_the_copy_starts_as_the_trained_network_and_leaves_it_alone():
+    model = users_conv_model()
+    x, y = users_data()
+    for layer in model.layers:  # no weight so small that log alpha > 3 prunes it from the start
+        if layer.weights:
+            k = values(layer.kernel)
+            layer.kernel.assign(np.where(np.abs(k) < 0.01, 0.01, k))
+    before = [w.copy() for w in model.get_weights()]
+    vd = pruning.variational_dropout(model, train_size=len(x))
+    assert [type(l).__name__ for l in vd.layers if l.weights] == [
+        "VariationalConv2D", "VariationalConv2D", "VariationalDense", "VariationalDense"]
+    np.testing.assert_allclose(vd.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    compile_(vd, keras.optimizers.Adam(1e-3))
+    vd.fit(x, y, epochs=1, batch_size=32, verbose=0)  # the noisy conv and dense passes run
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kl_warmup_raises_the_weight_each_epoch():
+    x, y = users_data(64)
+    vd = pruning.variational_dropout(users_conv_model(), train_size=len(x))
+    compile_(vd, keras.optimizers.Adam(1e-3))
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(
+        float(values(vd.get_layer("fc").kl_weight))))
+    vd.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[pruning.KLWarmup(3), record])
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+
+
+def test_kl_is_added_to_the_training_loss():
+    x, y = users_data(64)
+    model = users_conv_model()
+    vd = pruning.variational_dropout(model, train_size=1)  # a KL far larger than the data loss
+    compile_(vd, keras.optimizers.SGD(0.0))
+    loss = vd.fit(x, y, epochs=1, batch_size=64, verbose=0).history["loss"][0]
+    kl = sum(float(kl_divergence(l.kernel, l.log_sigma2))
+             for l in pruning.variational.variational_layers(vd).values())
+    assert loss == pytest.approx(kl, rel=0.01)
+
+
+def test_an_earlier_pruning_stays_and_the_stripped_mask_nests_in_it(tmp_path):
+    x, y = logistic_data(400)
+    model = trained_logistic(x, y)
+    first = pruning.prune_low_magnitude(model, "layer-sparsity", 0.5)
+    vd = pruning.variational_dropout(model, train_size=len(x), seed=2)
+    compile_(vd, keras.optimizers.Adam(0.02))
+    vd.fit(x, y, epochs=5, batch_size=100, verbose=0)
+    assert_pruned_weights_are_zero(vd, first)
+    pruning.strip_variational(vd, into=model)  # into the original, in place
+    masks = pruning.get_masks(model)
+    assert not (masks["linear/kernel"] & ~first["linear/kernel"]).any()
+    compile_(model, keras.optimizers.Adam(0.05))
+    model.fit(x, y, epochs=2, verbose=0)
+    assert_pruned_weights_are_zero(model, masks)
+    model.save(tmp_path / "stripped.keras")
+    loaded = keras.models.load_model(tmp_path / "stripped.keras")
+    np.testing.assert_array_equal(pruning.get_masks(loaded)["linear/kernel"],
+                                  masks["linear/kernel"])
+
+
+def test_saved_and_loaded_it_predicts_and_prunes_the_same(tmp_path):
+    x, y = users_data(64)
+    vd = pruning.variational_dropout(users_conv_model(), train_size=len(x), threshold=2.0)
+    compile_(vd, keras.optimizers.Adam(1e-2))
+    vd.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    vd.save(tmp_path / "vd.keras")
+    loaded = keras.models.load_model(tmp_path / "vd.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), vd.predict(x, verbose=0),
+                               atol=1e-6)
+    for key, mask in pruning.variational_masks(vd).items():
+        np.testing.assert_array_equal(pruning.variational_masks(loaded)[key], mask)
+    assert loaded.get_layer("fc").threshold == 2.0
+
+
+def test_nested_models_and_layer_choice():
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, name="inner_fc")],
+                             name="block")
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(2, name="head")(inner(inputs))
+    model = keras.Model(inputs, outputs)
+    vd = pruning.variational_dropout(model, train_size=10)
+    assert sorted(pruning.variational.variational_layers(vd)) == ["block/inner_fc", "head"]
+    only = pruning.variational_dropout(model, train_size=10, layers=["head"])
+    assert list(pruning.variational.variational_layers(only)) == ["head"]
+    stripped = pruning.strip_variational(vd)
+    assert sorted(pruning.get_masks(stripped)) == ["block/inner_fc/kernel", "head/kernel"]
+
+
+def test_what_it_cannot_convert_is_named_or_refused():
+    inputs = keras.Input((10, 4))
+    h = keras.layers.Conv1D(3, 2, padding="causal", name="causal")(inputs)
+    h = keras.layers.EinsumDense("btc,cd->btd", (10, 5), name="einsum")(h)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vd = pruning.variational_dropout(model, train_size=10)
+    assert any("causal/kernel" in str(w.message) and "einsum/kernel" in str(w.message)
+               for w in caught)
+    assert list(pruning.variational.variational_layers(vd)) == ["head"]
+    with pytest.raises(ValueError, match="cannot get variational dropout"):
+        pruning.variational_dropout(model, train_size=10, layers=["einsum"])
+    with pytest.raises(ValueError, match="list of layer names"):
+        pruning.variational_dropout(model, train_size=10, layers="head")
+    with pytest.raises(ValueError, match="train_size"):
+        pruning.variational_dropout(model, train_size=0)
+    with pytest.raises(ValueError, match="no variational layer"):
+        pruning.strip_variational(model)
+    norm_only = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization()])
+    with pytest.raises(ValueError, match="nothing to convert"):
+        pruning.variational_dropout(norm_only, train_size=10)
+
+
+def test_a_subclassed_model_is_refused_in_one_line():
+    class Mine(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = Mine()
+    model(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="subclassed"):
+        pruning.variational_dropout(model, train_size=10)
