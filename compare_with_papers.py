@@ -1,16 +1,26 @@
-"""Our pruning next to the papers': each stage over several seeds, mean +- std, as a table.
+"""Our pruning next to the papers': operating points over several seeds, mean +- std, as tables.
 
-    python compare_with_papers.py --network lenet-5              # seeds 123 124 125 (~40 min)
+    python compare_with_papers.py --network lenet-5              # seeds 123 124 125, every point
+    python compare_with_papers.py --network lenet-300-100 --points recipe variational
     python compare_with_papers.py --network lenet-300-100 --seeds 123 124
 
-For every seed, runs train_network_dense.py -> prune_network.py -> deploy_pruned_model.py with the
-network's recipe (configs.NETWORKS) into <runs-dir>/<seed>/{dense,pruned,sparse}; a stage whose
-output is already there is read, not rerun (delete its folder to rerun it). Then reports, per
-seed and as mean +- sample std: the test error of the dense, the pruned and the stored network
-(shared-5bit-huffman, after trained quantization), the parameter reduction (weights / non-zeros,
-Han et al. 2015's measure) and the compression (dense float32 bytes / stored bytes, Deep
-Compression's), beside the published rows (configs.NETWORKS). Writes
-results/<network>/papers_comparison.md at the end.
+An operating point is one pruning recipe (configs.NETWORKS[network]["points"]: "recipe", the
+network's own, and others such as a higher sparsity or sparse variational dropout). For every
+seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense, then prune_network.py ->
+deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the recipe) or
+{pruned,sparse}-<point>; a stage whose output is already there is read, not rerun (delete its
+folder to rerun it). Then reports:
+  1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
+     pruned one (float32) and of the stored one (shared-5bit-huffman after trained quantization),
+     the parameter reduction (weights / non-zeros, Han et al. 2015's measure) and the
+     compression (dense float32 bytes / stored bytes, Deep Compression's);
+  2. each published row (configs.NETWORKS) beside our point *at its error* (the most reduced
+     point whose mean validation error is at most the row's) and *at its reduction* (the point
+     of lowest mean validation error that reduces at least as much): chosen on the validation
+     split, then its test error, read once per stage, reported. A row counting parameters is
+     compared with the pruned float32 network, one counting bytes with the stored one;
+  3. the network's goals, met or missed, chosen the same way.
+Writes results/<network>/papers_comparison.md at the end.
 """
 import json
 import statistics
@@ -25,91 +35,161 @@ from utils.atomic import check_publishable, publish
 from utils.checkpoints import lock
 
 TABLE = "papers_comparison.md"  # into --results-dir
-STAGES = (("train_network_dense.py", "dense", []),
-          ("prune_network.py", "pruned", ["--dense-dir", "dense"]),
-          ("deploy_pruned_model.py", "sparse", ["--pruned-dir", "pruned"]))
+RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
 
 
-def run_seed(network, seed, folder, flags):
-    """The three stages for one seed, each into its subfolder of `folder` (a stage already done
-    is skipped); {stage folder: the results in its config.json}."""
-    for script, out, inputs in STAGES:
-        if (folder / out / "config.json").is_file():
-            continue
-        print(f"seed {seed}: {script}", flush=True)
-        args = [a if a.startswith("--") else str(folder / a) for a in inputs]
-        extra = ["--pics-dir", str(folder / "pics")] if out == "pruned" else []
+def folders(point):
+    """(pruned folder, sparse folder) of a point, inside its seed's folder."""
+    return ("pruned", "sparse") if point == RECIPE else (f"pruned-{point}", f"sparse-{point}")
+
+
+def run_stage(script, seed, network, out, args):
+    """One stage into `out`, unless its config.json is there; its results."""
+    if not (out / "config.json").is_file():
+        print(f"seed {seed}: {script} -> {out}", flush=True)
         code = subprocess.run([sys.executable, str(configs.repo_path(script)), "--network",
-                               network, "--seed", str(seed), *flags, *args, *extra,
-                               "--model-dir", str(folder / out)]).returncode
+                               network, "--seed", str(seed), *args, "--model-dir",
+                               str(out)]).returncode
         if code:
             raise ValueError(f"seed {seed}: {script} failed (exit status {code}; its error is "
                              f"above); the stages before it are kept and not rerun")
-    return {out: json.loads((folder / out / "config.json").read_text())["results"]
-            for _, out, _ in STAGES}
+    return json.loads((out / "config.json").read_text())["results"]
 
 
-def seed_row(seed, results):
-    dense, pruned, sparse = results["dense"], results["pruned"], results["sparse"]
+def run_seed(network, seed, folder, data_flags, points):
+    """The dense stage once, then prune and deploy for each point; {point: a row of numbers}."""
+    dense = run_stage("train_network_dense.py", seed, network, folder / "dense", data_flags)
+    rows = {}
+    for point in points:
+        pruned_dir, sparse_dir = (folder / f for f in folders(point))
+        pruned = run_stage("prune_network.py", seed, network, pruned_dir, [
+            *data_flags, *configs.NETWORKS[network]["points"][point], "--dense-dir",
+            str(folder / "dense"), "--pics-dir", str(folder / "pics" / point)])
+        sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
+                           [*data_flags, "--pruned-dir", str(pruned_dir)])
+        rows[point] = seed_row(seed, dense, pruned, sparse)
+    return rows
+
+
+def seed_row(seed, dense, pruned, sparse):
     stored = sparse["formats"][configs.BEST_FORMAT]
     weights = sum(sparse["weights"].values())
     return dict(seed=seed, dense_error=100 * (1 - dense["test_accuracy"]),
                 pruned_error=100 * (1 - pruned["test_accuracy"]),
+                pruned_validation_error=100 * (1 - pruned["history"][-1]["val_accuracy"]),
                 stored_error=100 * (1 - stored["test_accuracy"]),
-                param_reduction=weights / pruned["nonzero_weights"],
-                compression=stored["compression"], stored_bytes=stored["bytes"],
-                fine_tune_seconds=pruned["fine_tune_seconds"])
+                stored_validation_error=100 * (1 - stored["validation_accuracy"]),
+                params=weights / pruned["nonzero_weights"], bytes=stored["compression"],
+                stored_bytes=stored["bytes"], fine_tune_seconds=pruned["fine_tune_seconds"])
 
 
-def table(network, rows):
-    """Markdown: one line per seed, the mean +- std, and the published rows."""
-    def mean_std(key, digits=2):
-        values = [r[key] for r in rows]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
+def mean(rows, key):
+    return statistics.mean(r[key] for r in rows)
 
-    lines = [f"| {network} | dense error | pruned error | stored error ({configs.BEST_FORMAT}) | "
-             f"params | bytes |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| seed {r['seed']} | {r['dense_error']:.2f}% | {r['pruned_error']:.2f}% | "
-                     f"{r['stored_error']:.2f}% | {r['param_reduction']:.1f}x | "
-                     f"{r['compression']:.1f}x |")
-    lines.append(f"| **mean +- std** | {mean_std('dense_error')}% | {mean_std('pruned_error')}% | "
-                 f"**{mean_std('stored_error')}%** | {mean_std('param_reduction', 1)}x | "
-                 f"**{mean_std('compression', 1)}x** |")
+
+def mean_std(rows, key, digits=2):
+    values = [r[key] for r in rows]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
+
+
+# what each measure is compared on: a row counting parameters, the pruned float32 network; one
+# counting bytes, the stored one
+ERROR = {"params": "pruned_error", "bytes": "stored_error"}
+VALIDATION = {"params": "pruned_validation_error", "bytes": "stored_validation_error"}
+
+
+def at_error(points, measure, error):
+    """The point of largest mean `measure` whose mean validation error is <= `error`, or None."""
+    within = [p for p, rows in points.items() if mean(rows, VALIDATION[measure]) <= error]
+    return max(within, key=lambda p: mean(points[p], measure), default=None)
+
+
+def at_reduction(points, needs):
+    """The point of lowest mean validation error (of the first measure in `needs`) among those
+    whose mean reductions reach `needs` ({measure: at least}), or None."""
+    key = VALIDATION[next(iter(needs))]
+    reaching = [p for p, rows in points.items()
+                if all(mean(rows, m) >= v for m, v in needs.items())]
+    return min(reaching, key=lambda p: mean(points[p], key), default=None)
+
+
+def describe(points, point, measure):
+    """'1.53 +- 0.07% at 45.0 +- 0.3x bytes (12.5x params), point' for a chosen point."""
+    if point is None:
+        return "none"
+    rows, other = points[point], "bytes" if measure == "params" else "params"
+    return (f"{mean_std(rows, ERROR[measure])}% at {mean_std(rows, measure, 1)}x {measure} "
+            f"({mean(rows, other):.1f}x {other}), *{point}*")
+
+
+def tables(network, points):
+    """Markdown: every point's seeds and mean, the published rows beside ours, the goals."""
+    lines = [f"| {network} point | seed | dense error | pruned error | stored error "
+             f"({configs.BEST_FORMAT}) | params | bytes | fine-tuning |", "|" + "---|" * 8]
+    for point, rows in points.items():
+        for r in rows:
+            lines.append(f"| {point} | {r['seed']} | {r['dense_error']:.2f}% | "
+                         f"{r['pruned_error']:.2f}% | {r['stored_error']:.2f}% | "
+                         f"{r['params']:.1f}x | {r['bytes']:.1f}x | "
+                         f"{r['fine_tune_seconds']:.0f} s |")
+        lines.append(f"| **{point}** | **mean +- std** | {mean_std(rows, 'dense_error')}% | "
+                     f"{mean_std(rows, 'pruned_error')}% | **{mean_std(rows, 'stored_error')}%** | "
+                     f"{mean_std(rows, 'params', 1)}x | **{mean_std(rows, 'bytes', 1)}x** | |")
+    lines += ["", "| published | its error at its reduction | ours at its error | ours at its "
+              "reduction |", "|---|---|---|---|"]
     for name, error, measure, reduction in configs.NETWORKS[network]["published"]:
-        cells = [f"{error}%", f"{reduction}x", ""] if measure == "params" else \
-            [f"{error}%", "", f"{reduction}x"]
-        lines.append(f"| {name} | | | {' | '.join(cells)} |")
+        lines.append(f"| {name} | {error}% at {reduction}x {measure} | "
+                     f"{describe(points, at_error(points, measure, error), measure)} | "
+                     f"{describe(points, at_reduction(points, {measure: reduction}), measure)} |")
+    goals = configs.NETWORKS[network]["goals"]
+    if goals:
+        lines += ["", "| goal | chosen on validation | test error | met |", "|---|---|---|---|"]
+    for error, needs in goals:
+        point = at_reduction(points, needs)
+        measure = next(iter(needs))
+        want = " and ".join(f">= {v}x {m}" for m, v in needs.items())
+        if point is None:
+            lines.append(f"| <= {error}% at {want} | no point reaches {want} | | missed |")
+            continue
+        test = mean(points[point], ERROR[measure])
+        lines.append(f"| <= {error}% at {want} | *{point}* | {describe(points, point, measure)} "
+                     f"| {'met' if test <= error else 'missed'} |")
     return lines
 
 
 def main():
     p = cli.Parser(__doc__)
-    p.add_argument("--network", choices=list(configs.NETWORKS), required=True)
+    p.add_argument("--network", choices=[n for n in configs.NETWORKS
+                                         if configs.NETWORKS[n]["published"]], required=True)
     p.add_argument("--seeds", type=cli.seed, nargs="+", default=[123, 124, 125])
+    p.add_argument("--points", nargs="+", metavar="POINT",
+                   help="which of the network's operating points to run and report "
+                        "(configs.NETWORKS; default all)")
     p.add_argument("--runs-dir", type=cli.path,
                    help="where the seeds' checkpoints go (default saved_models/<network>/seeds)")
     p.add_argument("--results-dir", type=cli.path,
                    help="where the table goes (default results/<network>/)")
     p.add_argument("--data-dir", type=cli.path, help="folder with MNIST (see the stages' --help)")
     args = p.parse_args()
+    known = list(configs.NETWORKS[args.network]["points"])
+    chosen = args.points or known
+    unknown = [q for q in chosen if q not in known]
+    if unknown:
+        raise ValueError(f"--points: {unknown} are not points of {args.network}: {known}")
     runs = args.runs_dir or configs.repo_path(f"saved_models/{args.network}/seeds")
     results = args.results_dir or configs.repo_path(configs.network_folder("results",
                                                                           args.network))
-    flags = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    data_flags = ["--data-dir", str(args.data_dir)] if args.data_dir else []
 
     check_publishable([TABLE], results, "--results-dir")
     with lock(results / "papers_comparison", "--results-dir"):
-        rows = [seed_row(seed, run_seed(args.network, seed, runs / str(seed), flags))
-                for seed in args.seeds]
-        lines = table(args.network, rows)
-        if configs.NETWORKS[args.network]["target"]:
-            error, compression = configs.NETWORKS[args.network]["target"]
-            lines.append(f"\nTarget (Deep Compression's): error <= {error}% at >= {compression}x "
-                         f"bytes; measured: mean error "
-                         f"{statistics.mean(r['stored_error'] for r in rows):.2f}% at "
-                         f"{statistics.mean(r['compression'] for r in rows):.1f}x.")
+        points = {q: [] for q in chosen}
+        for seed in args.seeds:
+            for point, row in run_seed(args.network, seed, runs / str(seed), data_flags,
+                                       chosen).items():
+                points[point].append(row)
+        lines = tables(args.network, points)
         with tempfile.TemporaryDirectory() as out:
             (Path(out) / TABLE).write_text("\n".join(lines) + "\n")
             publish([TABLE], out, results, "--results-dir")

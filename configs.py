@@ -65,7 +65,10 @@ class PrunedConfig(DenseConfig):
     search_steps: int = 6                    # --max-accuracy-drop: bisection probes, each a run
     shrunk_from: str = ""                    # the --structure checkpoint whose shrunk network
     #                                          this one prunes further (--structured-dir); "": none
-    schedule: str = "one-shot"               # one-shot | iterative | gradual (training/recipes.py)
+    schedule: str = "one-shot"               # one-shot | iterative | gradual | variational
+    #                                          (training/recipes.py)
+    kl_warmup_epochs: int = 5                # variational: epochs over which the KL's weight rises
+    #                                          (at most --epochs)
     rounds: int = 3                          # iterative: prune -> fine-tune rounds
     initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
     prune_every: int = 100                   # gradual: steps between mask updates
@@ -105,16 +108,32 @@ class SparseConfig:
 # same architecture, (name, test error %, what the reduction counts, reduction): Han et al. 2015,
 # "Learning both weights and connections", Tables 1-2 (parameters); Han et al. 2016, "Deep
 # Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing for neural network
-# compression", Table 1 (bytes); "target", Deep Compression's point (test error % at most, byte
+# compression", Table 1 (bytes); Molchanov et al. 2017, "Variational dropout sparsifies deep
+# neural networks", Table 1 (parameters); Louizos et al. 2017, "Bayesian compression for deep
+# learning", Table 1 (bytes, after precision reduction: 361x to 419x, the lower one here); Guo et
+# al. 2016, "Dynamic network surgery", Table 1 (parameters); Evci et al. 2020, "Rigging the
+# lottery" (RigL), as the issue that asked for this comparison quotes it (bytes); "points", the
+# operating points compare_with_papers.py runs ({name: prune_network.py flags}; "recipe" is the
+# network's own); "goals", what they should reach ([(test error % at most, {measure: reduction
+# at least})]: issue 20's); "target", Deep Compression's point (test error % at most, byte
 # compression at least), or None; "deploy_goal", the test error % (None: the dense model's) a
 # deployment must reach on the validation split to be chosen (benchmarks/bench_deployments.py:
 # issue 19's goals, after L0 regularisation's 1.6% and 0.9%). A new network is one entry here.
+
+
+def variational_point(epochs, boundaries):
+    """The prune_network.py flags of a --schedule variational point: Adam at 1e-3, stepping down
+    to 3e-4 and 1e-4 after the `boundaries` epochs."""
+    return ["--schedule", "variational", "--epochs", str(epochs), "--lr-boundaries",
+            *map(str, boundaries), "--lr-values", "1e-3", "3e-4", "1e-4"]
+
+
 BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
 NETWORKS = {
     "mlp": dict(architecture={}, dense={}, pruned={},
                 sweep=dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
                            schedules=["one-shot", "iterative", "gradual"]),  # all SCHEDULES
-                published=[], target=None, deploy_goal=None),
+                published=[], points={}, goals=[], target=None, deploy_goal=None),
     "lenet-300-100": dict(
         architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=40, lr_boundaries=(20, 30), lr_values=(5e-2, 5e-3, 5e-4)),
@@ -123,7 +142,12 @@ NETWORKS = {
         sweep=dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=["gradual"]),
         published=[("Han et al. 2015 (pruning)", 1.59, "params", 12),
                    ("Deep Compression 2016", 1.58, "bytes", 40),
-                   ("Soft weight-sharing 2017", 1.94, "bytes", 64)],
+                   ("Soft weight-sharing 2017", 1.94, "bytes", 64),
+                   ("Sparse variational dropout 2017", 1.92, "params", 68),
+                   ("RigL+ 2020", 1.57, "bytes", 66)],
+        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],
+                "variational": variational_point(100, (50, 80))},
+        goals=[(1.58, {"params": 68, "bytes": 100})],
         target=(1.6, 40), deploy_goal=1.6),
     "lenet-5": dict(
         architecture=dict(conv_filters=(20, 50), hidden_sizes=(500,), dropout=0.0,
@@ -134,7 +158,13 @@ NETWORKS = {
         sweep=dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"]),
         published=[("Han et al. 2015 (pruning)", 0.77, "params", 12),
                    ("Deep Compression 2016", 0.74, "bytes", 39),
-                   ("Soft weight-sharing 2017", 0.97, "bytes", 162)],
+                   ("Soft weight-sharing 2017", 0.97, "bytes", 162),
+                   ("Sparse variational dropout 2017", 0.75, "params", 280),
+                   ("Bayesian compression 2017", 1.0, "bytes", 361),
+                   ("Dynamic network surgery 2016", 0.91, "params", 108)],
+        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # 30 epochs: ~50 s each
+                "variational": variational_point(30, (15, 25))},
+        goals=[(0.74, {"bytes": 39}), (0.75, {"params": 100}), (0.97, {"bytes": 162})],
         target=(0.8, 39), deploy_goal=0.9),
 }
 
@@ -150,7 +180,13 @@ def network_folder(folder, network):
     return folder if network == "mlp" else f"{folder}/{network}"
 
 
-SCHEDULES = ("one-shot", "iterative", "gradual")  # training/recipes.py
+SCHEDULES = ("one-shot", "iterative", "gradual", "variational")  # training/recipes.py
+# --schedule variational (sparse variational dropout) trains with Adam, whose steps want smaller
+# rates than SGD's: these, unless --lr-values is given (at the recipe's --lr-boundaries).
+VARIATIONAL_LR_VALUES = (1e-3, 1e-4)
+# what --schedule variational decides itself, so that a flag setting it is refused
+VARIATIONAL_DECIDES = ("criterion", "threshold", "quality", "sparsity", "block", "structure",
+                       "allocation", "max_accuracy_drop")
 # --structure (training/recipes.pruned_layers): "inputs" prunes whole input features of every
 # weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
 # L0 regularisation reports); "units" whole output units and filters of every layer but the
@@ -171,6 +207,7 @@ USED_ONLY_BY = {
     "norm": ("structure", ["inputs", "units"]),
     "group_lasso": ("structure", ["inputs", "units"]),
     "prune_every": ("schedule", ["gradual"]),
+    "kl_warmup_epochs": ("schedule", ["variational"]),
 }
 
 
@@ -199,6 +236,19 @@ def check_pruned(config, given=()):
     criterion_value(config)
     if config.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    if config.schedule == "variational":
+        set_ = {"structure": config.structure != "none", "block": tuple(config.block) != (1, 1),
+                "allocation": config.allocation != "uniform",
+                "max_accuracy_drop": config.max_accuracy_drop is not None}
+        decided = sorted({f for f in given if f in VARIATIONAL_DECIDES} |
+                         {f for f, changed in set_.items() if changed})
+        if decided:
+            raise ValueError(f"--schedule variational learns which single weights to prune (log "
+                             f"alpha > 3, no target): --{decided[0].replace('_', '-')} is not "
+                             f"used by it")
+        if "kl_warmup_epochs" in given and config.kl_warmup_epochs > config.epochs:
+            raise ValueError(f"--kl-warmup-epochs must be in [1, --epochs {config.epochs}], got "
+                             f"{config.kl_warmup_epochs}")
     for field in sorted(given):
         if field in USED_ONLY_BY:
             chooser, users = USED_ONLY_BY[field]

@@ -11,6 +11,8 @@
                                                   # sparse blocks inside DIR's shrunk network
     python prune_network.py --criterion layer-sparsity --schedule gradual --max-accuracy-drop 0.5
                                                   # the sparsest within 0.5 points (validation)
+    python prune_network.py --network lenet-5 --schedule variational --epochs 30
+                                                  # sparse variational dropout: no target
     python prune_network.py --quick               # smoke test: MNIST subset, 1 epoch
 
 Needs the checkpoint of train_network_dense.py (of the same --network and data), or with
@@ -75,7 +77,12 @@ def parse():
                    help=f"--max-accuracy-drop: runs of the bisection, each a whole fine-tuning "
                         f"(default {configs.PrunedConfig.search_steps})")
     p.add_argument("--schedule", choices=configs.SCHEDULES,
-                   help="default: the network's recipe, one-shot for mlp")
+                   help="default: the network's recipe, one-shot for mlp; 'variational' trains "
+                        "with sparse variational dropout (Adam) and prunes what it learns to "
+                        "drop (log alpha > 3), with no criterion or sparsity")
+    p.add_argument("--kl-warmup-epochs", type=cli.positive_int, metavar="N",
+                   help=f"variational: epochs over which the KL's weight rises to 1 (default "
+                        f"{configs.PrunedConfig.kl_warmup_epochs})")
     p.add_argument("--rounds", type=cli.positive_int,
                    help="iterative: prune/fine-tune rounds, at most --epochs (default 3)")
     p.add_argument("--prune-every", type=cli.positive_int,
@@ -83,7 +90,8 @@ def parse():
     p.add_argument("--epochs", type=cli.positive_int, help="fine-tuning epochs (default 20)")
     p.add_argument("--lr-values", type=cli.positive, nargs="+", metavar="LR",
                    help="fine-tuning learning rates, one per step of the schedule (default: the "
-                        "network's recipe, 1e-3 1e-4 for mlp: the first half, the second half)")
+                        "network's recipe, 1e-3 1e-4 for mlp: the first half, the second half; "
+                        "variational, with Adam: 1e-3 1e-4)")
     p.add_argument("--lr-boundaries", type=cli.positive_int, nargs="+", metavar="EPOCH",
                    help="epochs after which the learning rate steps to the next of --lr-values "
                         "(default: the network's recipe, 10 for mlp)")
@@ -107,17 +115,21 @@ def parse():
         structure=args.structure, norm=args.norm, group_lasso=args.group_lasso,
         allocation=args.allocation, max_accuracy_drop=args.max_accuracy_drop,
         search_steps=args.search_steps,
-        schedule=args.schedule, shrunk_from=args.structured_dir and str(args.structured_dir),
+        schedule=args.schedule, kl_warmup_epochs=args.kl_warmup_epochs, shrunk_from=args.structured_dir and str(args.structured_dir),
         rounds=args.rounds, prune_every=args.prune_every,
         epochs=args.epochs or quick.get("epochs"),
-        lr_values=args.lr_values and tuple(args.lr_values),
+        lr_values=tuple(args.lr_values) if args.lr_values else (
+            configs.VARIATIONAL_LR_VALUES if args.schedule == "variational" else None),
         lr_boundaries=args.lr_boundaries and tuple(args.lr_boundaries))
-    configs.check_pruned(config, given=cli.given(args, [*configs.USED_ONLY_BY, "search_steps"]))
+    configs.check_pruned(config, given=cli.given(args, [*configs.USED_ONLY_BY, "search_steps",
+                                                         *configs.VARIATIONAL_DECIDES]))
     return args, config
 
 
 def describe(config):
     """How `config` prunes, in a few words: for the log and the plots' titles."""
+    if config.schedule == "variational":
+        return "sparse variational dropout, log alpha > 3"
     blocks = "" if config.block == (1, 1) else f" in {config.block[0]}x{config.block[1]} blocks"
     if config.structure != "none":
         blocks = f" in whole {config.structure}"
@@ -157,9 +169,9 @@ def main():
             dense_acc, _ = evaluate(logits_fn, *data["test"])
             kernels = {"before pruning": [l.kernel.numpy() for l in weight_layers(model)]}
             first = FirstPruning(model, logits_fn, data["test"], dense_acc, target)
-            if config.schedule == "gradual":
-                print("gradual pruning prunes while it fine-tunes: no accuracy or plot between "
-                      "the two")
+            if config.schedule in ("gradual", "variational"):
+                print(f"{target}: prunes while it trains, no accuracy or plot between pruning "
+                      f"and fine-tuning")
 
             start, search = time.perf_counter(), None
             if config.max_accuracy_drop is None:

@@ -53,6 +53,17 @@ def log_alpha_of(theta, log_sigma2):
     return ops.clip(log_sigma2 - ops.log(ops.square(theta) + _EPSILON), *LOG_ALPHA_RANGE)
 
 
+def _standard_normal(shape, generator):
+    """keras.random.normal, but on TensorFlow with the Philox generator: under XLA on CPU the
+    default ("auto_select") made a LeNet-300-100 training step 3.7x slower (measured: 2.4 s
+    against 0.65 s an epoch of 100 steps; the dense network's is 0.19 s)."""
+    if keras.backend.backend() != "tensorflow":
+        return keras.random.normal(shape, seed=generator)
+    import tensorflow as tf  # only on this backend
+    seed = tf.cast(tf.math.floormod(generator.next(), tf.int32.max - 1), tf.int32)
+    return tf.random.stateless_normal(shape, seed=seed, alg="philox")
+
+
 def _check_train_size(train_size):
     if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
         raise ValueError(f"train_size (the number of training examples, which divides the KL) "
@@ -95,7 +106,7 @@ class _Variational:
         if training:
             mean = self._linear(inputs, self.kernel)
             variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
-            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            noise = _standard_normal(ops.shape(mean), self.seed_generator)
             outputs = mean + ops.sqrt(variance + _EPSILON) * noise
             self.add_loss(self.kl_weight * kl_divergence(self.kernel, self.log_sigma2)
                           / self.train_size)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import configs
-from pruning import get_masks, sparsity
+from pruning import get_masks, sparsity, variational_masks
 from utils import memory
 
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
@@ -109,7 +109,7 @@ class EpochLog(keras.callbacks.Callback):
         line = (f"epoch {epoch + 1:2d}/{self.epochs}  lr {entry['lr']:.0e}  train acc "
                 f"{entry['train_accuracy']:.4f} loss {entry['train_loss']:.4f}  val acc "
                 f"{entry['val_accuracy']:.4f} loss {entry['val_loss']:.4f}")
-        masks = get_masks(self.model)
+        masks = variational_masks(self.model) or get_masks(self.model)
         if masks:
             entry["sparsity"] = sparsity(list(masks.values()))
             line += f"  sparsity {entry['sparsity']:.1%}"

@@ -6,10 +6,14 @@ fine-tuning.
              mask inside the previous one; the epochs are split evenly between the rounds and
              each round retrains with the whole learning-rate schedule compressed into its epochs;
   gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
-             fine-tuning, the masks recomputed every few hundred steps inside the compiled step.
-Each prunes single weights, blocks (--block) or whole groups (--structure: input features or
+             fine-tuning, the masks recomputed every few hundred steps inside the compiled step;
+  variational (Molchanov et al. 2017) train with sparse variational dropout (Adam, the KL's weight
+             rising over the first epochs), then prune every weight with log alpha > 3: no
+             target, the data set the sparsity of each layer.
+The first three prune single weights, blocks (--block) or whole groups (--structure: input features or
 units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
-All three fine-tune for the same total number of epochs, so they cost the same;
+All fine-tune for the same total number of epochs, so they cost about the same
+(variational: one more matrix product per layer and step);
 `search_sparsity` (--max-accuracy-drop) runs one several times to find the sparsity the data
 allows, and --allocation sensitivity gives each layer its own. This module maps a
 `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
@@ -20,9 +24,12 @@ import numpy as np
 
 import configs
 from networks.builders import weight_layers
-from pruning import (GradualPruning, IterativePruning, PolynomialDecay, add_group_lasso,
-                     allocate_sparsity, get_masks, layer_sensitivity, prune_low_magnitude,
-                     prunable_weights, summary)
+import keras
+
+from pruning import (GradualPruning, IterativePruning, KLWarmup, PolynomialDecay,
+                     add_group_lasso, allocate_sparsity, get_masks, layer_sensitivity,
+                     prune_low_magnitude, prunable_weights, strip_variational, summary,
+                     variational_dropout)
 from training.checkpoints import pruned_layers
 from training.evaluate import evaluate, logits_function
 from training.fit import fit
@@ -85,6 +92,8 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
     configs.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
+    if config.schedule == "variational":
+        return variational(model, config, data, log)
     value = configs.criterion_value(config)
     layers, kind = pruned_layers(model, config), dict(pattern=pattern(config), norm=config.norm)
     if config.allocation == "sensitivity":  # the per-weight targets name the weights
@@ -129,6 +138,19 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     history = fit(model, optimizer, config, data, [GradualPruning(
         schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
             value, dict) else None, **kind)], log=log)
+    return get_masks(model), history
+
+
+def variational(model, config, data, log=print):
+    """--schedule variational: train a sparse-variational-dropout copy of `model` (every weight
+    layer) with Adam, then write its pruned weights back into `model`, masked; (masks, history).
+    The stage's SGD optimizer is left unused: log sigma^2's gradients are ~1/N, which SGD would
+    barely move."""
+    copy = variational_dropout(model, train_size=len(data["train"][1]),
+                               layers=pruned_layers(model, config), seed=config.seed)
+    history = fit(copy, keras.optimizers.Adam(), config, data,
+                  [KLWarmup(min(config.kl_warmup_epochs, config.epochs))], log=log)
+    strip_variational(copy, into=model)
     return get_masks(model), history
 
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+import configs
 from tests.conftest import REPO
 from tests.helpers import run_script
 
@@ -189,6 +190,23 @@ def test_prune_with_a_criterion_and_schedule(pipeline, tmp_path):
     assert not (tmp_path / "p/weights_distribution_after_pruning.png").exists()  # see its doc
 
 
+def test_variational_dropout_prunes_what_it_learnt_and_deploys(pipeline, tmp_path):
+    result = run("prune_network.py", "--quick", "--schedule", "variational", "--dense-dir",
+                 str(pipeline / "dense"), "--model-dir", "p", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "p/config.json").read_text())
+    assert meta["config"]["schedule"] == "variational"
+    assert meta["config"]["lr_values"] == [1e-3, 1e-4]  # Adam's, not the recipe's SGD rates
+    assert "sparse variational dropout, log alpha > 3" in result.stdout
+    nonzero = meta["results"]["nonzero_weights"]
+    assert 0 < nonzero < 784 * 512 + 512 * 512 + 512 * 10
+    result = run("deploy_pruned_model.py", "--quick", "--pruned-dir", "p", "--model-dir", "s",
+                 cwd=tmp_path)  # it loads the masks and checks the zeros under them
+    assert result.returncode == 0, result.stderr[-2000:]
+    sparse = json.loads((tmp_path / "s/config.json").read_text())["results"]
+    assert sparse["test_accuracy"] == meta["results"]["test_accuracy"]
+
+
 def test_sweep_runs_in_quick_mode(pipeline, tmp_path):
     result = run("sweep_pruning.py", "--quick", "--dense-dir", str(pipeline / "dense"),
                  "--results-dir", "r", "--pics-dir", "p", cwd=tmp_path)
@@ -359,6 +377,8 @@ def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tm
     (["--max-accuracy-drop", "0.5", "--criterion", "layer-sparsity", "--sparsity", "0.9"],
      "--max-accuracy-drop searches the sparsity that --sparsity would set"),
     (["--search-steps", "3"], "--search-steps is not used without --max-accuracy-drop"),
+    (["--schedule", "variational", "--criterion", "threshold"], "--schedule variational learns "
+                                                                "which single weights to prune"),
 ])
 def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, monkeypatch,
                                                                 tmp_path):
@@ -486,8 +506,13 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
         for stage in ("dense", "pruned", "sparse"):
             shutil.copytree(cwd / stage, tmp_path / "runs" / seed / stage)
     result = run("compare_with_papers.py", "--network", network, "--seeds", "7", "8",
-                 "--runs-dir", "runs", "--results-dir", "out", cwd=tmp_path)
+                 "--points", "recipe", "--runs-dir", "runs", "--results-dir", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "out/papers_comparison.md").read_text()
-    assert "| seed 7 |" in table and "| seed 8 |" in table and "+- 0.00" in table
-    assert "| Deep Compression 2016 | | | " in table and "Target (Deep Compression's)" in table
+    assert "| recipe | 7 |" in table and "| recipe | 8 |" in table and "+- 0.00" in table
+    for name, error, measure, reduction in configs.NETWORKS[network]["published"]:
+        assert f"| {name} | {error}% at {reduction}x {measure} | " in table
+    assert table.count("| <= ") == len(configs.NETWORKS[network]["goals"])
+    line = one_error_line(run("compare_with_papers.py", "--network", network, "--points",
+                              "magic", "--runs-dir", "runs", cwd=tmp_path))
+    assert line.startswith("error: --points: ['magic'] are not points of")

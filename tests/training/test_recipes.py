@@ -52,6 +52,20 @@ def test_one_shot_prunes_once_and_gradual_never_discretely():
     assert pruned == [] and kept(masks) == pytest.approx(0.2, abs=0.01)
 
 
+def test_variational_writes_what_it_learnt_to_drop_into_the_model_masked():
+    config = configs.override(BASE, schedule="variational", lr_values=(1e-2,), epochs=3)
+    model, _ = tiny_model(config)
+    masks, history = prune_and_fine_tune(model, keras.optimizers.SGD(0.05), config, tiny_data(),
+                                         log=lambda *_: None)
+    assert [type(l).__name__ for l in model.layers if l.weights] == ["Dense"] * 3  # its own
+    assert sorted(masks) == sorted(f"{l.name}/kernel" for l in model.layers if l.weights)
+    for layer in model.layers:
+        if layer.weights:
+            mask = masks[f"{layer.name}/kernel"]
+            assert not layer.kernel.numpy()[~mask].any() and layer.kernel.numpy()[mask].all()
+    assert len(history) == 3 and history[-1]["sparsity"] == pytest.approx(1 - kept(masks))
+
+
 @pytest.mark.parametrize("changes, match", [(dict(schedule="cyclic"), "schedule must be"),
                                             (dict(schedule="iterative", rounds=5), "rounds"),
                                             (dict(criterion="random"), "criterion must be"),
@@ -80,7 +94,14 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
     (dict(max_accuracy_drop=0.5), {"sparsity"}, "--max-accuracy-drop searches the sparsity"),
     (dict(max_accuracy_drop=0.5, criterion="threshold"), set(), "--max-accuracy-drop searches a "
                                                                 "sparsity: it needs"),
-    (dict(), {"search_steps"}, "--search-steps is not used without --max-accuracy-drop")])
+    (dict(), {"search_steps"}, "--search-steps is not used without --max-accuracy-drop"),
+    (dict(schedule="variational"), {"sparsity"}, "--schedule variational learns which single "
+                                                 "weights to prune .* --sparsity is not used"),
+    (dict(schedule="variational", block=(1, 4)), set(), "--block is not used"),
+    (dict(schedule="variational", kl_warmup_epochs=9), {"kl_warmup_epochs"},
+     "--kl-warmup-epochs must be in \\[1, --epochs 3\\]"),
+    (dict(schedule="gradual"), {"kl_warmup_epochs"}, "--kl-warmup-epochs is not used by "
+                                                     "--schedule gradual")])
 def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
     with pytest.raises(ValueError, match=match):
         configs.check_pruned(configs.override(BASE, **changes), given)
