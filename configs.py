@@ -93,6 +93,13 @@ class SparseConfig:
     model_dir: str = "saved_models/network_sparse"
 
 
+def variational_point(epochs, boundaries):
+    """The prune_network.py flags of a --schedule variational point: Adam at 1e-3, stepping down
+    to 3e-4 and 1e-4 after the `boundaries` epochs."""
+    return ["--schedule", "variational", "--epochs", str(epochs), "--lr-boundaries",
+            *map(str, boundaries), "--lr-values", "1e-3", "3e-4", "1e-4"]
+
+
 # The papers' networks (Han et al. 2015, Deep Compression 2016), as changes to the configs above:
 # {network: {"architecture": ..., "dense": stage-1 recipe, "pruned": stage-2 recipe}}. "mlp" is the
 # original repo's, unchanged. The LeNets follow Caffe's LeNet recipe, which the papers trained
@@ -119,13 +126,6 @@ class SparseConfig:
 # compression at least), or None; "deploy_goal", the test error % (None: the dense model's) a
 # deployment must reach on the validation split to be chosen (benchmarks/bench_deployments.py:
 # issue 19's goals, after L0 regularisation's 1.6% and 0.9%). A new network is one entry here.
-
-
-def variational_point(epochs, boundaries):
-    """The prune_network.py flags of a --schedule variational point: Adam at 1e-3, stepping down
-    to 3e-4 and 1e-4 after the `boundaries` epochs."""
-    return ["--schedule", "variational", "--epochs", str(epochs), "--lr-boundaries",
-            *map(str, boundaries), "--lr-values", "1e-3", "3e-4", "1e-4"]
 
 
 BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
@@ -162,8 +162,8 @@ NETWORKS = {
                    ("Sparse variational dropout 2017", 0.75, "params", 280),
                    ("Bayesian compression 2017", 1.0, "bytes", 361),
                    ("Dynamic network surgery 2016", 0.91, "params", 108)],
-        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # 30 epochs: ~50 s each
-                "variational": variational_point(30, (15, 25))},
+        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # variational: 30 epochs,
+                "variational": variational_point(30, (15, 25))},  # ~1 min each on 2 cores
         goals=[(0.74, {"bytes": 39}), (0.75, {"params": 100}), (0.97, {"bytes": 162})],
         target=(0.8, 39), deploy_goal=0.9),
 }
