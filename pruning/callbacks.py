@@ -1,29 +1,45 @@
 """Pruning schedules as Keras callbacks: pass them to `model.fit(callbacks=[...])`.
 
   GradualPruning   Zhu & Gupta (2017): the sparsity rises along a cubic ramp while training; the
-                   masks are recomputed inside the compiled train step (keras.ops, so on
-                   TensorFlow and JAX), at the optimizer's step count, so `steps_per_execution > 1`
-                   changes nothing.
+                   masks are recomputed between steps, on the host, by the same NumPy criteria as
+                   `prune_low_magnitude` (any dtype, any pattern, ties broken alike), at the
+                   optimizer's update count.
   IterativePruning Han et al. (2015): prune further at the start of chosen epochs.
 Both put the sparsity of the pruned weights in the epoch logs (`History`) as "sparsity"; not in
 every batch's, which would copy every mask to the host at every step.
+
+Why between steps and not inside the compiled step: a mask update every `frequency` (100) steps
+costs one host round trip, where a step-side one ran a k-th-largest search in every step's graph,
+needed a second (keras.ops) copy of every criterion, and on JAX the masks in the optimizer's
+state, where a checkpoint saved mid-fit kept them and `load_model` then dropped the optimizer's
+whole state. On JAX a changed mask must still reach the compiled step without a retrace (a
+compile costs about a second): for the length of the fit the masks ride in the state of the
+optimizer that applies the constraints, and the optimizer saves and loads its own state without
+them, so a checkpoint written during the fit is the same as one written outside it.
 """
 import dataclasses
-import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
-from keras import ops
 
 from pruning import criteria
-from pruning.prune import _check_value, get_masks, prune_low_magnitude, pruned_weights, retrace
+from pruning.masks import hold, innermost
+from pruning.prune import (_check_value, check_frozen, check_pattern, compute_masks, get_masks,
+                           prune_low_magnitude, pruned_weights, retrace, select, set_mask)
 
 
 def _log_sparsity(model, logs):
     masks = list(get_masks(model).values())
     if logs is not None and masks:
         logs["sparsity"] = criteria.sparsity(masks)
+
+
+def updates_done(optimizer):
+    """How many updates `optimizer` has applied (`iterations`: a tensor, not a variable, under
+    gradient accumulation)."""
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,39 +77,41 @@ class PolynomialDecay:
             raise ValueError(f"frequency must be >= 1, got {self.frequency}")
 
     def sparsity(self, step):
-        """Target sparsity after `step` updates (a Python number or a scalar tensor)."""
-        progress = (step - self.begin_step) / (self.end_step - self.begin_step)
-        if isinstance(progress, numbers.Number):
-            progress = min(max(progress, 0.0), 1.0)
-        else:
-            progress = ops.clip(ops.cast(progress, "float32"), 0.0, 1.0)
+        """Target sparsity after `step` updates."""
+        progress = min(max((step - self.begin_step) / (self.end_step - self.begin_step), 0.0),
+                       1.0)
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * \
             (1.0 - progress) ** 3
 
     def is_update_step(self, step):
         """Whether the masks are recomputed after `step` updates."""
-        return (((step >= self.begin_step) & (step <= self.end_step)
-                 & ((step - self.begin_step) % self.frequency == 0)) | (step == self.end_step))
+        return (self.begin_step <= step <= self.end_step
+                and (step - self.begin_step) % self.frequency == 0) or step == self.end_step
 
 
 class GradualPruning(keras.callbacks.Callback):
     """Raise the sparsity of the pruned weights along `schedule` (a `PolynomialDecay`) during fit.
 
     `criterion` is "global-sparsity" (one cut over all pruned weights) or "layer-sparsity";
-    `pattern` and `norm` as in `prune_low_magnitude` ("1x4" blocks, "2:4", "units", "inputs").
-    `final_sparsities` ({weight key: sparsity}, layer-sparsity only, e.g. from
+    `layers`, `pattern` and `norm` as in `prune_low_magnitude` ("1x4" blocks, "2:4", "units",
+    "inputs"). `final_sparsities` ({weight key: sparsity}, layer-sparsity only, e.g. from
     `allocate_sparsity`): each weight's own final sparsity, all reached together, each weight at
     every step at the same fraction of its own final as the schedule is of its final_sparsity.
     A model without masks gets dense ones on the weights `layers` chooses (default all) when
     training begins.
+
+    The masks are recomputed after the steps the schedule names, counted in optimizer updates;
+    with `steps_per_execution` k > 1 Keras hands control back every k steps, so an update falls
+    on the first boundary at or after its step (with the sparsity of its step): choose a
+    `frequency` and `end_step` that are multiples of k for the exact schedule.
 
     Example:
       schedule = pruning.PolynomialDecay(final_sparsity=0.8, end_step=1000)
       model.fit(x, y, epochs=10, callbacks=[pruning.GradualPruning(schedule)])
     """
 
-    def __init__(self, schedule, criterion="global-sparsity", pattern=None, layers=None,
-                 block=None, norm="l1", final_sparsities=None):
+    def __init__(self, schedule, criterion="global-sparsity", *, layers=None, pattern=None,
+                 norm="l1", final_sparsities=None, block=None):
         super().__init__()
         if not isinstance(schedule, PolynomialDecay):
             raise ValueError(f"schedule must be a pruning.PolynomialDecay, got {schedule!r}: "
@@ -102,192 +120,138 @@ class GradualPruning(keras.callbacks.Callback):
         if criterion not in ("layer-sparsity", "global-sparsity"):
             raise ValueError(f"criterion: gradual pruning needs layer-sparsity or "
                              f"global-sparsity, got {criterion!r}")
-        if pattern is not None and block is not None:
-            raise ValueError("give pattern or block, not both")
         self.schedule, self.criterion, self.layers = schedule, criterion, layers
-        self.pattern = criteria.parse_pattern(pattern if block is None else block)
-        if norm not in criteria.NORMS:
-            raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
+        self.pattern = check_pattern(pattern, block, norm, "GradualPruning")
         self.norm = norm
         if final_sparsities is not None:
             if criterion != "layer-sparsity":
                 raise ValueError("final_sparsities: per-weight targets need criterion "
                                  "layer-sparsity")
-            if not final_sparsities or not all(0 <= v < 1 for v in final_sparsities.values()):
+            if not isinstance(final_sparsities, dict) or not final_sparsities or not all(
+                    isinstance(v, numbers.Real) and 0 <= v < 1
+                    for v in final_sparsities.values()):
                 raise ValueError(f"final_sparsities must map weight keys to sparsities in "
                                  f"[0, 1), got {final_sparsities!r}")
             if schedule.final_sparsity <= 0:
                 raise ValueError("final_sparsities: the schedule's final_sparsity must be > 0, "
                                  "the ramp each weight follows in proportion")
         self.final_sparsities = final_sparsities
-        self._tracked = []
+        self._carrier = None
 
     def on_train_begin(self, logs=None):
-        done = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations.value))
+        model = self.model
+        done = updates_done(model.optimizer)
         if done >= self.schedule.end_step:
             raise ValueError(
                 f"GradualPruning: the schedule ends at step {self.schedule.end_step}, but the "
                 f"optimizer has made {done} updates already (steps count optimizer.iterations); "
                 f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
-        if not pruned_weights(self.model):
-            prune_low_magnitude(self.model, self.criterion, 0.0, self.layers, self.pattern,
-                                norm=self.norm)
-        weights = pruned_weights(self.model)
-        self._scales = [1.0] * len(weights)
-        if self.final_sparsities is not None:
-            keys = {w.key for w in weights}
-            if set(self.final_sparsities) != keys:
-                raise ValueError(f"final_sparsities names {sorted(self.final_sparsities)}, the "
-                                 f"pruned weights are {sorted(keys)}")
-            self._scales = [self.final_sparsities[w.key] / self.schedule.final_sparsity
-                            for w in weights]
-        trainable = {id(v) for v in self.model.trainable_variables}
-        frozen = [w.key for w in weights if id(w.variable) not in trainable]
-        if frozen:
-            raise ValueError(f"GradualPruning: {frozen} are not trainable (a frozen layer): the "
-                             f"optimizer would never apply their masks; unfreeze them, or "
-                             f"prune the others only (layers=)")
-        # The optimizer applies the constraints in the order of trainable_variables, after it has
-        # updated every variable: the first one recomputes all masks, then each applies its own.
-        first = {id(w.variable): w for w in weights}
-        first = next(first[id(v)] for v in self.model.trainable_variables if id(v) in first)
-        # Not self.model inside the step: on JAX that property syncs the model's state.
-        optimizer = self.model.optimizer
-        first.mask.update = lambda: self._update(weights, optimizer)
-        for weight in weights:
+        # Everything checked before the model is touched: a refusal leaves it as it was.
+        weights = pruned_weights(model) or select(model, self.layers)
+        check_frozen(model, weights, "GradualPruning")
+        if self.final_sparsities is not None and set(self.final_sparsities) != {
+                w.key for w in weights}:
+            raise ValueError(f"final_sparsities names {sorted(self.final_sparsities)}, the "
+                             f"pruned weights are {sorted(w.key for w in weights)}")
+        if not pruned_weights(model):
+            prune_low_magnitude(model, self.criterion, 0.0, layers=self.layers,
+                                pattern=self.pattern, norm=self.norm)
+        self._weights = pruned_weights(model)
+        for weight in self._weights:
             weight.mask.pattern = str(self.pattern)
+        hold(model)
+        self._accumulate = getattr(innermost(model.optimizer), "gradient_accumulation_steps",
+                                   None) or 1
+        self._start, self._steps, self._epoch_start, self._applied = done, 0, 0, -1
         if keras.backend.backend() == "jax":
-            # JAX's train step is a pure function of the model's and the optimizer's state: a
-            # mask outside that state is a constant of the traced step, and assigning it there is
-            # lost. Tracked by the optimizer for this fit, the masks travel in and out of every
-            # step (Keras' stateless_apply maps them).
-            self._tracked = [w.mask.mask for w in weights]
-            for mask in self._tracked:
-                optimizer._track_variable(mask)
-        retrace(self.model)  # the update inside the step
+            self._carrier = _JaxCarrier(model, [w.mask.mask for w in self._weights])
+        self._update(done)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Counted here, not read from the optimizer: on JAX a read would sync the whole state.
+        self._steps = self._epoch_start + batch + 1
+        self._update(self._start + self._steps // self._accumulate)
+
+    def _due(self, done):
+        """The last step the schedule updates at, after the last applied and by `done`."""
+        s = self.schedule
+        if done >= s.end_step:
+            return s.end_step if self._applied < s.end_step else None
+        if done < s.begin_step:
+            return None
+        step = s.begin_step + (done - s.begin_step) // s.frequency * s.frequency
+        return step if step > self._applied else None
+
+    def _update(self, done):
+        step = self._due(done)
+        if step is None:
+            return
+        self._applied = step
+        model = self.model  # on JAX: syncs the state, and the next step reads it back
+        sparsity = self.schedule.sparsity(step)
+        if self.final_sparsities is not None:
+            sparsity = [self.final_sparsities[w.key] * sparsity / self.schedule.final_sparsity
+                        for w in self._weights]
+        masks = compute_masks(self._weights, self.criterion, sparsity, self.pattern, self.norm)
+        for weight, mask in zip(self._weights, masks):
+            set_mask(weight, mask, self.pattern)
+        del model
 
     def on_train_end(self, logs=None):
-        for weight in pruned_weights(self.model):
-            weight.mask.update = None
-        for mask in self._tracked:  # out of the optimizer: its saved state stays its own
-            self.model.optimizer._tracker.untrack(mask)
-        self._tracked = []
-        retrace(self.model)  # a later fit must not keep pruning
-
-    def _update(self, weights, optimizer):
-        step = optimizer.iterations + 1  # the update being applied now
-        constraints = [w.mask for w in weights]
-        update = self.schedule.is_update_step(ops.cast(step, "int32"))
-
-        def magnitudes():
-            found = [ops.abs(w.variable.value) * c.mask for w, c in zip(weights, constraints)]
-            if self.pattern.kind == "n:m":  # the N largest of every M, then the cut among them
-                found = [m * _n_of_m(c.mask, m, self.pattern.a, self.pattern.b)
-                         for m, c in zip(found, constraints)]
-            return found
-
-        def cuts(found):
-            sparsity = self.schedule.sparsity(step)
-            if self.criterion == "layer-sparsity":
-                return [_cut(ops.reshape(m, [-1]), sparsity * scale)
-                        for m, scale in zip(found, self._scales)]
-            flat = ops.concatenate([ops.reshape(m, [-1]) for m in found], 0)
-            return [_cut(flat, sparsity)] * len(found)
-
-        def shrink():
-            found = magnitudes()
-            masks = [ops.cast((m >= cut) & (m > 0), "float32") for m, cut in zip(found, cuts(found))]
-            if self.pattern.kind == "block" and self.pattern != criteria.parse_pattern(None):
-                block = (self.pattern.a, self.pattern.b)
-                masks = [_in_blocks(mask, m, block) for mask, m in zip(masks, found)]
-            elif self.pattern.kind in criteria.STRUCTURES:
-                masks = [_in_groups(mask, m, self.pattern.kind, self.norm)
-                         for mask, m in zip(masks, found)]
-            return masks
-
-        # Assigned outside the cond: under tf.distribute a mirrored variable's assignment is a
-        # synchronisation point, which cannot sit inside control flow.
-        masks = ops.cond(update, shrink,
-                         lambda: [ops.convert_to_tensor(c.mask) for c in constraints])
-        for c, mask in zip(constraints, masks):
-            c.mask.assign(mask)
+        if self._carrier is not None:
+            self._carrier.close()
+            self._carrier = None
+            retrace(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)
 
 
-def _n_of_m(mask, magnitudes, n, m):
-    """`criteria.n_of_m`: of every m consecutive inputs of an output unit, the n largest kept."""
-    matrix = ops.reshape(magnitudes * mask, [-1, magnitudes.shape[-1]])
-    keep = ops.reshape(mask, matrix.shape)
-    rows, cols = matrix.shape
-    pad = [[0, -rows % m], [0, 0]]
-    groups = ops.reshape(ops.pad(matrix, pad), [-1, m, cols])
-    rank = ops.argsort(ops.argsort(-groups, axis=1), axis=1)
-    chosen = ops.cast(rank < n, "float32") * ops.reshape(ops.pad(keep, pad), [-1, m, cols])
-    return ops.reshape(ops.reshape(chosen, [-1, cols])[:rows], mask.shape)
+class _JaxCarrier:
+    """On JAX, the masks among the state of the optimizer that applies the constraints, for the
+    length of a fit: JAX's compiled step reads only its arguments, the model's and the
+    optimizer's variables; a variable outside them is a constant of the trace, which a changed
+    mask would have to retrace. The optimizer saves and loads its own variables without them, so
+    a checkpoint written during the fit (ModelCheckpoint, BackupAndRestore) loads into a model
+    that never ran this callback, with the optimizer's state.
 
+    Keras has no public way to add an existing variable to an optimizer's state:
+    `_track_variable` and `_tracker.untrack` are what Keras' own optimizers use."""
 
-def _in_blocks(mask, magnitudes, block):
-    """`criteria.in_blocks` in keras.ops: the blocks of largest mean |w| (pruned weights count as
-    0, so a pruned block stays pruned) that hold as many weights as `mask` keeps."""
-    outs, ins = block
-    matrix = ops.reshape(magnitudes, [-1, magnitudes.shape[-1]])
-    rows, cols = matrix.shape
-    pad = [[0, -rows % ins], [0, -cols % outs]]
-    shape = [(rows + pad[0][1]) // ins, ins, (cols + pad[1][1]) // outs, outs]
-    sizes = ops.reshape(ops.convert_to_tensor(criteria.block_sizes(mask.shape, block), "float32"),
-                        [-1])
-    scores = ops.sum(ops.reshape(ops.pad(matrix, pad), shape), axis=[1, 3])
-    scores = ops.reshape(scores, [-1]) / sizes
-    order = ops.argsort(-scores)
-    sizes = ops.take(sizes, order)
-    held = ops.cumsum(sizes) - sizes / 2  # criteria.blocks_holding
-    kept = ops.sum(mask)
-    count = ops.where(kept > 0, ops.maximum(ops.sum(ops.cast(held < kept, "int32")), 1), 0)
-    chosen = (ops.arange(order.shape[0]) < count) & (ops.take(scores, order) > 0)
-    keep = ops.scatter(ops.expand_dims(order, 1), ops.cast(chosen, "float32"), [order.shape[0]])
-    expanded = ops.repeat(ops.repeat(ops.reshape(keep, shape[::2]), ins, 0), outs, 1)
-    return ops.reshape(expanded[:rows, :cols], mask.shape)
+    def __init__(self, model, masks):
+        self.optimizer, self.saved, self.masks = innermost(model.optimizer), model.optimizer, masks
+        ids = {id(m) for m in masks}
+        for mask in masks:
+            self.optimizer._track_variable(mask)
 
+        def own():
+            return [v for v in self.saved.variables if id(v) not in ids]
 
-def _in_groups(mask, magnitudes, structure, norm):
-    """`criteria.in_groups` in keras.ops: the whole groups of largest score (pruned weights count
-    as 0, so a pruned group stays pruned) that hold as many weights as `mask` keeps."""
-    shape = mask.shape
-    axis = criteria.group_axis(shape, structure)
-    others = [i for i in range(len(shape)) if i != axis]
-    scores = ops.mean(magnitudes if norm == "l1" else magnitudes * magnitudes, axis=others)
-    count = ops.round(ops.sum(mask) * shape[axis] / math.prod(shape))  # groups holding as many
-    cut = _cut(scores, 1.0 - count / shape[axis])
-    keep = ops.cast((scores >= cut) & (scores > 0), "float32")
-    return ops.broadcast_to(ops.reshape(keep, [-1 if i == axis else 1 for i in range(len(shape))]),
-                            shape)
+        def save_own_variables(store):  # Optimizer.save_own_variables, without the masks
+            for i, variable in enumerate(own()):
+                store[str(i)] = variable.numpy()
 
+        def load_own_variables(store):
+            variables = own()
+            if len(store.keys()) != len(variables):
+                warnings.warn(f"Skipping variable loading for optimizer {self.saved.name!r}, "
+                              f"because it has {len(variables)} variables whereas the saved "
+                              f"optimizer has {len(store.keys())} variables.", stacklevel=2)
+                return
+            for i, variable in enumerate(variables):
+                variable.assign(store[str(i)])
 
-def _cut(population, sparsity):
-    """The smallest magnitude kept when keeping round((1 - sparsity) x size) of `population`
-    (non-negative): the k-th largest, found exactly by bisection on the float32 bit patterns.
+        self.saved.save_own_variables = save_own_variables
+        self.saved.load_own_variables = load_own_variables
+        retrace(model)  # the step's state now holds the masks
 
-    For non-negative floats the int32 view orders as the values do, so 31 halvings of [0, 2^31)
-    find the largest pattern that at least k entries reach, which is the k-th largest value's.
-    Each halving is one fused count over the weights; a sort of LeNet-300-100's 266,200 weights
-    cost about one epoch's time in 100 steps (measured), and `top_k` would make XLA recompile the
-    step for every new k. Ties at the cut may keep a few more weights than asked.
-    """
-    size = population.shape[0]
-    keep = ops.maximum(1, ops.cast(ops.round((1.0 - sparsity) * size), "int32"))
-    bits = ops.view(population, "int32")
-
-    def halve(_, bounds):  # invariant: count(bits >= low) >= keep > count(bits >= high)
-        low, high = bounds
-        middle = low + (high - low) // 2
-        enough = ops.sum(ops.cast(bits >= middle, "int32")) >= keep
-        return ops.where(enough, middle, low), ops.where(enough, high, middle)
-
-    low, _ = ops.fori_loop(0, 31, halve, (ops.convert_to_tensor(0, "int32"),
-                                          ops.convert_to_tensor(2 ** 31 - 1, "int32")))
-    return ops.view(low, "float32")
+    def close(self):
+        for mask in self.masks:
+            self.optimizer._tracker.untrack(mask)
+        del self.saved.save_own_variables, self.saved.load_own_variables
 
 
 class IterativePruning(keras.callbacks.Callback):
@@ -300,7 +264,7 @@ class IterativePruning(keras.callbacks.Callback):
       model.fit(x, y, epochs=6, callbacks=[rounds])
     """
 
-    def __init__(self, criterion, targets, layers=None, pattern=None, block=None, norm="l1"):
+    def __init__(self, criterion, targets, *, layers=None, pattern=None, norm="l1", block=None):
         super().__init__()
         criteria.check_criterion(criterion)
         if not isinstance(targets, dict) or not targets or any(
@@ -309,19 +273,17 @@ class IterativePruning(keras.callbacks.Callback):
         for value in targets.values():
             if not isinstance(value, dict):
                 _check_value(criterion, value, "a value of targets")
-        if pattern is not None and block is not None:
-            raise ValueError("give pattern or block, not both")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers
-        self.pattern = criteria.parse_pattern(pattern if block is None else block)
+        self.pattern = check_pattern(pattern, block, norm, "IterativePruning")
         self.norm = norm
         self.on_prune = None  # called as on_prune(epoch, masks) after each pruning
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch in self.targets:
-            masks = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
-                                        self.layers, self.pattern, norm=self.norm)
+            model = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
+                                        layers=self.layers, pattern=self.pattern, norm=self.norm)
             if self.on_prune is not None:
-                self.on_prune(epoch, masks)
+                self.on_prune(epoch, get_masks(model))
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)

@@ -1,7 +1,8 @@
 """Magnitude-pruning criteria and patterns, NumPy in and NumPy out: which weights a mask keeps.
 
-Plain arrays of any shape (dense kernels, conv kernels), so that every rule can be checked by
-hand on tiny examples. `pruning.masks` applies them to a Keras model.
+Plain arrays of any shape and float dtype (dense kernels, conv kernels), so that every rule can
+be checked by hand on tiny examples; the one implementation of every rule, used by one-shot,
+iterative and gradual pruning alike (`pruning.prune`, `pruning.callbacks`).
 
 Every criterion can also prune whole blocks (`block`; default (1, 1), single weights). The
 criterion then decides how many weights each layer keeps, and the blocks with the largest mean |w|
@@ -12,18 +13,22 @@ makes block pruning comparable with unstructured pruning at the same size.
 
 A block is (outputs, inputs), TFLite's notation for a fully-connected weight [outputs, inputs]:
 "1x4" is 4 consecutive inputs of one output unit, the layout of TFLite's fast float32 sparse
-kernel (int8's is 1x16). A Keras kernel is [inputs, outputs] (a conv kernel [kh, kw, cin, cout]
-is seen as [kh*kw*cin, cout]), so a 1x4 block is 4 consecutive rows of one column; blocks that
-overhang the kernel's edge are scored by the weights they hold.
+kernel (int8's is 1x16). A kernel is read through its `Layout` (each layer kind's is in
+`pruning.registry`): its output axes become the columns of a matrix and every other axis, in
+order, its rows (`as_matrix`: a Dense kernel [inputs, outputs] as it is, a conv kernel
+[kh, kw, cin, cout] as [kh*kw*cin, cout], a transposed conv's [kh, kw, cout, cin] as
+[kh*kw*cin, cout], a depthwise kernel [kh, kw, channels, multiplier] as [kh*kw, channels *
+multiplier]), so a 1x4 block is 4 consecutive rows of one column; blocks that overhang the
+kernel's edge are scored by the weights they hold.
 
 N:M sparsity ("2:4", NVIDIA's sparse tensor cores) keeps, of every M consecutive inputs of one
 output unit (M consecutive rows of one column of the [inputs, outputs] matrix), the N largest;
 the criterion then prunes further among those, so a sparsity of 1 - N/M or less gives exactly N
 of every M, and more prunes the smallest of the survivors.
 Structured patterns remove whole groups, so that what stays is a smaller dense layer: "units"
-(a Dense layer's output units, a convolution's filters: the last axis of the kernel) and
-"inputs" (a Dense layer's input features, a convolution's input channels: the first axis of a
-matrix, the second-last of a conv kernel). As with blocks, the criterion decides how many weights
+(a Dense layer's output units, a convolution's filters, a depthwise channel, an LSTM unit with
+its four gates: the layout's output axes) and "inputs" (a Dense layer's input features, a
+convolution's input channels: its input axes). As with blocks, the criterion decides how many weights
 each layer keeps, and the groups with the largest norm that hold as many are kept: the L1 norm
 (mean |w|) by default, or the L2 norm (`norm="l2"`), which weighs a group's largest weights more.
 A pattern is written "unstructured", "OxI" (a block), "N:M", "units" or "inputs"
@@ -90,51 +95,115 @@ def parse_block(block):
     return tuple(int(n) for n in match.groups())
 
 
-def _as_matrix(weights):
-    """A kernel as the [inputs, outputs] matrix the blocks tile."""
+class Layout(NamedTuple):
+    """Where a kernel keeps its output units and its input features (`pruning.registry` holds
+    each layer kind's; `DENSE` is Keras' [inputs, outputs] and [..., in channels, filters]).
+
+    outputs: the axes whose index together names an output unit (a Dense unit, a conv filter; a
+      depthwise kernel's channel and depth multiplier). They are the columns of the matrix that
+      blocks and N:M tile (`as_matrix`); every other axis, in order, makes its rows.
+    inputs: the axes whose index names an input feature (a Dense input, a conv input channel).
+    gates: the outputs hold `gates` blocks of units side by side, unit u being column u of each
+      (an LSTM kernel's i, f, c, o: 4; a GRU's z, r, h: 3); "units" keeps or drops all of them.
+    Axes may be negative; they count from the end of the kernel's shape.
+    """
+    outputs: tuple = (-1,)
+    inputs: tuple = (-2,)
+    gates: int = 1
+
+    def axes(self, rank):
+        """(output axes, input axes), non-negative, for a kernel of `rank`."""
+        return (tuple(sorted(a % rank for a in self.outputs)),
+                tuple(sorted(a % rank for a in self.inputs)))
+
+
+DENSE = Layout()
+
+
+def _layout(layout, shape):
+    layout = DENSE if layout is None else layout
+    if len(shape) < 2:
+        raise ValueError(f"a pattern needs a kernel of rank >= 2, got shape {tuple(shape)}")
+    return layout
+
+
+def _moved(shape, axes):
+    """The permutation that puts `axes` last (the others first, in order)."""
+    return [a for a in range(len(shape)) if a not in axes] + list(axes)
+
+
+def as_matrix(weights, layout=None):
+    """A kernel as the [rows, output units] matrix that blocks and N:M tile: its output axes
+    flattened into the columns, every other axis, in order, into the rows (a conv kernel
+    [kh, kw, in, out] is [kh*kw*in, out]; a transposed conv's [kh, kw, out, in] is [kh*kw*in, out]).
+
+    >>> as_matrix(np.arange(6).reshape(3, 2)).tolist()  # Dense [inputs, outputs]: itself
+    [[0, 1], [2, 3], [4, 5]]
+    >>> as_matrix(np.arange(6).reshape(3, 2), Layout(outputs=(0,), inputs=(1,))).tolist()
+    [[0, 2, 4], [1, 3, 5]]
+    """
     weights = np.asarray(weights)
-    return weights.reshape(-1, weights.shape[-1]) if weights.ndim else weights.reshape(1, 1)
+    layout = _layout(layout, weights.shape)
+    outputs, _ = layout.axes(weights.ndim)
+    moved = np.transpose(weights, _moved(weights.shape, outputs))
+    columns = int(np.prod([weights.shape[a] for a in outputs]))
+    return moved.reshape(-1, columns)
+
+
+def from_matrix(matrix, shape, layout=None):
+    """The kernel of `shape` whose `as_matrix` is `matrix` (its inverse)."""
+    layout = _layout(layout, shape)
+    outputs, _ = layout.axes(len(shape))
+    order = _moved(shape, outputs)
+    moved = np.reshape(matrix, [shape[a] for a in order])
+    return np.transpose(moved, np.argsort(order))
 
 
 def _block_sums(matrix, block):
-    """Sum of each block of an [inputs, outputs] matrix, the edge blocks padded with zeros."""
+    """Sum of each block of a [rows, outputs] matrix, the edge blocks padded with zeros."""
     outs, ins = block
     pad = ((0, -matrix.shape[0] % ins), (0, -matrix.shape[1] % outs))
     padded = np.pad(matrix, pad)
     return padded.reshape(-1, ins, padded.shape[1] // outs, outs).sum(axis=(1, 3))
 
 
-def block_sizes(shape, block):
+def block_sizes(shape, block, layout=None):
     """How many weights of a kernel of `shape` each block holds (fewer at the edges)."""
-    return _block_sums(np.ones(_as_matrix(np.empty(shape, bool)).shape, np.float32), block)
+    return _block_sums(as_matrix(np.ones(shape, np.float32), layout), block)
 
 
-def block_scores(weights, block):
-    """Mean |w| of each block: [ceil(inputs / block inputs), ceil(outputs / block outputs)]."""
-    return _block_sums(np.abs(_as_matrix(weights)), block) / block_sizes(np.shape(weights), block)
+def block_scores(weights, block, layout=None):
+    """Mean |w| of each block: [ceil(rows / block inputs), ceil(outputs / block outputs)]."""
+    return (_block_sums(as_matrix(np.abs(weights), layout), block)
+            / block_sizes(np.shape(weights), block, layout))
 
 
-def expand_blocks(block_mask, shape, block):
+def expand_blocks(block_mask, shape, block, layout=None):
     """A mask over blocks as the mask of a kernel of `shape` (the inverse of `block_scores`)."""
     outs, ins = block
-    rows, cols = _as_matrix(np.empty(shape, bool)).shape
-    return np.repeat(np.repeat(block_mask, ins, 0), outs, 1)[:rows, :cols].reshape(shape)
+    rows, cols = as_matrix(np.empty(shape, bool), layout).shape
+    matrix = np.repeat(np.repeat(block_mask, ins, 0), outs, 1)[:rows, :cols]
+    return from_matrix(matrix, shape, layout)
 
 
-def in_blocks(masks, weights, block):
+def _layouts(layouts, weights):
+    return [None] * len(weights) if layouts is None else list(layouts)
+
+
+def in_blocks(masks, weights, block, layouts=None):
     """Per layer, the blocks with the largest mean |w| that hold as many weights as `masks` keeps
     (at least one block if the mask keeps any): element-wise masks made block-structured."""
     block = parse_block(block)
     if block == UNSTRUCTURED:
         return masks
     structured = []
-    for mask, w in zip(masks, weights):
-        sizes = block_sizes(np.shape(w), block)
-        order = np.argsort(-block_scores(w, block).ravel(), kind="stable")  # ties: by position
+    for mask, w, layout in zip(masks, weights, _layouts(layouts, weights)):
+        sizes = block_sizes(np.shape(w), block, layout)
+        order = np.argsort(-block_scores(w, block, layout).ravel(), kind="stable")  # ties: first
         count = blocks_holding(sizes.ravel()[order], np.count_nonzero(mask))
         kept = np.zeros(sizes.size, bool)
         kept[order[:count]] = True
-        structured.append(expand_blocks(kept.reshape(sizes.shape), np.shape(w), block))
+        structured.append(expand_blocks(kept.reshape(sizes.shape), np.shape(w), block, layout))
     return structured
 
 
@@ -153,29 +222,52 @@ def blocks_holding(sizes, kept):
 NORMS = ("l1", "l2")
 
 
-def group_axis(shape, structure):
-    """The axis of a kernel of `shape` whose entries are the groups of `structure`: the last
-    (output units, filters) for "units"; for "inputs", the first of a matrix, the second-last
-    (input channels) of a conv kernel."""
-    if structure not in STRUCTURES or len(shape) < 2:
-        raise ValueError(f"a structure is one of {STRUCTURES} on a kernel of rank >= 2, got "
-                         f"{structure!r} on shape {tuple(shape)}")
-    return len(shape) - 1 if structure == "units" else (0 if len(shape) == 2 else len(shape) - 2)
+def group_order(shape, structure, layout=None):
+    """(permutation, [members, groups] shape): `np.transpose(kernel, permutation).reshape(...)`
+    puts each group of `structure` in a column: an output unit (all its gates) for "units", an
+    input feature for "inputs". `as_groups` and `from_groups` use it, and `GroupLasso` in
+    keras.ops."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"a structure is one of {STRUCTURES}, got {structure!r}")
+    layout = _layout(layout, shape)
+    outputs, inputs = layout.axes(len(shape))
+    axes = outputs if structure == "units" else inputs
+    order = _moved(shape, axes)
+    count = int(np.prod([shape[a] for a in axes]))
+    if structure == "units" and layout.gates > 1:
+        # [others, gates * units] -> [others, gates, units]: unit u is column u of every gate
+        order = order[:len(order) - len(axes)] + list(axes)
+        count //= layout.gates
+    return order, (-1, count)
 
 
-def groups(shape, structure):
+def as_groups(weights, structure, layout=None):
+    """The kernel as [members, groups]: each column one group of `structure` (`group_order`)."""
+    order, shape = group_order(np.shape(weights), structure, layout)
+    return np.transpose(weights, order).reshape(shape)
+
+
+def from_groups(groups_, shape, structure, layout=None):
+    """The kernel of `shape` whose `as_groups` is `groups_` (its inverse)."""
+    order, _ = group_order(shape, structure, layout)
+    return np.transpose(np.reshape(groups_, [shape[a] for a in order]), np.argsort(order))
+
+
+def groups(shape, structure, layout=None):
     """The group of every entry of a kernel of `shape`: its output unit (filter) for "units", its
     input feature (input channel) for "inputs".
 
     >>> groups((2, 3), "units").tolist(), groups((2, 3), "inputs").tolist()
     ([[0, 1, 2], [0, 1, 2]], [[0, 0, 0], [1, 1, 1]])
+    >>> groups((1, 4), "units", Layout(gates=2)).tolist()  # two gates of two units
+    [[0, 1, 0, 1]]
     """
-    axis = group_axis(shape, structure)
-    index = np.arange(shape[axis]).reshape([-1 if i == axis else 1 for i in range(len(shape))])
-    return np.broadcast_to(index, shape)
+    members, count = as_groups(np.empty(shape), structure, layout).shape
+    return from_groups(np.broadcast_to(np.arange(count), (members, count)), shape, structure,
+                       layout)
 
 
-def group_scores(weights, structure, norm="l1"):
+def group_scores(weights, structure, norm="l1", layout=None):
     """Each group's score: its L1 norm (sum |w|) or L2 norm (sqrt(sum w^2)), over its size, so
     that a mean |w| (l1) or a root-mean-square (l2); the groups of one kernel are of one size.
 
@@ -184,15 +276,11 @@ def group_scores(weights, structure, norm="l1"):
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    ids = groups(np.shape(weights), structure).ravel()
-    sizes = np.bincount(ids)
-    w = np.ravel(weights).astype(np.float64)
-    if norm == "l1":
-        return np.bincount(ids, np.abs(w)) / sizes
-    return np.sqrt(np.bincount(ids, w * w) / sizes)
+    w = as_groups(np.asarray(weights, np.float64), structure, layout)
+    return np.abs(w).mean(axis=0) if norm == "l1" else np.sqrt((w * w).mean(axis=0))
 
 
-def in_groups(masks, weights, structure, norm="l1"):
+def in_groups(masks, weights, structure, norm="l1", layouts=None):
     """Per layer, the whole groups (`groups`) with the largest score (`group_scores`) that hold
     as many weights as `masks` keeps (at least one group if the mask keeps any).
 
@@ -201,31 +289,34 @@ def in_groups(masks, weights, structure, norm="l1"):
     [[0, 1, 0], [0, 1, 0]]
     """
     structured = []
-    for mask, w in zip(masks, weights):
-        ids = groups(np.shape(w), structure).ravel()
-        scores = group_scores(w, structure, norm)
+    for mask, w, layout in zip(masks, weights, _layouts(layouts, weights)):
+        scores = group_scores(w, structure, norm, layout)
         kept = int(np.count_nonzero(mask))
-        count = max(1, round(kept * len(scores) / ids.size)) if kept else 0
-        structured.append(_keep_largest(scores, count)[ids].reshape(np.shape(w)))
+        count = max(1, round(kept * len(scores) / np.size(w))) if kept else 0
+        members = np.size(w) // len(scores)
+        keep = np.broadcast_to(_keep_largest(scores, count), (members, len(scores)))
+        structured.append(from_groups(keep, np.shape(w), structure, layout))
     return structured
 
 
-def n_of_m(masks, weights, n, m):
-    """Per layer, of every `m` consecutive inputs of one output unit, the `n` largest |w| among
-    the weights `masks` keeps (ties broken by position); a short last group keeps at most `n`.
+def n_of_m(masks, weights, n, m, layouts=None):
+    """Per layer, of every `m` consecutive rows of one output unit (`as_matrix`: inputs of a
+    Dense unit, taps x input channels of a conv filter), the `n` largest |w| among the weights
+    `masks` keeps (ties broken by position); a short last group keeps at most `n`.
 
     >>> n_of_m([np.ones((4, 1), bool)], [np.array([[.1], [-.4], [.3], [.2]])], 2, 4)[0].ravel()
     array([False,  True,  True, False])
     """
     structured = []
-    for mask, w in zip(masks, weights):
-        matrix, keep = np.abs(_as_matrix(w)), _as_matrix(np.asarray(mask, bool))
+    for mask, w, layout in zip(masks, weights, _layouts(layouts, weights)):
+        matrix = np.abs(as_matrix(w, layout))
+        keep = as_matrix(np.asarray(mask, bool), layout)
         rows, cols = matrix.shape
         pad = ((0, -rows % m), (0, 0))
-        groups = np.pad(matrix * keep, pad).reshape(-1, m, cols)
-        rank = np.argsort(np.argsort(-groups, axis=1, kind="stable"), axis=1, kind="stable")
+        grouped = np.pad(matrix * keep, pad).reshape(-1, m, cols)
+        rank = np.argsort(np.argsort(-grouped, axis=1, kind="stable"), axis=1, kind="stable")
         chosen = (rank < n) & np.pad(keep, pad).reshape(-1, m, cols)
-        structured.append(chosen.reshape(-1, cols)[:rows].reshape(np.shape(w)))
+        structured.append(from_matrix(chosen.reshape(-1, cols)[:rows], np.shape(w), layout))
     return structured
 
 
@@ -291,22 +382,27 @@ def check_criterion(criterion):
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
 
 
-def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED, norm="l1"):
-    """Masks of `weights` (a list of arrays) by a named criterion, in `pattern` (blocks, N:M or
-    a structure, whose groups are scored by `norm`); ANDed with `previous` if given, so that
-    repeated pruning only removes weights. With N:M the criterion sees the entries N:M drops as
-    zeros (so `std` measures them too)."""
+def criterion_masks(weights, criterion, value, previous=None, pattern=UNSTRUCTURED, norm="l1",
+                    layouts=None):
+    """Masks of `weights` (a list of arrays of any float dtype) by a named criterion, in
+    `pattern` (blocks, N:M or a structure, whose groups are scored by `norm`) along each
+    weight's `layouts` entry (default `DENSE`); ANDed with `previous` if given, so that repeated
+    pruning only removes weights, and a previously pruned weight counts as 0. With N:M the
+    criterion sees the entries N:M drops as zeros (so `std` measures them too). Ties are broken
+    by position, so the same weights give the same masks on every backend and dtype."""
     check_criterion(criterion)
     pattern, rule = parse_pattern(pattern), CRITERIA[criterion][0]
+    if previous is not None:
+        weights = [np.where(p, w, 0) for w, p in zip(weights, previous)]
     if pattern.kind == "n:m":
         kept = previous or [np.ones(np.shape(w), bool) for w in weights]
-        chosen = n_of_m(kept, weights, pattern.a, pattern.b)
+        chosen = n_of_m(kept, weights, pattern.a, pattern.b, layouts)
         masks = [m & c for m, c in zip(rule([w * c for w, c in zip(weights, chosen)], value),
                                       chosen)]
     elif pattern.kind in STRUCTURES:
-        masks = in_groups(rule(weights, value), weights, pattern.kind, norm)
+        masks = in_groups(rule(weights, value), weights, pattern.kind, norm, layouts)
     else:
-        masks = in_blocks(rule(weights, value), weights, (pattern.a, pattern.b))
+        masks = in_blocks(rule(weights, value), weights, (pattern.a, pattern.b), layouts)
     if previous is not None:
         masks = [m & p for m, p in zip(masks, previous)]
     return masks

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from pruning import criteria, registry
-from pruning.masks import PruningMask
+from pruning.masks import PruningMask, hold
 
 
 def prunable_weights(model):
@@ -141,9 +141,50 @@ def _per_weight(value, weights):
     return [value[w.key] if w.key in value else value[w.layer.name] for w in weights]
 
 
-def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=None,
-                        pattern=None, block=None, norm="l1"):
-    """Zero the smallest-magnitude weights of `model` and keep them zero from then on.
+def check_pattern(pattern, block, norm, caller):
+    """The parsed pattern of `pattern` or its deprecated alias `block`, and `norm`, checked."""
+    if block is not None:
+        if pattern is not None:
+            raise ValueError(f"give pattern or block, not both (pattern={pattern!r}, "
+                             f"block={block!r})")
+        warnings.warn(f"{caller}: block= is deprecated, use pattern= (the same values)",
+                      DeprecationWarning, stacklevel=3)
+        pattern = block
+    if norm not in criteria.NORMS:
+        raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
+    return criteria.parse_pattern(pattern)
+
+
+def check_frozen(model, weights, caller):
+    """Refuse weights the optimizer never updates (a frozen layer): it would never apply their
+    masks either, and the next `fit` would not hold their zeros."""
+    trainable = {id(v) for v in model.trainable_variables}
+    frozen = [w.key for w in weights if id(w.variable) not in trainable]
+    if frozen:
+        raise ValueError(f"{caller}: {frozen} are not trainable (a frozen layer): the optimizer "
+                         f"would never apply their masks; unfreeze them, or prune the others "
+                         f"only (layers=) (nothing was pruned)")
+
+
+def compute_masks(chosen, criterion, value, pattern, norm):
+    """The new masks of `chosen` (`registry.PrunableWeight`s) by `criterion` at `value` (one
+    number, or one per weight), nested in their current ones: the one place where the package
+    turns weights into masks (`criteria.criterion_masks`), for one-shot, iterative and gradual
+    pruning alike."""
+    kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
+    previous = [w.mask.numpy() if w.mask is not None else np.ones(k.shape, bool)
+                for w, k in zip(chosen, kernels)]
+    if isinstance(value, (list, tuple)):
+        return [criteria.criterion_masks([k], criterion, v, [p], pattern, norm, [w.layout])[0]
+                for k, v, p, w in zip(kernels, value, previous, chosen)]
+    return criteria.criterion_masks(kernels, criterion, value, previous, pattern, norm,
+                                    [w.layout for w in chosen])
+
+
+def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, *, layers=None,
+                        pattern=None, norm="l1", block=None):
+    """Zero the smallest-magnitude weights of `model`, in place, and keep them zero from then on;
+    returns `model` (as tfmot's does; `pruning.get_masks(model)` gives the masks).
 
     Args:
       model: a built Keras 3 model (Sequential, functional or subclassed), compiled and trained
@@ -159,14 +200,14 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
       pattern: "unstructured" (default), blocks "OxI" such as "1x4" (each weight keeps as many
         weights as the criterion would, in the whole blocks of largest mean |w|), or "N:M" such
         as "2:4" (at most N of every M consecutive inputs of an output unit), or structured:
-        "units" (whole output units or conv filters) or "inputs" (whole input features or conv
-        input channels), each weight keeping about as many weights as the criterion would.
-      block: the older name of `pattern`, for blocks.
+        "units" (whole output units, conv filters, depthwise channels, LSTM units with their
+        gates) or "inputs" (whole input features or conv input channels), each weight keeping
+        about as many weights as the criterion would; along each layer kind's own axes
+        (`pruning.registry`).
       norm: how a structure's groups are scored: "l1" (mean |w|) or "l2" (root mean square).
-    Calling it again prunes further: the new masks are nested in the old ones.
-
-    Returns:
-      {weight key: bool mask}, True where a weight is kept.
+      block: deprecated name of `pattern`.
+    Calling it again prunes further: the new masks are nested in the old ones. A refused call
+    (a ValueError) leaves the model as it was.
 
     Example:
       model.fit(x, y, epochs=5)                                   # train
@@ -174,11 +215,7 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
       model.fit(x, y, epochs=2)                                   # fine-tune: zeros stay zero
     """
     criteria.check_criterion(criterion)
-    if pattern is not None and block is not None:
-        raise ValueError(f"give pattern or block, not both (pattern={pattern!r}, block={block!r})")
-    pattern = criteria.parse_pattern(pattern if block is None else block)
-    if norm not in criteria.NORMS:
-        raise ValueError(f"norm must be one of {criteria.NORMS}, got {norm!r}")
+    pattern = check_pattern(pattern, block, norm, "prune_low_magnitude")
     if isinstance(value, dict):
         if criterion == "global-sparsity":
             raise ValueError("value: a per-layer dict needs a per-layer criterion "
@@ -197,23 +234,19 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, layers=No
     if foreign:
         raise ValueError(f"weights {foreign} already have a constraint; pruning would replace "
                          f"it: remove it first (nothing was pruned)")
-    kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
-    if isinstance(value, dict):
-        masks = [criteria.criterion_masks([k], criterion, v, pattern=pattern, norm=norm)[0]
-                 for k, v in zip(kernels, values)]
-    else:
-        masks = criteria.criterion_masks(kernels, criterion, value, pattern=pattern, norm=norm)
-    masks = [m & w.mask.numpy() if w.mask is not None else m for m, w in zip(masks, chosen)]
+    masks = compute_masks(chosen, criterion, values if isinstance(value, dict) else value,
+                          pattern, norm)
     criteria.check_masks(masks, [w.key for w in chosen], criterion, value)
     for weight, mask in zip(chosen, masks):
         set_mask(weight, mask, pattern)
+    hold(model)
     retrace(model)
     lost = [w.key for w in chosen if not w.in_config]
     if lost:
         warnings.warn(f"pruning: keras.models.load_model rebuilds {lost} from their owner's "
                       f"arguments, without the masks (the zeros are saved): after loading, call "
                       f"pruning.restore_masks(model)", stacklevel=2)
-    return {w.key: m for w, m in zip(chosen, masks)}
+    return model
 
 
 def set_mask(weight, mask, pattern="unstructured"):
@@ -229,7 +262,8 @@ def set_mask(weight, mask, pattern="unstructured"):
             setattr(weight.layer, weight.constraint_attribute, constraint)
         weight.variable.constraint = constraint          # applied by the optimizer
     variable = weight.variable
-    variable.assign(keras.ops.convert_to_numpy(variable.value) * mask)
+    values = keras.ops.convert_to_numpy(variable.value)
+    variable.assign(np.where(mask, values, 0).astype(values.dtype))
 
 
 def restore_masks(model):
@@ -247,6 +281,7 @@ def restore_masks(model):
         if weight.mask is None and weight.variable.constraint is None and not values.all():
             set_mask(weight, values != 0, "unstructured")
             restored.append(weight.key)
+    hold(model)
     retrace(model)
     return restored
 

@@ -1,41 +1,84 @@
-"""Which weights of which layers are pruned, found recursively through any model.
+"""Which weights of which layers are pruned, and along which axes: the package's one table of
+layer kinds, found recursively through any model.
 
-A layer kind is prunable when it is registered here with the attributes that hold its weight
-matrices (and, for Keras' own layers, the constructor argument that holds each one's constraint,
-so that the mask travels in the layer's config). `prunable_weights` walks the model's tree of
-layers, so it finds them inside nested models, `TimeDistributed`, `Bidirectional`, RNN cells,
-`MultiHeadAttention` (its four `EinsumDense` projections) and a user's own layers; every other
-weight of rank >= 2 is reported as unpruned (`unpruned_weights`), never skipped in silence.
+A layer kind is prunable when `_KINDS` lists it: for each of its weight matrices, the constructor
+argument that holds its constraint (so that the mask travels in the layer's config; None for a
+user's layer) and its `Layout` (which axes hold the output units and the input features, and an
+LSTM's gates). Criteria, schedules, `summary`, `shrink` and `GroupLasso` read the layout from
+here. `prunable_weights` walks the model's tree of layers, so it finds them inside nested models,
+`TimeDistributed`, `Bidirectional`, RNN cells, `MultiHeadAttention` (its four `EinsumDense`
+projections) and a user's own layers; every other weight of rank >= 2 is reported as unpruned
+(`unpruned_weights`), never skipped in silence.
 
     pruning.register_prunable(MyLayer, "w")   # MyLayer.w is pruned from now on
+
+Coupled weights (removing one means removing the other; see docs/package.md's layout table): an
+LSTM or GRU unit is one column of each gate of `kernel` and `recurrent_kernel` (its gates are one
+group for "units") and also row u of `recurrent_kernel`; a depthwise channel is also the next
+layer's input channel; a Dense unit is the next layer's input feature. `shrink` removes the
+coupled parts of the Dense and conv layers of a graph; the others keep them, pruned to zero.
 """
 import dataclasses
 
 import keras
 
+from pruning.criteria import DENSE, Layout
 from pruning.masks import PruningMask
 
-_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-          keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-          keras.layers.Conv3DTranspose)
-_CELLS = (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCell)
+TRANSPOSED = Layout(outputs=(-2,), inputs=(-1,))       # [..., filters, in channels]
+DEPTHWISE = Layout(outputs=(-2, -1), inputs=(-2,))     # [..., channels, depth multiplier]
 
-# layer class -> {weight attribute: constraint attribute (None: the mask is not in the config)}
-_REGISTRY = {
-    keras.layers.Dense: {"kernel": "kernel_constraint"},
-    keras.layers.EinsumDense: {"kernel": "kernel_constraint"},
-    **{cls: {"kernel": "kernel_constraint"} for cls in _CONVS},
-    keras.layers.DepthwiseConv1D: {"kernel": "depthwise_constraint"},
-    keras.layers.DepthwiseConv2D: {"kernel": "depthwise_constraint"},
-    keras.layers.SeparableConv1D: {"depthwise_kernel": "depthwise_constraint",
-                                   "pointwise_kernel": "pointwise_constraint"},
-    keras.layers.SeparableConv2D: {"depthwise_kernel": "depthwise_constraint",
-                                   "pointwise_kernel": "pointwise_constraint"},
-    keras.layers.Embedding: {"embeddings": "embeddings_constraint"},
-    **{cls: {"kernel": "kernel_constraint", "recurrent_kernel": "recurrent_constraint"}
-       for cls in _CELLS},
+
+def _einsum(layer):
+    """EinsumDense's layout from its equation "input,kernel->output": the kernel's axes that
+    reach the output hold its units, those summed over its inputs.
+
+    >>> _einsum(keras.layers.EinsumDense("abc,cde->abde", (None, 2, 4)))  # attention's query
+    Layout(outputs=(1, 2), inputs=(0,), gates=1)
+    """
+    lhs, output = layer.equation.split("->")
+    inputs, kernel = lhs.split(",")
+    return Layout(outputs=tuple(i for i, c in enumerate(kernel) if c in output),
+                  inputs=tuple(i for i, c in enumerate(kernel) if c in inputs and c not in output))
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One prunable weight of a layer kind: the layer argument that saves its constraint in the
+    layer's config (None: not saved), and its `Layout`, or a function of the layer giving it."""
+    constraint: str | None
+    layout: object = DENSE
+
+    def layout_of(self, layer):
+        return self.layout(layer) if callable(self.layout) else self.layout
+
+
+def _rnn(gates):
+    layout = Layout(gates=gates)
+    return {"kernel": Kind("kernel_constraint", layout),
+            "recurrent_kernel": Kind("recurrent_constraint", layout)}
+
+
+_L = keras.layers
+# layer class -> {weight attribute: Kind}. The most specific registered class of a layer wins.
+_KINDS = {
+    _L.Dense: {"kernel": Kind("kernel_constraint")},                  # [inputs, units]
+    _L.EinsumDense: {"kernel": Kind("kernel_constraint", _einsum)},   # by its equation
+    **{cls: {"kernel": Kind("kernel_constraint")}                    # [..., in, filters]
+       for cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D)},
+    **{cls: {"kernel": Kind("kernel_constraint", TRANSPOSED)}        # [..., filters, in]
+       for cls in (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)},
+    **{cls: {"kernel": Kind("depthwise_constraint", DEPTHWISE)}
+       for cls in (_L.DepthwiseConv1D, _L.DepthwiseConv2D)},
+    **{cls: {"depthwise_kernel": Kind("depthwise_constraint", DEPTHWISE),
+             "pointwise_kernel": Kind("pointwise_constraint")}
+       for cls in (_L.SeparableConv1D, _L.SeparableConv2D)},
+    _L.Embedding: {"embeddings": Kind("embeddings_constraint")},      # [tokens, dimensions]
+    _L.SimpleRNNCell: _rnn(1),                                        # [in, units]
+    _L.LSTMCell: _rnn(4),                                             # [in, 4 x units]: i f c o
+    _L.GRUCell: _rnn(3),                                              # [in, 3 x units]: z r h
 }
-_BUILTIN = frozenset(_REGISTRY)
+_BUILTIN = frozenset(_KINDS)
 # Layers whose config carries the full config of the layers inside them, so that load_model and
 # clone_model rebuild those with their constraints (MultiHeadAttention and a user's own layers
 # rebuild theirs from their own arguments, without the masks).
@@ -43,15 +86,20 @@ _CONFIG_CARRIERS = (keras.Sequential, keras.layers.TimeDistributed, keras.layers
                     keras.layers.RNN)
 
 
-def register_prunable(layer_class, *attributes):
+def register_prunable(layer_class, *attributes, layout=None):
     """Prune the weights `attributes` (names of `keras.Variable` attributes) of every
     `layer_class` layer, like tfmot's `PrunableLayer`; returns `layer_class`.
+
+    `layout`: a `pruning.Layout` (one for all the attributes, or {attribute: Layout}) saying
+    which axes hold the output units and the input features, for the patterns ("1x4", "2:4",
+    "units", "inputs"); default `Layout()`, Keras' own: the last axis the units, the second-last
+    the inputs.
 
     Example:
       class Gate(keras.layers.Layer):
           def build(self, shape):
-              self.w = self.add_weight(shape=(shape[-1], 8))
-      pruning.register_prunable(Gate, "w")
+              self.w = self.add_weight(shape=(8, shape[-1]))    # [units, inputs]
+      pruning.register_prunable(Gate, "w", layout=pruning.Layout(outputs=(0,), inputs=(1,)))
     The mask is set on the variable only (Keras keeps no constraint of a custom layer in its
     config): after `keras.models.load_model`, call `pruning.restore_masks(model)`.
     """
@@ -59,7 +107,12 @@ def register_prunable(layer_class, *attributes):
         raise ValueError(f"layer_class must be a keras.layers.Layer subclass, got {layer_class!r}")
     if not attributes or not all(isinstance(a, str) and a.isidentifier() for a in attributes):
         raise ValueError(f"attributes must be one or more attribute names, got {attributes!r}")
-    _REGISTRY[layer_class] = {a: None for a in attributes}
+    layouts = layout if isinstance(layout, dict) else {a: layout for a in attributes}
+    if set(layouts) != set(attributes) or not all(
+            v is None or isinstance(v, Layout) for v in layouts.values()):
+        raise ValueError(f"layout must be a pruning.Layout or {{attribute: Layout}} for "
+                         f"{list(attributes)}, got {layout!r}")
+    _KINDS[layer_class] = {a: Kind(None, layouts[a] or DENSE) for a in attributes}
     return layer_class
 
 
@@ -71,6 +124,7 @@ class PrunableWeight:
     attribute: str
     constraint_attribute: str | None  # the layer's argument that saves the mask in its config
     in_config: bool  # whether load_model / clone_model rebuild it with its mask
+    layout: Layout  # its axes (the table `_KINDS`)
 
     @property
     def variable(self):
@@ -84,11 +138,17 @@ class PrunableWeight:
 
 
 def _attributes(layer):
-    """{weight attribute: constraint attribute} of the most specific registered class."""
+    """(the most specific registered class of `layer`, its {weight attribute: Kind})."""
     for cls in type(layer).__mro__:
-        if cls in _REGISTRY:
-            return cls, _REGISTRY[cls]
+        if cls in _KINDS:
+            return cls, _KINDS[cls]
     return None, {}
+
+
+def layout_of(layer, attribute):
+    """The `Layout` of `layer`'s weight `attribute` (the table's, or Keras' default)."""
+    kind = _attributes(layer)[1].get(attribute)
+    return DENSE if kind is None else kind.layout_of(layer)
 
 
 def _children(layer):
@@ -124,7 +184,7 @@ def scan(model):
     prunable, other, seen = [], [], set()
     for layer, path, carried in walk(model):
         cls, attributes = _attributes(layer)
-        for attribute, constraint_attribute in attributes.items():
+        for attribute, kind in attributes.items():
             key = f"{path}/{attribute}"
             if not layer.built:
                 other.append((key, (), "its layer is not built (never called)", None))
@@ -136,8 +196,9 @@ def scan(model):
                 continue
             if id(variable) not in seen:
                 seen.add(id(variable))
-                prunable.append(PrunableWeight(key, layer, attribute, constraint_attribute,
-                                               carried and cls in _BUILTIN))
+                prunable.append(PrunableWeight(key, layer, attribute, kind.constraint,
+                                               carried and cls in _BUILTIN,
+                                               kind.layout_of(layer)))
         for variable in [] if cls else _owned_variables(layer):  # a registered kind's others
             if id(variable) not in seen and len(variable.shape) >= 2:      # are its biases
                 seen.add(id(variable))

@@ -28,7 +28,7 @@ class GroupLasso(keras.regularizers.Regularizer):
     4.2426
     """
 
-    def __init__(self, strength, structure="units", base=None):
+    def __init__(self, strength, structure="units", base=None, layout=None):
         if not isinstance(strength, numbers.Real) or not strength >= 0:
             raise ValueError(f"strength must be a number >= 0, got {strength!r}")
         if structure not in criteria.STRUCTURES:
@@ -36,20 +36,22 @@ class GroupLasso(keras.regularizers.Regularizer):
                              f"{structure!r}")
         self.strength, self.structure = float(strength), structure
         self.base = keras.regularizers.get(base)
+        # the weight's axes (pruning.registry's table); a list from get_config
+        self.layout = criteria.Layout(*(tuple(f) if isinstance(f, list) else f for f in layout)) \
+            if layout is not None else criteria.DENSE
 
     def __call__(self, w):
-        axis = criteria.group_axis(w.shape, self.structure)
-        others = [i for i in range(len(w.shape)) if i != axis]
-        norms = ops.sqrt(ops.sum(ops.square(w), axis=others) + _EPSILON)
-        size = 1
-        for i in others:
-            size *= w.shape[i]
-        loss = self.strength * size ** 0.5 * ops.sum(norms)
+        order, shape = criteria.group_order(tuple(w.shape), self.structure, self.layout)
+        grouped = ops.reshape(ops.transpose(w, order), shape)  # a column per group
+        norms = ops.sqrt(ops.sum(ops.square(grouped), axis=0) + _EPSILON)
+        loss = self.strength * grouped.shape[0] ** 0.5 * ops.sum(norms)
         return loss + self.base(w) if self.base is not None else loss
 
     def get_config(self):
         return {"strength": self.strength, "structure": self.structure,
-                "base": keras.regularizers.serialize(self.base) if self.base else None}
+                "base": keras.regularizers.serialize(self.base) if self.base else None,
+                "layout": [list(self.layout.outputs), list(self.layout.inputs),
+                           self.layout.gates]}
 
 
 def add_group_lasso(model, strength, structure="units", layers=None):
@@ -68,7 +70,7 @@ def add_group_lasso(model, strength, structure="units", layers=None):
         base = variable.regularizer
         if isinstance(base, GroupLasso):
             base = base.base
-        variable.regularizer = GroupLasso(strength, structure, base)
+        variable.regularizer = GroupLasso(strength, structure, base, weight.layout)
         if weight.attribute == "kernel" and hasattr(weight.layer, "kernel_regularizer"):
             weight.layer.kernel_regularizer = variable.regularizer  # saved in its config
     retrace(model)

@@ -33,6 +33,8 @@ import warnings
 import keras
 import numpy as np
 
+from pruning import criteria, registry
+
 _WEIGHTED = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _CHANNELWISE = (
     keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
@@ -145,6 +147,12 @@ def _kernel(layer):
     return keras.ops.convert_to_numpy(layer.kernel.value)
 
 
+def _groups(layer, structure):
+    """The layer's kernel as [members, groups] of `structure` (`criteria.as_groups`), along the
+    axes `pruning.registry` gives its kind: a column per output unit or input channel."""
+    return criteria.as_groups(_kernel(layer), structure, registry.layout_of(layer, "kernel"))
+
+
 def _bias(layer):
     return keras.ops.convert_to_numpy(layer.bias.value) if layer.use_bias else \
         np.zeros(layer.kernel.shape[-1], "float32")
@@ -173,8 +181,7 @@ def _constants(nodes, inputs, tensors):
     for n in nodes:
         kind = _kind(n.layer, tensors, n)
         if kind == "weighted" and _elementwise(n.layer.activation):
-            kernel = _kernel(n.layer)
-            dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+            dead = ~_groups(n.layer, "units").any(axis=0)
             value = keras.ops.convert_to_numpy(n.layer.activation(_bias(n.layer)))
             out = [np.where(dead, value, np.nan)]
         elif kind in ("channelwise", "flatten"):
@@ -191,8 +198,7 @@ def _constants(nodes, inputs, tensors):
 
 def _rows(layer):
     """Whether each input channel of a Dense / conv has a non-zero weight."""
-    kernel = _kernel(layer)
-    return np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1).any(axis=1)
+    return _groups(layer, "inputs").any(axis=0)
 
 
 def _foldable(layer, const):

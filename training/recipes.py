@@ -102,7 +102,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     if config.group_lasso:
         add_group_lasso(model, config.group_lasso, config.structure, layers)
     if config.schedule == "one-shot":
-        on_prune(1, prune_low_magnitude(model, config.criterion, value, layers, **kind))
+        on_prune(1, get_masks(prune_low_magnitude(model, config.criterion, value, layers=layers, **kind)))
         history = fit(model, optimizer, config, data, log=log)
         return get_masks(model), history
 
@@ -111,7 +111,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         rounds = IterativePruning(config.criterion, {
             int(starts[r - 1]): round_value(config, r, value)
             for r in range(1, config.rounds + 1)},
-            layers, **kind)
+            layers=layers, **kind)
         rounds.on_prune = lambda epoch, masks: on_prune(int(np.searchsorted(starts, epoch)) + 1,
                                                         masks)
 
@@ -134,7 +134,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         final_sparsity=config.sparsity, end_step=max(1, int(config.ramp_fraction * steps)),
         initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
     zero = dict.fromkeys(value, 0.0) if isinstance(value, dict) else 0.0
-    prune_low_magnitude(model, config.criterion, zero, layers, **kind)  # dense masks to shrink
+    prune_low_magnitude(model, config.criterion, zero, layers=layers, **kind)  # dense masks to shrink
     history = fit(model, optimizer, config, data, [GradualPruning(
         schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
             value, dict) else None, **kind)], log=log)

@@ -15,7 +15,7 @@ def pruned_mlp():
                               keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
     prune_low_magnitude(model, "layer-sparsity", {l.name: s for l, s in
                                                   zip(model.layers, (0.8, 0.8, 0.1))},
-                        block="1x4")
+                        pattern="1x4")
     images = np.random.default_rng(1).random((50, 64)).astype(np.float32)
     return model, images
 
@@ -47,7 +47,7 @@ def test_the_int8_tflite_is_integer_and_close(block, storage, xnnpack):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
                               keras.layers.Dense(3)])
-    prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.8}, block=block)
+    prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.8}, pattern=block)
     images = np.random.default_rng(1).random((50, 64)).astype(np.float32)
     content = convert(model, representative=images)
     assert [(l["type"], l["storage"]) for l in layer_storage(content)] == [
@@ -71,7 +71,7 @@ def test_blocks_across_a_width_they_do_not_divide_still_match(inputs, block, rep
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(24),
                               keras.layers.Dense(3)])
-    prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.7}, block=block)
+    prune_low_magnitude(model, "layer-sparsity", {model.layers[0].name: 0.7}, pattern=block)
     images = np.random.default_rng(1).random((50, inputs)).astype(np.float32)
     content = convert(model, representative=images if representative else None)
     first = layer_storage(content)[0]

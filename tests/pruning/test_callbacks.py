@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from _models import assert_pruned_weights_are_zero, users_conv_model, users_data, weights_of
+from _models import (assert_pruned_weights_are_zero, steps, users_conv_model, users_data,
+                     weights_of)
 from pruning import (GradualPruning, IterativePruning, PolynomialDecay, criteria, get_masks,
                      prune_low_magnitude)
 
@@ -58,7 +59,7 @@ def test_gradual_pruning_follows_its_schedule_inside_the_compiled_step(steps_per
     prune_low_magnitude(model, criterion, 0.0)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True,
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=steps(steps_per_execution))
     schedule = PolynomialDecay(final_sparsity=0.8, initial_sparsity=0.1, begin_step=7,
                                end_step=35, frequency=7)
     record = RecordSparsity()
@@ -80,14 +81,14 @@ def test_gradual_pruning_follows_its_schedule_inside_the_compiled_step(steps_per
 
 @pytest.mark.parametrize("criterion", ["global-sparsity", "layer-sparsity"])
 @pytest.mark.parametrize("block", [(1, 1), (1, 4), (2, 2), "2:4", "1:3"])
-def test_in_graph_masks_match_the_numpy_criterion(criterion, block):
+def test_gradual_masks_are_the_one_shot_criterions(criterion, block):
     model = users_conv_model()
     weights = list(weights_of(model).values())
     prune_low_magnitude(model, criterion, 0.0)
     model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
     model.fit(*users_data(16), batch_size=16, verbose=0, callbacks=[GradualPruning(
-        PolynomialDecay(final_sparsity=0.7, end_step=1), criterion, block)])
+        PolynomialDecay(final_sparsity=0.7, end_step=1), criterion, pattern=block)])
     expected = criteria.criterion_masks(weights, criterion, 0.7, pattern=block)
     for got, want in zip(get_masks(model).values(), expected):
         np.testing.assert_array_equal(got, want)
@@ -105,7 +106,7 @@ def test_gradual_pruning_in_blocks_keeps_its_sparsity_where_the_edge_blocks_are_
     x, y = rng.random((320, 157), np.float32), rng.random((320, 3), np.float32)
     model.fit(x, y, batch_size=16, epochs=6, verbose=0, callbacks=[GradualPruning(
         PolynomialDecay(final_sparsity=0.5, end_step=100, frequency=2), "layer-sparsity",
-        "1x4")])
+        pattern="1x4")])
     assert np.mean(model.layers[0].kernel.numpy() == 0) == pytest.approx(0.5, abs=0.01)
 
 
@@ -157,7 +158,7 @@ def test_gradual_pruning_of_a_trained_unpruned_model_chooses_its_layers(jit):
     model = users_conv_model()
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit,
-                  steps_per_execution=2)
+                  steps_per_execution=steps(2))
     model.fit(*users_data(), batch_size=16, verbose=0)
     model.fit(*users_data(), batch_size=16, epochs=2, verbose=0, callbacks=[GradualPruning(
         PolynomialDecay(final_sparsity=0.6, end_step=12, frequency=3), "layer-sparsity",

@@ -45,7 +45,7 @@ def make(kind):
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "adamw"])
 def test_fit_keeps_a_conv_nets_pruned_weights_exactly_zero(optimizer, jit):
     model = users_conv_model()
-    masks = prune_low_magnitude(model, "layer-sparsity", TARGETS)
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", TARGETS))
     assert {k: m.sum() for k, m in masks.items()} == {  # each layer at its own target
         f"{n}/kernel": round((1 - t) * masks[f"{n}/kernel"].size) for n, t in TARGETS.items()}
     compile_(model, keras.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd-momentum" else
@@ -66,12 +66,12 @@ def test_train_then_prune_then_fine_tune_without_a_new_compile(kind, jit, steps_
     model = make(kind)
     compile_(model, keras.optimizers.Adam(0.01), jit, steps_per_execution)
     model.fit(*users_data(), batch_size=16, verbose=0)
-    masks = prune_low_magnitude(model, "layer-sparsity", 0.8)
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.8))
     model.fit(*users_data(), batch_size=16, epochs=2, verbose=0)
     assert_pruned_weights_are_zero(model, masks)
     for key, mask in masks.items():
         assert zero_fraction(weights_of(model)[key]) == pytest.approx(0.8, abs=0.01), key
-    again = prune_low_magnitude(model, "layer-sparsity", 0.9)  # prune again, same compile
+    again = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.9))  # prune again, same compile
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, again)
     assert all(not (again[k] & ~masks[k]).any() for k in masks)
@@ -80,7 +80,7 @@ def test_train_then_prune_then_fine_tune_without_a_new_compile(kind, jit, steps_
 @pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
 def test_save_load_and_clone_keep_the_masks(kind, tmp_path):
     model = make(kind)
-    masks = prune_low_magnitude(model, "layer-sparsity", 0.6)
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.6))
     compile_(model, keras.optimizers.SGD(0.1, momentum=0.9))
     model.fit(*users_data(), batch_size=16, verbose=0)
     model.save(tmp_path / "pruned.keras")
@@ -104,7 +104,7 @@ def test_save_load_and_clone_keep_the_masks(kind, tmp_path):
 
 def test_prune_before_compile_and_after_the_optimizer_is_built():
     model = users_conv_model()
-    masks = prune_low_magnitude(model, "global-sparsity", 0.5)
+    masks = get_masks(prune_low_magnitude(model, "global-sparsity", 0.5))
     compile_(model, keras.optimizers.Adam(0.01), jit=True)
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, masks)
@@ -175,7 +175,7 @@ def kinds_data(n=32):
 def test_every_layer_kind_is_pruned_and_the_rest_is_named(tmp_path):
     model = layer_kinds_model()
     with pytest.warns(UserWarning, match=r"not pruned: block/gate \(no registered layer kind"):
-        masks = prune_low_magnitude(model, "layer-sparsity", 0.5)
+        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5))
     assert sorted(masks) == sorted(LAYER_KINDS)
     compile_(model, keras.optimizers.Adam(0.01), jit=True)
     model.fit(*kinds_data(), batch_size=8, verbose=0)
@@ -214,7 +214,7 @@ def test_a_registered_user_layer_has_its_own_weights_pruned():
 
     pruning.register_prunable(Gate, "w")
     model = keras.Sequential([keras.Input((6,)), Gate(name="gate")])
-    masks = prune_low_magnitude(model, "layer-sparsity", 0.5)
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5))
     assert list(masks) == ["gate/w"]
     compile_(model, keras.optimizers.Adam(0.05), loss="mse")
     model.fit(np.ones((8, 6), np.float32), np.ones((8, 4), np.float32), verbose=0)
@@ -229,13 +229,13 @@ def test_a_registered_user_layer_has_its_own_weights_pruned():
     (re.compile("conv.*"), ["conv1/kernel", "conv2/kernel"]),
     (lambda layer: isinstance(layer, keras.layers.Dense), ["fc/kernel", "out/kernel"])])
 def test_layers_takes_names_a_regex_or_a_predicate(layers, chosen):
-    assert sorted(prune_low_magnitude(users_conv_model(), "layer-sparsity", 0.5, layers)) == \
+    assert sorted(get_masks(prune_low_magnitude(users_conv_model(), "layer-sparsity", 0.5, layers=layers))) == \
         chosen
 
 
 def test_pattern_2_4_keeps_two_of_every_four_inputs_through_training():
     model = users_conv_model()
-    masks = prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="2:4")
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="2:4"))
     compile_(model, keras.optimizers.Adam(0.01))
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, masks)
@@ -256,7 +256,7 @@ def assert_whole_groups(model, masks, structure):
 @pytest.mark.parametrize("structure", ["units", "inputs"])
 def test_whole_units_filters_and_inputs_stay_zero_through_training(structure):
     model = users_conv_model()
-    masks = prune_low_magnitude(model, "layer-sparsity", 0.5, pattern=structure)
+    masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern=structure))
     compile_(model, keras.optimizers.Adam(0.01))
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, masks)
@@ -270,7 +270,7 @@ def test_gradual_pruning_removes_whole_groups_inside_the_step(structure, norm):
     compile_(model, keras.optimizers.Adam(0.01))
     schedule = pruning.PolynomialDecay(final_sparsity=0.5, end_step=8, frequency=2)
     model.fit(*users_data(), batch_size=16, epochs=2, verbose=0,
-              callbacks=[pruning.GradualPruning(schedule, "layer-sparsity", structure, norm=norm)])
+              callbacks=[pruning.GradualPruning(schedule, "layer-sparsity", pattern=structure, norm=norm)])
     masks = pruning.get_masks(model)
     assert_pruned_weights_are_zero(model, masks)
     assert_whole_groups(model, masks, structure)
@@ -287,7 +287,7 @@ def test_l2_scores_groups_by_their_root_mean_square():
     for norm in ("l1", "l2"):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
         model.layers[0].kernel.assign(np.array([[0.5, 0.9], [0.5, 0.0]], np.float32))
-        masks = prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="units", norm=norm)
+        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="units", norm=norm))
         kept.append(next(iter(masks.values())).any(axis=0).tolist())
     assert kept == [[True, False], [False, True]]
 
@@ -303,7 +303,7 @@ def test_a_refused_call_leaves_the_model_exactly_as_it_was():
     for now, then in zip(model.get_weights(), before):
         np.testing.assert_array_equal(now, then)
     assert get_masks(model) == {} and model.layers[0].kernel.constraint is None
-    assert prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"])  # the rest is fine
+    assert get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"]))  # the rest is fine
 
 
 @pytest.mark.parametrize("model, kwargs, match", [
@@ -353,7 +353,7 @@ def test_layers_that_cannot_be_pruned_are_named_not_skipped():
     model = Partly()
     model(np.zeros((1, 3), np.float32))
     with pytest.warns(UserWarning, match=r"not pruned: dense\w*/kernel \(its layer is not built"):
-        assert list(prune_low_magnitude(model, "layer-sparsity", 0.5)) == ["used/kernel"]
+        assert list(get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5))) == ["used/kernel"]
     lora = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="lora")])
     lora.layers[0].enable_lora(2)
     with pytest.warns(UserWarning, match=r"lora/kernel \(not a plain variable"):
@@ -362,7 +362,7 @@ def test_layers_that_cannot_be_pruned_are_named_not_skipped():
 
 
 def test_a_numpy_scalar_value_is_accepted():
-    masks = prune_low_magnitude(users_conv_model(), "layer-sparsity", np.float32(0.5))
+    masks = get_masks(prune_low_magnitude(users_conv_model(), "layer-sparsity", np.float32(0.5)))
     assert all(m.sum() == round(0.5 * m.size) for m in masks.values())
 
 

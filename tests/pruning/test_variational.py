@@ -112,7 +112,7 @@ def test_kl_is_added_to_the_training_loss():
 def test_an_earlier_pruning_stays_and_the_stripped_mask_nests_in_it(tmp_path):
     x, y = logistic_data(400)
     model = trained_logistic(x, y)
-    first = pruning.prune_low_magnitude(model, "layer-sparsity", 0.5)
+    first = pruning.get_masks(pruning.prune_low_magnitude(model, "layer-sparsity", 0.5))
     vd = pruning.variational_dropout(model, train_size=len(x), seed=2)
     compile_(vd, keras.optimizers.Adam(0.02))
     vd.fit(x, y, epochs=5, batch_size=100, verbose=0)

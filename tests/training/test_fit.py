@@ -54,7 +54,7 @@ def test_fine_tuning_a_pruned_network_keeps_its_zeros_and_logs_sparsity():
     model, optimizer = tiny_model()
     data = tiny_data()
     fit(model, optimizer, TINY, data, log=quiet)  # leaves non-zero momentum everywhere
-    masks = prune_low_magnitude(model, "threshold", 0.2)
+    masks = get_masks(prune_low_magnitude(model, "threshold", 0.2))
     nonzero_before = sum(np.count_nonzero(l.kernel) for l in model.layers if hasattr(l, "kernel"))
     history = fit(model, optimizer, configs.override(TINY, epochs=3), data, log=quiet)
     for layer in model.layers:

@@ -5,7 +5,7 @@ import pytest
 
 import configs
 from networks.builders import weight_layers
-from pruning import prune_low_magnitude
+from pruning import get_masks, prune_low_magnitude
 from tests.helpers import tiny_data, tiny_model, write_checkpoint
 from training.checkpoints import check_data, load_for_fine_tuning, load_pruned, with_data
 from utils.checkpoints import stage_output, write_json
@@ -51,7 +51,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_both(tmp_path):
 def test_load_pruned_returns_masks_that_match_the_kernels(tmp_path):
     model, optimizer = tiny_model()
     masks = {key.removesuffix("/kernel"): mask  # load_pruned keys them by layer name
-             for key, mask in prune_low_magnitude(model, "threshold", 0.2).items()}
+             for key, mask in get_masks(prune_low_magnitude(model, "threshold", 0.2)).items()}
     write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer)
     loaded, loaded_masks, config = load_pruned(tmp_path / "pruned")
     assert (config.image_shape, config.num_classes) == ((4, 5), 3)

@@ -31,7 +31,7 @@ def snapshot(folder):
 def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
     model, optimizer = tiny_model()
     fit(model, optimizer, TINY, tiny_data(), log=lambda *_: None)
-    masks = prune_low_magnitude(model, "threshold", 0.1)
+    masks = get_masks(prune_low_magnitude(model, "threshold", 0.1))
     with stage_output(tmp_path / "ckpt", STAGE) as out:
         save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5})
 

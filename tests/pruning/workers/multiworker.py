@@ -4,7 +4,7 @@ weights, the chief also a checkpoint.
 
 A custom training loop, not model.fit: Keras 3.15's fit fails under this strategy before the first
 step, pruned or not (`_maybe_symbolic_build` reduces a batch across workers eagerly; measured).
-The callback is driven by hand, as fit would, and the optimizer applies the masks as in fit.
+The callback is driven by hand, as fit would (its batch and epoch hooks), and the optimizer applies the masks as in fit.
 """
 import json
 import os
@@ -49,8 +49,10 @@ def train_step(x, y):
 
 
 for epoch in range(2):
-    for batch in data:
+    gradual.on_epoch_begin(epoch)
+    for step, batch in enumerate(data):
         train_step(*batch)
+        gradual.on_train_batch_end(step)
 gradual.on_train_end()
 np.savez(f"{out}/worker{index}.npz", **{f"mask:{k}": m for k, m in get_masks(model).items()},
          **{f"weight:{w.key}": w.variable.numpy() for w in prunable_weights(model)})
