@@ -26,7 +26,8 @@ Depends on Keras 3 and NumPy only; the backend is yours.
 """
 from pruning.callbacks import GradualPruning, IterativePruning, PolynomialDecay
 from pruning.criteria import sparsity
-from pruning.masks import PruningMask
+from pruning.criteria import Layout
+from pruning.masks import PruningMask, apply_masks
 from pruning.prune import (get_masks, prunable_layers, prunable_weights, prune_low_magnitude,
                            pruned_weights, restore_masks, strip_pruning)
 from pruning.registry import register_prunable
@@ -39,8 +40,8 @@ from pruning.variational import (KLWarmup, strip_variational, variational_dropou
 
 __version__ = "0.4.0"
 
-__all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "KLWarmup", "PolynomialDecay", "PruningMask",
-           "SelectFeatures", "add_group_lasso", "allocate_sparsity", "get_masks",
+__all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "KLWarmup", "Layout",
+           "PolynomialDecay", "PruningMask", "SelectFeatures", "add_group_lasso", "apply_masks", "allocate_sparsity", "get_masks",
            "layer_sensitivity", "prunable_layers",
            "prunable_weights", "prune_low_magnitude", "pruned_weights", "register_prunable",
            "restore_masks", "shrink", "sparsity", "strip_pruning", "strip_variational", "summary",

@@ -68,11 +68,11 @@ def test_gradual_pruning_follows_its_schedule_inside_the_compiled_step(steps_per
     for step in (7, 14, 21, 28, 35):  # update steps: the sparsity the cubic formula gives
         assert record.seen[step][0] == pytest.approx(schedule.sparsity(step), abs=2e-3)
     assert record.seen[35][0] == pytest.approx(0.8, abs=2e-3)  # final at the end step
-    steps = sorted(record.seen)
-    for earlier, later in zip(steps, steps[1:]):  # masks only shrink
+    seen = sorted(record.seen)
+    for earlier, later in zip(seen, seen[1:]):  # masks only shrink
         for name, mask in record.seen[later][1].items():
             assert not (mask & ~record.seen[earlier][1][name]).any()
-    for step in steps[steps.index(35):]:  # and stay fixed after the end
+    for step in seen[seen.index(35):]:  # and stay fixed after the end
         assert record.seen[step][0] == record.seen[35][0]
     assert history.history["sparsity"][-1] == record.seen[56][0]
     assert history.history["sparsity"][0] == record.seen[14][0]  # in the epoch logs

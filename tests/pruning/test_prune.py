@@ -138,7 +138,7 @@ def layer_kinds_model():
     h = keras.layers.Conv1DTranspose(8, 3, padding="same", name="convt")(h)
     h = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)
     h = keras.layers.EinsumDense("abc,cd->abd", (None, 8), name="einsum")(h)
-    h = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="bi")(h)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True, name="lstm"), name="bi")(h)
     h = keras.layers.GRU(8, return_sequences=True, name="gru")(h)
     h = keras.layers.SimpleRNN(8, return_sequences=True, name="rnn")(h)
     h = keras.layers.TimeDistributed(keras.layers.Dense(8, name="td_dense"), name="td")(h)
