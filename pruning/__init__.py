@@ -1,8 +1,9 @@
-"""Magnitude pruning for any Keras 3 model, trained with plain `model.fit`, on TensorFlow and JAX.
+"""Magnitude pruning for any Keras 3 model, trained with plain `model.fit`, on TensorFlow, JAX and
+PyTorch.
 
     import pruning
     model.fit(x, y)                                                # train (or start untrained)
-    pruning.prune_low_magnitude(model, "layer-sparsity", 0.8)      # zeroes, masks as constraints
+    pruning.prune_low_magnitude(model, "layer-sparsity", 0.8)      # in place: zeros, masks held
     model.fit(x, y)                                                # pruned weights stay exactly 0
     schedule = pruning.PolynomialDecay(final_sparsity=0.95, end_step=2000)
     model.fit(x, y, callbacks=[pruning.GradualPruning(schedule)])  # or prune while training
@@ -11,10 +12,11 @@
     small = pruning.shrink(model)      # after pattern="units" / "inputs": a smaller dense model
 
 Depends on Keras 3 and NumPy only; the backend is yours.
-  criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4, whole units or inputs):
-                NumPy in, NumPy out
-  masks.py      PruningMask, the constraint that holds the zeros
-  registry.py   which weights of which layer kinds are pruned; register_prunable for your own
+  criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4, whole units or inputs),
+                along which axes (Layout): NumPy in, NumPy out, the one implementation
+  masks.py      PruningMask, the constraint that holds the zeros; apply_masks; EMA's final copy
+  registry.py   the table of layer kinds: which weights are pruned, along which axes;
+                register_prunable for your own
   prune.py      prune_low_magnitude, get_masks, strip_pruning, restore_masks
   summary.py    summary(model)
   regularizers.py  GroupLasso, add_group_lasso: whole units or inputs driven to zero by training
@@ -38,11 +40,11 @@ from pruning.summary import summary
 from pruning.variational import (KLWarmup, strip_variational, variational_dropout,
                                  variational_masks)
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["GradualPruning", "GroupLasso", "IterativePruning", "KLWarmup", "Layout",
-           "PolynomialDecay", "PruningMask", "SelectFeatures", "add_group_lasso", "apply_masks", "allocate_sparsity", "get_masks",
-           "layer_sensitivity", "prunable_layers",
-           "prunable_weights", "prune_low_magnitude", "pruned_weights", "register_prunable",
-           "restore_masks", "shrink", "sparsity", "strip_pruning", "strip_variational", "summary",
-           "variational_dropout", "variational_masks"]
+           "PolynomialDecay", "PruningMask", "SelectFeatures", "add_group_lasso",
+           "allocate_sparsity", "apply_masks", "get_masks", "layer_sensitivity",
+           "prunable_layers", "prunable_weights", "prune_low_magnitude", "pruned_weights",
+           "register_prunable", "restore_masks", "shrink", "sparsity", "strip_pruning",
+           "strip_variational", "summary", "variational_dropout", "variational_masks"]

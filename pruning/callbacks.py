@@ -158,13 +158,13 @@ class GradualPruning(keras.callbacks.Callback):
                                 pattern=self.pattern, norm=self.norm)
         self._weights = pruned_weights(model)
         for weight in self._weights:
-            weight.mask.pattern = str(self.pattern)
+            weight.pruning_mask.pattern = str(self.pattern)
         hold(model)
         self._accumulate = getattr(innermost(model.optimizer), "gradient_accumulation_steps",
                                    None) or 1
         self._start, self._steps, self._epoch_start, self._applied = done, 0, 0, -1
         if keras.backend.backend() == "jax":
-            self._carrier = _JaxCarrier(model, [w.mask.mask for w in self._weights])
+            self._carrier = _JaxCarrier(model, [w.pruning_mask.mask for w in self._weights])
         self._update(done)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -190,7 +190,7 @@ class GradualPruning(keras.callbacks.Callback):
         if step is None:
             return
         self._applied = step
-        model = self.model  # on JAX: syncs the state, and the next step reads it back
+        self.model  # noqa: B018  on JAX the property syncs the state; the next step reads it back
         sparsity = self.schedule.sparsity(step)
         if self.final_sparsities is not None:
             sparsity = [self.final_sparsities[w.key] * sparsity / self.schedule.final_sparsity
@@ -198,7 +198,6 @@ class GradualPruning(keras.callbacks.Callback):
         masks = compute_masks(self._weights, self.criterion, sparsity, self.pattern, self.norm)
         for weight, mask in zip(self._weights, masks):
             set_mask(weight, mask, self.pattern)
-        del model
 
     def on_train_end(self, logs=None):
         if self._carrier is not None:
@@ -223,6 +222,10 @@ class _JaxCarrier:
 
     def __init__(self, model, masks):
         self.optimizer, self.saved, self.masks = innermost(model.optimizer), model.optimizer, masks
+        left = getattr(self.saved, "_pruning_carrier", None)
+        if left is not None:  # a fit that ended in an exception never reached on_train_end
+            left.close()
+        self.saved._pruning_carrier = self
         ids = {id(m) for m in masks}
         for mask in masks:
             self.optimizer._track_variable(mask)
@@ -252,6 +255,7 @@ class _JaxCarrier:
         for mask in self.masks:
             self.optimizer._tracker.untrack(mask)
         del self.saved.save_own_variables, self.saved.load_own_variables
+        del self.saved._pruning_carrier
 
 
 class IterativePruning(keras.callbacks.Callback):

@@ -28,10 +28,10 @@ of every M, and more prunes the smallest of the survivors.
 Structured patterns remove whole groups, so that what stays is a smaller dense layer: "units"
 (a Dense layer's output units, a convolution's filters, a depthwise channel, an LSTM unit with
 its four gates: the layout's output axes) and "inputs" (a Dense layer's input features, a
-convolution's input channels: its input axes). As with blocks, the criterion decides how many weights
-each layer keeps, and the groups with the largest norm that hold as many are kept: the L1 norm
-(mean |w|) by default, or the L2 norm (`norm="l2"`), which weighs a group's largest weights more.
-A pattern is written "unstructured", "OxI" (a block), "N:M", "units" or "inputs"
+convolution's input channels: its input axes). As with blocks, the criterion decides how many
+weights each layer keeps, and the groups with the largest norm that hold as many are kept: the
+L1 norm (mean |w|) by default, or the L2 norm (`norm="l2"`), which weighs a group's largest
+weights more. A pattern is written "unstructured", "OxI" (a block), "N:M", "units" or "inputs"
 (`parse_pattern`).
 """
 import re

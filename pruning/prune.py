@@ -43,9 +43,9 @@ def pruned_weights(model):
 
     Example:
       for w in pruning.pruned_weights(model):
-          print(w.key, w.mask.numpy().mean())   # the fraction kept
+          print(w.key, w.pruning_mask.numpy().mean())   # the fraction kept
     """
-    return [w for w in prunable_weights(model) if w.mask is not None]
+    return [w for w in prunable_weights(model) if w.pruning_mask is not None]
 
 
 def get_masks(model):
@@ -55,7 +55,7 @@ def get_masks(model):
       masks = pruning.get_masks(model)
       sparsity = pruning.sparsity(list(masks.values()))
     """
-    return {w.key: w.mask.numpy() for w in pruned_weights(model)}
+    return {w.key: w.pruning_mask.numpy() for w in pruned_weights(model)}
 
 
 def _check_value(criterion, value, argument):
@@ -172,7 +172,7 @@ def compute_masks(chosen, criterion, value, pattern, norm):
     turns weights into masks (`criteria.criterion_masks`), for one-shot, iterative and gradual
     pruning alike."""
     kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
-    previous = [w.mask.numpy() if w.mask is not None else np.ones(k.shape, bool)
+    previous = [w.pruning_mask.numpy() if w.pruning_mask is not None else np.ones(k.shape, bool)
                 for w, k in zip(chosen, kernels)]
     if isinstance(value, (list, tuple)):
         return [criteria.criterion_masks([k], criterion, v, [p], pattern, norm, [w.layout])[0]
@@ -230,7 +230,7 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, *, layers
     for v in values:
         _check_value(criterion, v, "value")
     foreign = [f"{w.key} ({type(w.variable.constraint).__name__})" for w in chosen
-               if w.variable.constraint is not None and w.mask is None]
+               if w.variable.constraint is not None and w.pruning_mask is None]
     if foreign:
         raise ValueError(f"weights {foreign} already have a constraint; pruning would replace "
                          f"it: remove it first (nothing was pruned)")
@@ -252,7 +252,7 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, *, layers
 def set_mask(weight, mask, pattern="unstructured"):
     """Give `weight` (a `registry.PrunableWeight`) the bool `mask`, replacing its current one,
     and zero what it prunes; the caller retraces (`retrace`)."""
-    constraint = weight.mask
+    constraint = weight.pruning_mask
     if constraint is not None:
         constraint.mask.assign(np.asarray(mask, np.float32))  # same variable: compiled steps see it
         constraint.pattern = str(pattern)
@@ -278,7 +278,7 @@ def restore_masks(model):
     restored = []
     for weight in prunable_weights(model):
         values = keras.ops.convert_to_numpy(weight.variable.value)
-        if weight.mask is None and weight.variable.constraint is None and not values.all():
+        if weight.pruning_mask is None and weight.variable.constraint is None and not values.all():
             set_mask(weight, values != 0, "unstructured")
             restored.append(weight.key)
     hold(model)

@@ -131,8 +131,8 @@ class PrunableWeight:
         return getattr(self.layer, self.attribute)
 
     @property
-    def mask(self):
-        """Its PruningMask, or None."""
+    def pruning_mask(self):
+        """Its `PruningMask` (the constraint that holds its mask), or None."""
         constraint = self.variable.constraint
         return constraint if isinstance(constraint, PruningMask) else None
 

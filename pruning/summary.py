@@ -62,11 +62,11 @@ def summary(model):
     pruned, unpruned = [], []
     for w in weights:
         values = keras.ops.convert_to_numpy(w.variable.value)
-        if w.mask is None:
+        if w.pruning_mask is None:
             unpruned.append(Row(w.key, values.shape, values.size, values.size, "no mask"))
         else:
             pruned.append(Row(w.key, values.shape, int(np.count_nonzero(values)), values.size,
-                              w.mask.pattern))
+                              w.pruning_mask.pattern))
     for key, shape, why in other:
         unpruned.append(Row(key, shape, int(np.prod(shape)), int(np.prod(shape)), why))
     vectors = sum(int(np.prod(v.shape)) for v in model.weights if len(v.shape) < 2)

@@ -6,7 +6,7 @@ fine-tuning.
              mask inside the previous one; the epochs are split evenly between the rounds and
              each round retrains with the whole learning-rate schedule compressed into its epochs;
   gradual    (Zhu & Gupta 2017) start dense and raise the sparsity along a cubic ramp during
-             fine-tuning, the masks recomputed every few hundred steps inside the compiled step;
+             fine-tuning, the masks recomputed every few hundred steps, between steps;
   variational (Molchanov et al. 2017) train with sparse variational dropout (Adam, the KL's weight
              rising over the first epochs), then prune every weight with log alpha > 3: no
              target, the data set the sparsity of each layer.
@@ -102,7 +102,8 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     if config.group_lasso:
         add_group_lasso(model, config.group_lasso, config.structure, layers)
     if config.schedule == "one-shot":
-        on_prune(1, get_masks(prune_low_magnitude(model, config.criterion, value, layers=layers, **kind)))
+        prune_low_magnitude(model, config.criterion, value, layers=layers, **kind)
+        on_prune(1, get_masks(model))
         history = fit(model, optimizer, config, data, log=log)
         return get_masks(model), history
 
@@ -134,7 +135,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
         final_sparsity=config.sparsity, end_step=max(1, int(config.ramp_fraction * steps)),
         initial_sparsity=config.initial_sparsity, frequency=config.prune_every)
     zero = dict.fromkeys(value, 0.0) if isinstance(value, dict) else 0.0
-    prune_low_magnitude(model, config.criterion, zero, layers=layers, **kind)  # dense masks to shrink
+    prune_low_magnitude(model, config.criterion, zero, layers=layers, **kind)  # dense: to shrink
     history = fit(model, optimizer, config, data, [GradualPruning(
         schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
             value, dict) else None, **kind)], log=log)

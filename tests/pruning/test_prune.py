@@ -71,7 +71,7 @@ def test_train_then_prune_then_fine_tune_without_a_new_compile(kind, jit, steps_
     assert_pruned_weights_are_zero(model, masks)
     for key, mask in masks.items():
         assert zero_fraction(weights_of(model)[key]) == pytest.approx(0.8, abs=0.01), key
-    again = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.9))  # prune again, same compile
+    again = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.9))  # again, same compile
     model.fit(*users_data(), batch_size=16, verbose=0)
     assert_pruned_weights_are_zero(model, again)
     assert all(not (again[k] & ~masks[k]).any() for k in masks)
@@ -138,7 +138,8 @@ def layer_kinds_model():
     h = keras.layers.Conv1DTranspose(8, 3, padding="same", name="convt")(h)
     h = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)
     h = keras.layers.EinsumDense("abc,cd->abd", (None, 8), name="einsum")(h)
-    h = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True, name="lstm"), name="bi")(h)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True, name="lstm"),
+                                   name="bi")(h)
     h = keras.layers.GRU(8, return_sequences=True, name="gru")(h)
     h = keras.layers.SimpleRNN(8, return_sequences=True, name="rnn")(h)
     h = keras.layers.TimeDistributed(keras.layers.Dense(8, name="td_dense"), name="td")(h)
@@ -229,7 +230,8 @@ def test_a_registered_user_layer_has_its_own_weights_pruned():
     (re.compile("conv.*"), ["conv1/kernel", "conv2/kernel"]),
     (lambda layer: isinstance(layer, keras.layers.Dense), ["fc/kernel", "out/kernel"])])
 def test_layers_takes_names_a_regex_or_a_predicate(layers, chosen):
-    assert sorted(get_masks(prune_low_magnitude(users_conv_model(), "layer-sparsity", 0.5, layers=layers))) == \
+    assert sorted(get_masks(prune_low_magnitude(users_conv_model(), "layer-sparsity", 0.5,
+                                                layers=layers))) == \
         chosen
 
 
@@ -270,7 +272,8 @@ def test_gradual_pruning_removes_whole_groups_inside_the_step(structure, norm):
     compile_(model, keras.optimizers.Adam(0.01))
     schedule = pruning.PolynomialDecay(final_sparsity=0.5, end_step=8, frequency=2)
     model.fit(*users_data(), batch_size=16, epochs=2, verbose=0,
-              callbacks=[pruning.GradualPruning(schedule, "layer-sparsity", pattern=structure, norm=norm)])
+              callbacks=[pruning.GradualPruning(schedule, "layer-sparsity", pattern=structure,
+                                                norm=norm)])
     masks = pruning.get_masks(model)
     assert_pruned_weights_are_zero(model, masks)
     assert_whole_groups(model, masks, structure)
@@ -287,7 +290,8 @@ def test_l2_scores_groups_by_their_root_mean_square():
     for norm in ("l1", "l2"):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
         model.layers[0].kernel.assign(np.array([[0.5, 0.9], [0.5, 0.0]], np.float32))
-        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="units", norm=norm))
+        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="units",
+                                              norm=norm))
         kept.append(next(iter(masks.values())).any(axis=0).tolist())
     assert kept == [[True, False], [False, True]]
 
@@ -303,7 +307,7 @@ def test_a_refused_call_leaves_the_model_exactly_as_it_was():
     for now, then in zip(model.get_weights(), before):
         np.testing.assert_array_equal(now, then)
     assert get_masks(model) == {} and model.layers[0].kernel.constraint is None
-    assert get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"]))  # the rest is fine
+    assert get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"]))  # the rest
 
 
 @pytest.mark.parametrize("model, kwargs, match", [

@@ -186,7 +186,7 @@ def test_the_shrunk_model_saves_loads_and_prunes_further(tmp_path):
     loaded.compile("sgd", "mse")
     loaded.fit(x, RNG.random((30, 3), np.float32), verbose=0)
     for w in pruning.pruned_weights(loaded):
-        assert not keras.ops.convert_to_numpy(w.variable.value)[~w.mask.numpy()].any()
+        assert not keras.ops.convert_to_numpy(w.variable.value)[~w.pruning_mask.numpy()].any()
 
 
 def test_a_layer_it_cannot_rewrite_keeps_its_inputs_and_a_softmax_its_units():

@@ -259,3 +259,26 @@ def test_a_users_train_step_loop_holds_the_masks():
                 optimizer.apply([v.value.grad for v in model.trainable_variables],
                                 model.trainable_variables)
     assert_pruned_weights_are_zero(model, masks)
+
+
+def test_a_gradual_fit_stopped_by_an_exception_leaves_the_next_fit_working():
+    """An exception skips on_train_end: the next gradual fit starts clean, and ends with the
+    optimizer's own state only."""
+    model = users_conv_model()
+    compile_(model, keras.optimizers.Adam(0.01))
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(*users_data(), batch_size=16, verbose=0, callbacks=[gradual(), Stop()])
+    model.fit(*users_data(), batch_size=16, epochs=2, verbose=0,
+              callbacks=[gradual(0.5, end=15, criterion="layer-sparsity")])
+    assert all(z == pytest.approx(0.5, abs=0.01) for z in kernel_zeros(model).values())
+    assert_pruned_weights_are_zero(model, get_masks(model))
+    plain = users_conv_model()
+    compile_(plain, keras.optimizers.Adam(0.01))
+    plain.fit(*users_data(16), batch_size=16, verbose=0)
+    assert len(model.optimizer.variables) == len(plain.optimizer.variables)

@@ -23,7 +23,8 @@ with strategy.scope():
 model.fit(*users_data(), batch_size=16, epochs=2, verbose=0, callbacks=[GradualPruning(
     PolynomialDecay(final_sparsity=0.6, end_step=12, frequency=3), "layer-sparsity")])
 for weight in pruned_weights(model):
-    masks = [np.asarray(m) for m in strategy.experimental_local_results(weight.mask.mask.value)]
+    masks = [np.asarray(m) for m in
+             strategy.experimental_local_results(weight.pruning_mask.mask.value)]
     kernels = [np.asarray(k) for k in strategy.experimental_local_results(weight.variable.value)]
     assert len(masks) == len(kernels) == 2, weight.key
     assert all((m == masks[0]).all() for m in masks), f"{weight.key}: masks differ on replicas"
