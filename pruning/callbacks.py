@@ -83,6 +83,20 @@ class PolynomialDecay:
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * \
             (1.0 - progress) ** 3
 
+    def last_update(self, done):
+        """The last step by `done` updates (`done` or earlier) at which the masks are recomputed,
+        or None before `begin_step`: where a schedule that is told the count only now and then
+        (`steps_per_execution`) catches up.
+
+        >>> [PolynomialDecay(0.5, 255, begin_step=10).last_update(t) for t in (9, 109, 254, 400)]
+        [None, 10, 210, 255]
+        """
+        if done < self.begin_step:
+            return None
+        if done >= self.end_step:
+            return self.end_step
+        return self.begin_step + (done - self.begin_step) // self.frequency * self.frequency
+
     def is_update_step(self, step):
         """Whether the masks are recomputed after `step` updates."""
         return (self.begin_step <= step <= self.end_step
@@ -147,13 +161,14 @@ class GradualPruning(keras.callbacks.Callback):
                 f"optimizer has made {done} updates already (steps count optimizer.iterations); "
                 f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
         # Everything checked before the model is touched: a refusal leaves it as it was.
-        weights = pruned_weights(model) or select(model, self.layers)
+        pruned = pruned_weights(model)
+        weights = pruned or select(model, self.layers)
         check_frozen(model, weights, "GradualPruning")
         if self.final_sparsities is not None and set(self.final_sparsities) != {
                 w.key for w in weights}:
             raise ValueError(f"final_sparsities names {sorted(self.final_sparsities)}, the "
                              f"pruned weights are {sorted(w.key for w in weights)}")
-        if not pruned_weights(model):
+        if not pruned:
             prune_low_magnitude(model, self.criterion, 0.0, layers=self.layers,
                                 pattern=self.pattern, norm=self.norm)
         self._weights = pruned_weights(model)
@@ -176,14 +191,9 @@ class GradualPruning(keras.callbacks.Callback):
         self._update(self._start + self._steps // self._accumulate)
 
     def _due(self, done):
-        """The last step the schedule updates at, after the last applied and by `done`."""
-        s = self.schedule
-        if done >= s.end_step:
-            return s.end_step if self._applied < s.end_step else None
-        if done < s.begin_step:
-            return None
-        step = s.begin_step + (done - s.begin_step) // s.frequency * s.frequency
-        return step if step > self._applied else None
+        """The schedule's last update step by `done`, if not applied yet."""
+        step = self.schedule.last_update(done)
+        return step if step is not None and step > self._applied else None
 
     def _update(self, done):
         step = self._due(done)

@@ -25,6 +25,9 @@ def test_polynomial_decay_follows_the_cubic_formula():
 def test_polynomial_decay_updates_every_frequency_steps_and_at_the_end():
     s = PolynomialDecay(final_sparsity=0.5, begin_step=10, end_step=255, frequency=100)
     assert [t for t in range(400) if s.is_update_step(t)] == [10, 110, 210, 255]
+    for t in range(400):  # the last update by t is the last step is_update_step names
+        assert s.last_update(t) == max((u for u in range(t + 1) if s.is_update_step(u)),
+                                       default=None)
 
 
 @pytest.mark.parametrize("kwargs, match", [
