@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
-# Set-up (as run_experiments.sh), then the test suite on TensorFlow, then the pruning package's
+# Set-up (as run_experiments.sh), then the test suite on TensorFlow, and the pruning package's
 # own tests again on JAX (not its NumPy criteria, which no backend touches) and its mechanics on
 # PyTorch. Extra arguments go to every pytest run.
 #
-# Two lanes at once, one per core of CI's two: the scripts' tests (tests/scripts: the stages as
-# subprocesses, most of their time one core starting TensorFlow) and then the package on PyTorch,
-# beside the others on TensorFlow and then the package on JAX (docs/tests.md for the times). The
-# second lane's output is shown when both have ended.
+# Two lanes at once, one per core of CI's two: the scripts' tests (tests/scripts), the package's
+# mechanics on PyTorch and the rest of the package on JAX, beside the others on TensorFlow and the
+# mechanics on JAX (docs/tests.md for the times). The second lane's output is shown when both
+# have ended.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 log=$(mktemp)
 numpy_only=(--ignore=tests/pruning/test_criteria.py --ignore=tests/pruning/test_criteria_properties.py)
+# the package's mechanics (masks through every setup, schedules, layouts, the properties), run on
+# all three backends; the rest of tests/pruning on JAX too
+mechanics=(tests/pruning/test_{training_setups,properties,layouts,callbacks,prune}.py)
+rest=("${numpy_only[@]}" "${mechanics[@]/#/--ignore=}")
 { python -m pytest -q -p no:cacheprovider tests/scripts "$@" || status=$?
-  # on PyTorch the package's mechanics (masks through every setup, schedules, layouts, the
-  # properties), not its backend-free parts again: the suite's 10 minutes (docs/tests.md)
   KERAS_BACKEND=torch OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider \
-    tests/pruning/test_{training_setups,properties,layouts,callbacks,prune}.py "$@" || status=$?
+    "${mechanics[@]}" "$@" || status=$?
+  KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/pruning "${rest[@]}" \
+    "$@" || status=$?
   exit "${status:-0}"; } > "$log" 2>&1 &
 scripts=$!
 trap 'kill "$scripts" 2>/dev/null || true; rm -f "$log"' EXIT
 status=0
 python -m pytest -q tests --ignore=tests/scripts "$@" || status=$?
-KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/pruning "${numpy_only[@]}" \
-  "$@" || status=$?
+KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider "${mechanics[@]}" "$@" || status=$?
 wait "$scripts" || status=$?
-echo "tests/scripts, then tests/pruning on PyTorch (run beside the above):"
+echo "tests/scripts, then the package on PyTorch and the rest of it on JAX (run beside the above):"
 cat "$log"
 exit "$status"

@@ -1,17 +1,24 @@
-"""The scripts as a user runs them: subprocesses in quick mode, writing only into temporary folders
-(runs that stop before the work run in this process, which is faster: `helpers.run_script`).
+"""The scripts as a user runs them, in quick mode, writing only into temporary folders: the first
+pipeline, the runs that overlap or take signals and the benchmarks as subprocesses; the others in
+this process, as `python script.py` runs them (`run`), which saves a TensorFlow start (6 s on 2
+cores) per run; runs that stop before the work via `helpers.run_script`.
 
 Failures must be one `error:` line, no traceback, and leave every earlier file as it was.
 """
+import contextlib
 import hashlib
+import io
 import json
 import os
+import runpy
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 
+import keras
 import numpy as np
 import pytest
 
@@ -20,9 +27,37 @@ from tests.conftest import REPO
 from tests.helpers import run_script
 
 
-def run(script, *args, cwd):
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd,
-                          capture_output=True, text=True)
+def run(script, *args, cwd, fresh=False):
+    """Run `script` with `args` in folder `cwd`: a CompletedProcess with its exit code, stdout and
+    stderr. `fresh`: in a new interpreter; else in this one, as the interpreter would (`cli.run`'s
+    "error: ..." exit message on stderr and status 1; an unexpected exception's traceback), with
+    the working folder, `sys.argv` and the signal handlers put back."""
+    if fresh:
+        return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd,
+                              capture_output=True, text=True)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv, folder = sys.argv, os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        os.chdir(cwd)
+        sys.argv = [str(REPO / script), *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(REPO / script), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - reported as the interpreter would
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = argv
+        os.chdir(folder)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        keras.backend.clear_session()
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def error_lines(result):
@@ -50,7 +85,7 @@ def pipeline(tmp_path_factory):
     """
     cwd = tmp_path_factory.mktemp("pipeline")
     pics_before = digest(REPO / "pics")
-    run_stages(cwd)
+    run_stages(cwd, fresh=True)
     assert digest(REPO / "pics") == pics_before
     return cwd
 
@@ -159,7 +194,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(pipel
             assert first.poll() is None and time.monotonic() < deadline, "first run never started"
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)
-        second = run("prune_network.py", *args, cwd=tmp_path)
+        second = run("prune_network.py", *args, cwd=tmp_path, fresh=True)
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=120)
@@ -419,13 +454,14 @@ def test_help_and_a_bad_flag(tmp_path, monkeypatch, capsys):
                                        "'x' (see --help)\n")
 
 
-def run_stages(cwd, *flags):
-    """train -> prune -> deploy in --quick mode with `flags`, into dense/, pruned/, sparse/."""
+def run_stages(cwd, *flags, fresh=False):
+    """train -> prune -> deploy in --quick mode with `flags`, into dense/, pruned/, sparse/
+    (`fresh`: each in a new interpreter)."""
     for script, args in (("train_network_dense.py", ["--model-dir", "dense"]),
                          ("prune_network.py", ["--dense-dir", "dense", "--model-dir", "pruned"]),
                          ("deploy_pruned_model.py", ["--pruned-dir", "pruned", "--model-dir",
                                                      "sparse"])):
-        result = run(script, "--quick", *flags, *args, cwd=cwd)
+        result = run(script, "--quick", *flags, *args, cwd=cwd, fresh=fresh)
         assert result.returncode == 0, f"{script} failed:\n{result.stderr[-3000:]}"
     return [json.loads((cwd / stage / "config.json").read_text())
             for stage in ("dense", "pruned", "sparse")]
