@@ -4,7 +4,7 @@
     python compare_with_papers.py --network lenet-300-100 --points recipe variational
     python compare_with_papers.py --network lenet-300-100 --seeds 123 124
 
-An operating point is one pruning recipe (configs.NETWORKS[network]["points"]: "recipe", the
+An operating point is one pruning recipe (experiments/papers.py POINTS: "recipe", the
 network's own, and others such as a higher sparsity or sparse variational dropout). For every
 seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense, then prune_network.py ->
 deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the recipe) or
@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import configs
+from experiments import papers
 from utils import cli
 from utils.atomic import check_publishable, publish
 from utils.checkpoints import lock
@@ -63,7 +64,7 @@ def run_seed(network, seed, folder, data_flags, points):
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
         pruned = run_stage("prune_network.py", seed, network, pruned_dir, [
-            *data_flags, *configs.NETWORKS[network]["points"][point], "--dense-dir",
+            *data_flags, *papers.POINTS[network][point], "--dense-dir",
             str(folder / "dense"), "--pics-dir", str(folder / "pics" / point)])
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
@@ -136,7 +137,7 @@ def tables(network, points):
                      f"{mean_std(rows, 'params', 1)}x | **{mean_std(rows, 'bytes', 1)}x** | |")
     lines += ["", "| published | its error at its reduction | ours at its error | ours at its "
               "reduction |", "|---|---|---|---|"]
-    for name, error, measure, reduction in configs.NETWORKS[network]["published"]:
+    for name, error, measure, reduction in papers.PUBLISHED[network]:
         point = at_error(points, measure, error)
         if point is None:  # say how close the best came
             best = min(points, key=lambda p: mean(points[p], VALIDATION[measure]))
@@ -151,7 +152,7 @@ def tables(network, points):
         else:
             further = describe(points, point, measure)
         lines.append(f"| {name} | {error}% at {reduction}x {measure} | {ours} | {further} |")
-    goals = configs.NETWORKS[network]["goals"]
+    goals = papers.GOALS[network]
     if goals:
         lines += ["", "| goal | ours, chosen on validation | met |", "|---|---|---|"]
     for error, needs in goals:
@@ -169,8 +170,7 @@ def tables(network, points):
 
 def main():
     p = cli.Parser(__doc__)
-    p.add_argument("--network", choices=[n for n in configs.NETWORKS
-                                         if configs.NETWORKS[n]["published"]], required=True)
+    p.add_argument("--network", choices=list(papers.PUBLISHED), required=True)
     p.add_argument("--seeds", type=cli.seed, nargs="+", default=[123, 124, 125])
     p.add_argument("--points", nargs="+", metavar="POINT",
                    help="which of the network's operating points to run and report "
@@ -181,7 +181,7 @@ def main():
                    help="where the table goes (default results/<network>/)")
     p.add_argument("--data-dir", type=cli.path, help="folder with MNIST (see the stages' --help)")
     args = p.parse_args()
-    known = list(configs.NETWORKS[args.network]["points"])
+    known = list(papers.POINTS[args.network])
     chosen = args.points or known
     unknown = [q for q in chosen if q not in known]
     if unknown:

@@ -33,6 +33,7 @@ class DenseConfig:
     init_stddev: float = 0.01                # truncated-normal stddev of the kernels; 0: Glorot
     init_bias: float = 0.1                   # constant initial bias
     seed: int = SEED
+    quick: bool = False                      # --quick: the MNIST subset of QUICK, not all of it
     model_dir: str = "saved_models/network_dense"
 
     @property
@@ -76,6 +77,8 @@ class PrunedConfig(DenseConfig):
     epochs: int = 20
     lr_boundaries: tuple = (10,)
     lr_values: tuple = (1e-3, 1e-4)
+    upstream: dict = None                    # the record of the checkpoint it started from: set
+    #                                          by the loader (training/checkpoints.py)
     model_dir: str = "saved_models/network_dense_pruned"
 
 
@@ -90,82 +93,43 @@ class SparseConfig:
     logits_tolerance: float = 1e-4           # most |logit difference| of a deployed network from
     #                                          the Keras model's (sums in other orders)
     seed: int = SEED
+    quick: bool = False                      # --quick: the MNIST subset of QUICK
+    upstream: dict = None                    # the record of the pruned checkpoint it deploys
     model_dir: str = "saved_models/network_sparse"
 
 
-def variational_point(epochs, boundaries):
-    """The prune_network.py flags of a --schedule variational point: Adam at 1e-3, stepping down
-    to 3e-4 and 1e-4 after the `boundaries` epochs."""
-    return ["--schedule", "variational", "--epochs", str(epochs), "--lr-boundaries",
-            *map(str, boundaries), "--lr-values", "1e-3", "3e-4", "1e-4"]
-
-
 # The papers' networks (Han et al. 2015, Deep Compression 2016), as changes to the configs above:
-# {network: {"architecture": ..., "dense": stage-1 recipe, "pruned": stage-2 recipe}}. "mlp" is the
-# original repo's, unchanged. The LeNets follow Caffe's LeNet recipe, which the papers trained
-# with (examples/mnist/lenet_solver.prototxt: SGD, momentum 0.9, weight decay 5e-4, learning rate
-# 0.01, Xavier init, zero biases, no dropout), with a step schedule in place of Caffe's "inv"
-# decay (LeNet-300-100, which Caffe has no solver for, starts at 0.05). The dense recipes reached
-# the papers' baselines on the validation split as first tried; the fine-tuning's weight decay and
-# the sparsities were chosen on the validation split (README, "The papers' networks").
-#
-# Each entry also holds what the sweep and the papers' comparison need: "sweep", its default
-# sparsities and schedules (the MLP compares the three schedules; the LeNets, slower to fine-tune,
-# sweep their recipe's schedule over more sparsities); "published", the papers' results on the
-# same architecture, (name, test error %, what the reduction counts, reduction): Han et al. 2015,
-# "Learning both weights and connections", Tables 1-2 (parameters); Han et al. 2016, "Deep
-# Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing for neural network
-# compression", Table 1 (bytes); Molchanov et al. 2017, "Variational dropout sparsifies deep
-# neural networks", Table 1 (parameters); Louizos et al. 2017, "Bayesian compression for deep
-# learning", Table 1 (bytes, after precision reduction: 361x to 419x, the lower one here); Guo et
-# al. 2016, "Dynamic network surgery", Table 1 (parameters); Evci et al. 2020, "Rigging the
-# lottery" (RigL), as the issue that asked for this comparison quotes it (bytes); "points", the
-# operating points compare_with_papers.py runs ({name: prune_network.py flags}; "recipe" is the
-# network's own); "goals", what they should reach ([(test error % at most, {measure: reduction
-# at least})]: issue 20's); "target", Deep Compression's point (test error % at most, byte
-# compression at least), or None; "deploy_goal", the test error % (None: the dense model's) a
-# deployment must reach on the validation split to be chosen (benchmarks/bench_deployments.py:
-# issue 19's goals, after L0 regularisation's 1.6% and 0.9%). A new network is one entry here.
+# {network: {"architecture": ..., "dense": stage-1 recipe, "pruned": stage-2 recipe, "sweep": the
+# sweep's default sparsities and schedules}}. "mlp" is the original repo's, unchanged. The LeNets
+# follow Caffe's LeNet recipe, which the papers trained with (examples/mnist/lenet_solver.prototxt:
+# SGD, momentum 0.9, weight decay 5e-4, learning rate 0.01, Xavier init, zero biases, no
+# dropout), with a step schedule in place of Caffe's "inv" decay (LeNet-300-100, which Caffe has
+# no solver for, starts at 0.05). The dense recipes reached the papers' baselines on the
+# validation split as first tried; the fine-tuning's weight decay and the sparsities were chosen
+# on the validation split (docs/papers.md). The MLP's sweep compares the three schedules; the
+# LeNets', slower to fine-tune, their recipe's schedule over more sparsities. The papers' published
+# results, our operating points and goals beside them: experiments/papers.py. A new network is
+# one entry here (and one there, to compare it with papers).
 
 
 BEST_FORMAT = "shared-5bit-huffman"  # pruning + weight sharing + Huffman, as Deep Compression
 NETWORKS = {
     "mlp": dict(architecture={}, dense={}, pruned={},
                 sweep=dict(sparsities=[0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],
-                           schedules=["one-shot", "iterative", "gradual"]),  # all SCHEDULES
-                published=[], points={}, goals=[], target=None, deploy_goal=None),
+                           schedules=["one-shot", "iterative", "gradual"])),  # all SCHEDULES
     "lenet-300-100": dict(
         architecture=dict(hidden_sizes=(300, 100), dropout=0.0, init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=40, lr_boundaries=(20, 30), lr_values=(5e-2, 5e-3, 5e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual",
                     lr_values=(1e-2, 1e-3), weight_decay=0.0),
-        sweep=dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=["gradual"]),
-        published=[("Han et al. 2015 (pruning)", 1.59, "params", 12),
-                   ("Deep Compression 2016", 1.58, "bytes", 40),
-                   ("Soft weight-sharing 2017", 1.94, "bytes", 64),
-                   ("Sparse variational dropout 2017", 1.92, "params", 68),
-                   ("RigL+ 2020", 1.57, "bytes", 66)],
-        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],
-                "variational": variational_point(100, (50, 80))},
-        goals=[(1.58, {"params": 68, "bytes": 100})],
-        target=(1.6, 40), deploy_goal=1.6),
+        sweep=dict(sparsities=[0.9, 0.92, 0.95, 0.96, 0.97, 0.98, 0.99], schedules=["gradual"])),
     "lenet-5": dict(
         architecture=dict(conv_filters=(20, 50), hidden_sizes=(500,), dropout=0.0,
                           init_stddev=0.0, init_bias=0.0),
         dense=dict(epochs=20, lr_boundaries=(12, 17), lr_values=(1e-2, 1e-3, 1e-4)),
         pruned=dict(criterion="global-sparsity", sparsity=0.92, schedule="gradual", epochs=10,
                     lr_boundaries=(5,), lr_values=(1e-2, 1e-3), weight_decay=0.0),
-        sweep=dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"]),
-        published=[("Han et al. 2015 (pruning)", 0.77, "params", 12),
-                   ("Deep Compression 2016", 0.74, "bytes", 39),
-                   ("Soft weight-sharing 2017", 0.97, "bytes", 162),
-                   ("Sparse variational dropout 2017", 0.75, "params", 280),
-                   ("Bayesian compression 2017", 1.0, "bytes", 361),
-                   ("Dynamic network surgery 2016", 0.91, "params", 108)],
-        points={"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # variational: 30 epochs,
-                "variational": variational_point(30, (15, 25))},  # ~1 min each on 2 cores
-        goals=[(0.74, {"bytes": 39}), (0.75, {"params": 100}), (0.97, {"bytes": 162})],
-        target=(0.8, 39), deploy_goal=0.9),
+        sweep=dict(sparsities=[0.92, 0.95, 0.97, 0.98, 0.99], schedules=["gradual"])),
 }
 
 
@@ -340,6 +304,16 @@ def override(config, **changes):
         raise ValueError(f"unknown config field(s) {unknown} for {type(config).__name__}; "
                          f"valid: {sorted(fields)}")
     return dataclasses.replace(config, **changes)
+
+
+def from_record(config, recorded):
+    """`config` with every field that `recorded` (a config as a stage's config.json holds it)
+    has, exactly as recorded (JSON's lists as tuples, but `upstream`); fields it lacks (a record
+    of an older version) keep `config`'s values."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    return dataclasses.replace(config, **{
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in recorded.items() if name in fields})
 
 
 def repo_path(path):

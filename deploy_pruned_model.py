@@ -73,13 +73,14 @@ def main():
     from deploy.storage import write_formats
     from networks.builders import layer_sizes
     from pruning import shrink
-    from training.checkpoints import check_data, load_pruned, shrunk_source
+    from training.checkpoints import check_data, load_pruned, record, shrunk_source
     from training.evaluate import evaluate, logits_function, predict
     keras.utils.set_random_seed(config.seed)
 
     with stage_output(config.model_dir, "deploy_pruned_model.py",
                       inputs={"--pruned-dir": pruned_dir}) as out:
-        model, _, pruned_config = load_pruned(pruned_dir, args.network)
+        model, _, pruned_config, upstream = load_pruned(pruned_dir, args.network)
+        config = configs.override(config, upstream=upstream)
         data = cli.load_data(args)
         check_data(data, pruned_config, pruned_dir, args.allow_other_data)
         x_test, y_test = data["test"]
@@ -125,8 +126,9 @@ def main():
         lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite,
                        args.format, saved_disk, sizes)
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
-        write_json(out / "config.json", {"config": config, "pruned": pruned_config, "data": dict(
-            source=data["source"], sha256=data["sha256"]), "results": dict(
+        write_json(out / "config.json", record(config, pruned=upstream["record"]["config"],
+                                               data=dict(source=data["source"],
+                                                         sha256=data["sha256"]), results=dict(
             format=args.format, shrunk_sizes=sizes, shrunk_parameters=sizes and
             model.count_params(), dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
             test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
@@ -134,7 +136,7 @@ def main():
             sparse_saved_model_bytes=saved_disk, formats=stored,
             trained_quantization=quantization, tflite=tflite,
             nonzeros={l["name"]: len(l["values"]) for l in layers},
-            weights={l["name"]: int(np.prod(l["shape"])) for l in layers})})
+            weights={l["name"]: int(np.prod(l["shape"])) for l in layers})))
     print(*lines, sep="\n")
     print(f"saved {config.model_dir}/")
 

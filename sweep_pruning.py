@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import configs
+from experiments import papers
 from utils import cli
 from utils.atomic import check_publishable, publish, replacing
 from utils.checkpoints import lock
@@ -71,7 +72,6 @@ def parse():
 
 def main():
     args, epochs = parse()
-    network = configs.NETWORKS[args.network]
     quick_dir = configs.repo_path(QUICK_DIR)
     results = cli.publish_dir(args, "--results-dir",
                               configs.network_folder("results", args.network), quick_dir)
@@ -115,15 +115,15 @@ def main():
         write_csv(out / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
                                               for r in [original] * bool(original) + rows])
         write_csv(out / "layer_sensitivity.csv", sensitivity)
-        plot_accuracy_vs_compression(rows, dense_accuracy, original, network["published"],
+        plot_accuracy_vs_compression(rows, dense_accuracy, original, papers.PUBLISHED.get(args.network, []),
                                      args.network, out / "accuracy_vs_compression.png")
         plot_layer_sensitivity(sensitivity, dense_accuracy, out / "layer_sensitivity.png")
         for flag, (folder, names) in outputs.items():
             publish(names, out, folder, flag)
     chosen = choose_point(rows, args.network)
-    if network["target"]:
+    if args.network in papers.TARGET:
         print(f"chosen on validation (most compressed with validation error <= "
-              f"{network['target'][0]}% in {configs.BEST_FORMAT}): " + (
+              f"{papers.TARGET[args.network][0]}% in {configs.BEST_FORMAT}): " + (
                   f"{chosen['schedule']} sparsity {chosen['target']}" if chosen else "none"))
     print(f"wrote {results}/sweep_pruning.csv, {results}/layer_sensitivity.csv and 2 plots in "
           f"{pics}/")

@@ -3,12 +3,13 @@
     python train_network_dense.py                 # the original experiment (25 epochs)
     python train_network_dense.py --network lenet-5   # Caffe's LeNet-5, its recipe (configs.py)
     python train_network_dense.py --epochs 5 --model-dir /tmp/dense
-    python train_network_dense.py --dataset my_images.npz   # your own data (README, "Your data")
+    python train_network_dense.py --dataset my_images.npz   # your own data: docs/own-data.md
     python train_network_dense.py --quick         # smoke test: MNIST subset, 1 epoch
 
-Writes <model-dir>/model.keras (weights + optimizer state), config.json (config + results) and
-stage.json. <model-dir> must be new, empty or this script's earlier output (README, "When things go
-wrong"); it is replaced only when the run succeeds.
+Writes <model-dir>/model.keras (weights + optimizer state), config.json (the record: the config
+as it ran, the software, the results) and stage.json. <model-dir> must be new, empty or this
+script's earlier output (docs/when-things-go-wrong.md); it is replaced only when the run
+succeeds.
 """
 import time
 
@@ -26,26 +27,17 @@ def main():
     quick = configs.QUICK if args.quick else {}
     config = cli.stage_config(args, configs.dense_config(args.network),
                               epochs=args.epochs or quick.get("epochs"))
-    import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
-
-    from networks.builders import architecture, build_network, parameter_count
+    from networks.builders import parameter_count  # TensorFlow starts here (utils/cli.py)
     from training.checkpoints import save_checkpoint, with_data
     from training.evaluate import evaluate, logits_function
-    from training.fit import check_memory, fit
-    keras.utils.set_random_seed(config.seed)
+    from training.fit import check_memory, train_dense
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:
         data = cli.load_data(args)
         config = with_data(config, data)
         check_memory(parameter_count(config), data, config.network)
-        model = build_network(config)
-        optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0),
-                                         momentum=config.momentum)
-        print(f"training {config.network} {architecture(model)} ({model.count_params():,} "
-              f"parameters) on {len(data['train'][1]):,} images for {config.epochs} epochs")
-
         start = time.perf_counter()
-        history = fit(model, optimizer, config, data)
+        model, optimizer, history = train_dense(config, data)
         seconds = time.perf_counter() - start
         test_acc, test_loss = evaluate(logits_function(model), *data["test"])
         save_checkpoint(out, model, optimizer, config, results=dict(

@@ -22,18 +22,22 @@ Multiply-adds count the useful work: the non-zero weights times the positions ea
 applied at (a conv's output pixels).
 
 "chosen" answers the question per goal, on the validation split only: among the deployments
-whose validation accuracy reaches the goal's (`configs.NETWORKS[...]["deploy_goal"]`: the dense
+whose validation accuracy reaches the goal's (experiments/papers.py `DEPLOY_GOAL`: the dense
 model's for the MLP, the papers' error for the LeNets), the fastest at each batch size, the
 smallest that runs and the smallest stored; their test accuracy is then reported. Writes
 benchmarks/results/deployments-<network>-<device>.json and the Pareto plots
 pics/deployments[-<network>].png (test accuracy against latency at batch 1 and 1000, and against
 bytes).
 """
+import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+from pathlib import Path  # modules are one folder up
+if not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import json
 import tempfile
-from pathlib import Path
 
 import configs
+from experiments import papers
 from utils import cli
 
 PLOT = "deployments.png"
@@ -183,7 +187,7 @@ def choose(rows, stored, network, batches):
     """Per goal, on the validation split: the fastest deployment at each batch, the smallest
     file that runs, and the smallest stored weights (a storage format's bytes), among those whose
     validation accuracy reaches the goal's."""
-    goal = configs.NETWORKS[network]["deploy_goal"]
+    goal = papers.DEPLOY_GOAL.get(network)
     floor = rows["dense TF"]["validation_accuracy"] if goal is None else 1 - goal / 100
     dense_bytes = rows["dense .tflite"]["bytes"]
 

@@ -8,7 +8,7 @@ Times batches of MNIST test images (several repetitions after a warm-up: median,
 call), all in one process, prints a table and writes benchmarks/results/inference-<cpu|gpu>.json
 with the machine's facts. The variants:
   dense                  TensorFlow, the pruned weights as dense matrices (tf.function)
-  sparse-<kernel>        TensorFlow, networks/network_sparse.py with one sparse kernel
+  sparse-<kernel>        TensorFlow, deploy/sparse_graph.py with one sparse kernel
   savedmodel             the deployed SavedModel (<sparse-dir>/saved_model)
   tflite-dense[-builtin] the same network converted to .tflite with dense weights, in LiteRT
                          with its default XNNPACK delegate (or TFLite's built-in kernels only)
@@ -20,6 +20,10 @@ always timed: "vs dense" is the speed-up over the fastest of them at each batch 
 that time x density, the time if skipping the zeros were free; GFLOP/s counts the useful work,
 2 x non-zero weights x images, so the distance to the machine's limit shows.
 """
+import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+from pathlib import Path  # modules are one folder up
+if not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse
 import re
 
@@ -80,7 +84,7 @@ def main():
 
 def load_variants(args, chosen):
     """{name: pixels -> logits} of the `chosen` variants, and the pruned network's density."""
-    model, _, _ = load_pruned(args.pruned_dir)
+    model, *_ = load_pruned(args.pruned_dir)
     layers = sparse_layers(model)
     nonzeros = sum(len(l["values"]) for l in layers)
     density = nonzeros / sum(int(np.prod(l["shape"])) for l in layers)

@@ -9,6 +9,7 @@ import configs
 from compression import coo, formats
 from compression.codebooks import assign_layers
 from deploy.sparse_graph import sparse_layers
+from experiments import papers
 from networks.builders import kernels_restored, weight_layers
 import pruning
 from pruning import criteria
@@ -63,9 +64,9 @@ def choose_point(rows, network):
     """The row to report for a LeNet, chosen on validation: the most compressed one (in
     configs.BEST_FORMAT) whose validation error, so stored, meets the target error; None if none
     does (and for the MLP, which has no published result to meet)."""
-    if not configs.NETWORKS[network]["target"]:
+    if network not in papers.TARGET:
         return None
-    error = configs.NETWORKS[network]["target"][0]
+    error = papers.TARGET[network][0]
     fits = [r for r in rows if 100 * (1 - r["shared_val_accuracy"]) <= error]
     return max(fits, key=lambda r: r["shared_compression"], default=None)
 

@@ -1,6 +1,15 @@
 """The stages' checkpoints: a dense network loaded for fine-tuning, a pruned one for deployment,
-each checked against its network, architecture, masks and the data it was trained on."""
+each checked against its network, architecture, masks and the data it was trained on.
+
+A stage's config.json is its record: the complete config it ran with (every flag after defaults,
+the seed, --quick, the data's fingerprint), the software, its results, and in the config's
+`upstream` the record of the checkpoint it started from, copied byte for byte as read, with the
+SHA-256 of that file: `sha256sum <folder>/config.json` names the run it came from, and no later
+stage rebuilds an earlier one's configuration from defaults.
+"""
+import hashlib
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -24,12 +33,38 @@ def save_checkpoint(out, model, optimizer, config, results=None):
     out = Path(out)
     model.compile(optimizer=optimizer)  # so model.keras carries the optimizer's momentum
     model.save(out / "model.keras")
-    write_json(out / "config.json", {"config": config, "results": results or {}})
+    write_json(out / "config.json", record(config, results))
+
+
+def record(config, results=None, **more):
+    """A stage's config.json: `config` as it ran, the software that ran it, `more` (named
+    parts) and `results`."""
+    import pruning
+    versions = dict(python=platform.python_version(), numpy=np.__version__,
+                    keras=keras.__version__, backend=keras.backend.backend(),
+                    pruning=pruning.__version__)
+    if "tensorflow" in sys.modules:
+        versions["tensorflow"] = sys.modules["tensorflow"].__version__
+    return {"config": config, "software": versions, **more, "results": results or {}}
+
+
+def read_record(model_dir, made_by):
+    """The record (config.json) of the checkpoint in `model_dir` as `upstream` holds it: the
+    stage that wrote it, the folder, the SHA-256 of the file's bytes and its content."""
+    path = Path(model_dir) / "config.json"
+    raw = read_artifact(path, lambda p: p.read_bytes(), made_by)
+    content = read_artifact(path, lambda p: json.loads(raw), made_by)
+    if not isinstance(content, dict) or not isinstance(content.get("config"), dict):
+        raise CheckpointError(f"{path} is not a record of {made_by} (no \"config\"): rerun "
+                              f"{made_by}")
+    return dict(stage=made_by, folder=str(Path(model_dir).resolve()),
+                sha256=hashlib.sha256(raw).hexdigest(), record=content)
 
 
 def load_checkpoint(model_dir, made_by, custom_objects=()):
-    """(model with its optimizer, config.json dict) from a checkpoint folder; `custom_objects`
-    are the classes of the model's own layers and constraints (registered Keras serializables).
+    """(model with its optimizer, its record: `read_record`'s dict) from a checkpoint folder;
+    `custom_objects` are the classes of the model's own layers and constraints (registered Keras
+    serializables).
 
     `made_by` is the script that writes the checkpoint this caller needs: a missing checkpoint,
     one of another stage and a damaged file are each one CheckpointError saying what to run.
@@ -42,11 +77,11 @@ def load_checkpoint(model_dir, made_by, custom_objects=()):
     if stage != made_by:
         raise CheckpointError(f"{model_dir}/ holds a checkpoint of {stage}, not the one of "
                               f"{made_by} needed here: run {made_by} first or pass its folder")
-    meta = read_artifact(model_dir / "config.json", lambda p: json.loads(p.read_text()), made_by)
+    upstream = read_record(model_dir, made_by)
     objects = {keras.saving.get_registered_name(c): c for c in custom_objects}
     model = read_artifact(model_dir / "model.keras",
                           lambda p: keras.models.load_model(p, custom_objects=objects), made_by)
-    return model, meta
+    return model, upstream
 
 
 def check_data(data, config, source, allow_other=False):
@@ -95,9 +130,9 @@ def load_for_fine_tuning(dense_dir, config):
 
     A checkpoint of another network or architecture is refused with one line naming both.
     """
-    trained, meta = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
-    saved = checkpoint_config(meta, config.network, dense_dir)
-    config = with_saved_data(config, saved)
+    trained, upstream = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
+    saved = checkpoint_config(upstream["record"], config.network, dense_dir)
+    config = configs.override(with_saved_data(config, saved), upstream=upstream)
     model = build_network(config)
     if [w.shape for w in trained.get_weights()] != [w.shape for w in model.get_weights()]:
         raise CheckpointError(f"{dense_dir}/ holds a {architecture(trained)} network; this stage "
@@ -134,7 +169,7 @@ def load_shrunk_for_fine_tuning(structured_dir, config):
     Refused with one line: a checkpoint of another stage or network, or one not pruned in whole
     groups (nothing to shrink: pass it as --dense-dir's dense network instead).
     """
-    structured, _, saved = load_pruned(structured_dir, config.network)
+    structured, _, saved, upstream = load_pruned(structured_dir, config.network)
     if saved.structure == "none":
         raise CheckpointError(f"{structured_dir}/ was not pruned with --structure (it has no "
                               f"whole groups to shrink): pass a prune_network.py --structure "
@@ -147,7 +182,7 @@ def load_shrunk_for_fine_tuning(structured_dir, config):
         layer.kernel_regularizer = (keras.regularizers.L2(config.weight_decay)
                                     if config.weight_decay else None)
         layer.kernel.regularizer = layer.kernel_regularizer
-    config = configs.override(with_saved_data(config, saved),
+    config = configs.override(with_saved_data(config, saved), upstream=upstream,
                               shrunk_from=str(Path(structured_dir).resolve()))
     return model, _sgd(model, config, getattr(structured, "optimizer", None),
                        structured_dir), config
@@ -159,7 +194,7 @@ def shrunk_source(config, model):
     measured against. Refused with one line if that checkpoint is gone or no longer shrinks to
     `model`'s sizes (rerun in between)."""
     source = config.shrunk_from
-    full, _, _ = load_pruned(source, config.network)
+    full, _, _, _ = load_pruned(source, config.network)
     if layer_sizes(shrink(full)) != layer_sizes(model):
         raise CheckpointError(f"{source}/ no longer shrinks to this checkpoint's "
                               f"{layer_sizes(model)} network (it was rerun since): rerun "
@@ -167,25 +202,16 @@ def shrunk_source(config, model):
     return full
 
 
-# What a pruned checkpoint's config.json tells the later stages about how it was pruned.
-PRUNING_FIELDS = ("criterion", "threshold", "quality", "sparsity", "block", "structure", "norm",
-                  "group_lasso", "schedule", "shrunk_from")
-
-
 def checkpoint_config(meta, network, model_dir):
-    """The config a checkpoint (its config.json, `meta`) was made with, checked to be of
-    `network` (the --network flag): another network's checkpoint is one clear line."""
+    """The config a checkpoint (its config.json, `meta`) was made with, exactly as recorded (a
+    field an older record lacks: the network's recipe), checked to be of `network` (the
+    --network flag): another network's checkpoint is one clear line."""
     saved = meta.get("config", {})
     if saved.get("network", "mlp") != network:
         raise CheckpointError(f"{model_dir}/ holds a {saved.get('network', 'mlp')} network, not "
                               f"{network}: pass --network {saved.get('network', 'mlp')}, or the "
                               f"folder of a {network} run")
-    config = configs.pruned_config(network)
-    pruning = {f: saved[f] for f in PRUNING_FIELDS if f in saved}  # how it was pruned
-    return configs.override(config, image_shape=tuple(saved.get(
-        "image_shape", (28, 28))), num_classes=saved.get("num_classes", 10),
-        data_source=saved.get("data_source", ""), data_sha256=saved.get("data_sha256", ""),
-        **{f: tuple(v) if isinstance(v, list) else v for f, v in pruning.items()})
+    return configs.from_record(configs.pruned_config(network), saved)
 
 
 def pruned_layers(model, config):
@@ -195,15 +221,15 @@ def pruned_layers(model, config):
 
 
 def load_pruned(pruned_dir, network="mlp"):
-    """The stage-2 checkpoint of `network`: (model, {layer name: bool mask}, its config), its
-    masks checked.
+    """The stage-2 checkpoint of `network`: (model, {layer name: bool mask}, its config, its
+    record as `read_record` gives it), its masks checked.
 
     Refused with one line: a checkpoint of another stage (a dense one was never pruned) or
     network, a model whose conv and Dense layers are not all pruned, or a kernel with non-zeros
     where its mask prunes.
     """
-    model, meta = load_checkpoint(pruned_dir, "prune_network.py", CUSTOM_OBJECTS)
-    config = checkpoint_config(meta, network, pruned_dir)
+    model, upstream = load_checkpoint(pruned_dir, "prune_network.py", CUSTOM_OBJECTS)
+    config = checkpoint_config(upstream["record"], network, pruned_dir)
     masks = {key.removesuffix("/kernel"): mask for key, mask in get_masks(model).items()}
     if sorted(masks) != sorted(pruned_layers(model, config)):
         raise CheckpointError(f"{pruned_dir}/model.keras has pruning masks on {sorted(masks)}, "
@@ -215,4 +241,4 @@ def load_pruned(pruned_dir, network="mlp"):
         if np.any(l.kernel.numpy()[~masks[l.name]]):
             raise CheckpointError(f"{pruned_dir}/model.keras has non-zero weights where its "
                                   f"masks prune them ({l.name}): rerun prune_network.py")
-    return model, masks, config
+    return model, masks, config, upstream

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import configs
+from networks.builders import architecture, build_network
 from pruning import get_masks, sparsity, variational_masks
 from utils import memory
 
@@ -115,6 +116,18 @@ class EpochLog(keras.callbacks.Callback):
             line += f"  sparsity {entry['sparsity']:.1%}"
         self.history.append({k: float(v) if k != "epoch" else v for k, v in entry.items()})
         self.log(line)
+
+
+def train_dense(config, data, log=print):
+    """Stage 1's work: the network `config` describes, built and trained from `config.seed` on
+    `data` with SGD; (model, optimizer, history). It depends on nothing but `config` and `data`,
+    so the config a checkpoint records reruns it to the same weights (tests/scripts)."""
+    keras.utils.set_random_seed(config.seed)
+    model = build_network(config)
+    optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
+    log(f"training {config.network} {architecture(model)} ({model.count_params():,} "
+        f"parameters) on {len(data['train'][1]):,} images for {config.epochs} epochs")
+    return model, optimizer, fit(model, optimizer, config, data, log=log)
 
 
 def compile_for_training(model, optimizer):

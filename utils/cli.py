@@ -183,14 +183,19 @@ def run(main):
 
 
 def stage_config(args, config, **changes):
-    """`config` with what every stage takes from its flags: --seed and --model-dir (the repo's
-    folder of `config` by default), and the stage's own `changes` (None: keep the config's)."""
-    return configs.override(config, seed=args.seed, **changes, model_dir=str(
+    """`config` with what every stage takes from its flags: --seed, --quick and --model-dir (the
+    repo's folder of `config` by default), and the stage's own `changes` (None: keep the
+    config's)."""
+    return configs.override(config, seed=args.seed, quick=args.quick, **changes, model_dir=str(
         args.model_dir or configs.repo_path(config.model_dir)))
 
 
 def load_data(args):
     """The splits of MNIST or of --dataset (`utils.datasets.splits`): all, or the --quick subset."""
+    return datasets.load(args.dataset, args.data_dir, data_sizes(args.quick))
+
+
+def data_sizes(quick):
+    """(train, validation, test) examples a run keeps: the --quick subset, or all (None)."""
     q = configs.QUICK
-    sizes = (q["train_size"], q["val_size"], q["test_size"]) if args.quick else (None,) * 3
-    return datasets.load(args.dataset, args.data_dir, sizes)
+    return (q["train_size"], q["val_size"], q["test_size"]) if quick else (None,) * 3

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import configs
+from experiments import papers
 from tests.conftest import REPO
 from tests.helpers import run_script
 
@@ -266,15 +267,17 @@ def test_inference_benchmark_times_any_subset_of_variants(pipeline, tmp_path):
 
 
 def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline, tmp_path):
+    ran = ["--seed", "7", "--epochs", "2", "--lr-values", "5e-3", "5e-4", "--lr-boundaries", "1"]
     result = run("prune_network.py", "--quick", "--block", "1x4", "--criterion",
                  "layer-sparsity", "--sparsity", "0.9", "--dense-dir", str(pipeline / "dense"),
-                 "--model-dir", "p", cwd=tmp_path)
+                 "--model-dir", "p", *ran, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     result = run("deploy_pruned_model.py", "--quick", "--pruned-dir", "p", "--model-dir", "s",
                  "--codebook-epochs", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     deployed = json.loads((tmp_path / "s/config.json").read_text())
     assert deployed["pruned"]["block"] == [1, 4]  # how it was pruned travels to the deploy stage
+    assert_records_what_ran(deployed, tmp_path / "p", pipeline / "dense")
     tflite = deployed["results"]["tflite"]
     assert [l["storage"] for l in tflite["model.tflite"]["layers"]] == ["1x4 blocks"] * 3
     assert tflite["dense float32"]["bytes"] > 8 * tflite["model.tflite"]["bytes"]
@@ -288,6 +291,43 @@ def test_block_pruning_deploys_a_block_sparse_tflite_and_benchmarks_it(pipeline,
     timings = json.loads(written.read_text())["timings"]["3"]
     assert timings["tflite-int8"]["baseline"] == "tflite-dense-int8"
     assert timings["tflite"]["baseline"] in ("dense", "tflite-dense", "tflite-dense-builtin")
+
+
+def assert_records_what_ran(deployed, pruned_dir, dense_dir):
+    """The deploy stage's record holds the pruned stage's as it ran (--seed 7 --epochs 2
+    --lr-values 5e-3 5e-4 --lr-boundaries 1, not the recipe's defaults), byte for byte with
+    its SHA-256, and that one the dense stage's."""
+    raw = (pruned_dir / "config.json").read_bytes()
+    upstream = deployed["config"]["upstream"]
+    assert upstream["stage"] == "prune_network.py"
+    assert upstream["folder"] == str(pruned_dir.resolve())
+    assert upstream["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert upstream["record"] == json.loads(raw)
+    assert deployed["pruned"] == upstream["record"]["config"]
+    pruned = deployed["pruned"]
+    assert (pruned["seed"], pruned["epochs"], pruned["quick"]) == (7, 2, True)
+    assert (pruned["lr_values"], pruned["lr_boundaries"]) == ([5e-3, 5e-4], [1])
+    dense = pruned["upstream"]
+    assert dense["sha256"] == hashlib.sha256((dense_dir / "config.json").read_bytes()).hexdigest()
+    assert dense["record"]["config"]["seed"] == configs.SEED
+    for record in (deployed, upstream["record"], dense["record"]):
+        assert record["software"]["pruning"] and record["software"]["keras"] == keras.__version__
+
+
+def test_the_dense_stages_record_reruns_it_to_the_same_weights(pipeline):
+    """Its config.json holds all that made its weights: the config alone, with the data it names
+    (fingerprint and --quick), trains them again (same machine, same seed)."""
+    from training.checkpoints import CUSTOM_OBJECTS, load_checkpoint
+    from training.fit import train_dense
+    from utils import cli, datasets
+    saved, upstream = load_checkpoint(pipeline / "dense", "train_network_dense.py",
+                                      CUSTOM_OBJECTS)
+    config = configs.from_record(configs.DenseConfig(), upstream["record"]["config"])
+    data = datasets.load(sizes=cli.data_sizes(config.quick))
+    assert data["sha256"] == config.data_sha256
+    model, _, _ = train_dense(config, data, log=lambda *_: None)
+    for mine, theirs in zip(model.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def prune_and_deploy_structured(dense, cwd, network, *flags, folders=("p", "s")):
@@ -546,9 +586,27 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "out/papers_comparison.md").read_text()
     assert "| recipe | 7 |" in table and "| recipe | 8 |" in table and "+- 0.00" in table
-    for name, error, measure, reduction in configs.NETWORKS[network]["published"]:
+    for name, error, measure, reduction in papers.PUBLISHED[network]:
         assert f"| {name} | {error}% at {reduction}x {measure} | " in table
-    assert table.count("| <= ") == len(configs.NETWORKS[network]["goals"])
+    assert table.count("| <= ") == len(papers.GOALS[network])
     line = one_error_line(run("compare_with_papers.py", "--network", network, "--points",
                               "magic", "--runs-dir", "runs", cwd=tmp_path))
     assert line.startswith("error: --points: ['magic'] are not points of")
+
+
+def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):
+    """`python benchmarks/<name>.py --help` from another folder, as `python -m benchmarks.<name>`:
+    in one interpreter (one TensorFlow start), each with the path run's sys.path."""
+    benchmarks = sorted(str(p) for p in (REPO / "benchmarks").glob("bench_*.py"))
+    each = ("import os, runpy, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    sys.argv, sys.path[0] = [path, '--help'], os.path.dirname(path)\n"
+            "    try:\n"
+            "        runpy.run_path(path, run_name='__main__')\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code in (0, None), (path, e.code)\n"
+            "    print('ran', os.path.basename(path))\n")
+    result = subprocess.run([sys.executable, "-c", each, *benchmarks], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("usage: bench_") == len(benchmarks) == 4

@@ -53,7 +53,7 @@ def test_load_pruned_returns_masks_that_match_the_kernels(tmp_path):
     masks = {key.removesuffix("/kernel"): mask  # load_pruned keys them by layer name
              for key, mask in get_masks(prune_low_magnitude(model, "threshold", 0.2)).items()}
     write_checkpoint(tmp_path / "pruned", "prune_network.py", model, optimizer)
-    loaded, loaded_masks, config = load_pruned(tmp_path / "pruned")
+    loaded, loaded_masks, config, _ = load_pruned(tmp_path / "pruned")
     assert (config.image_shape, config.num_classes) == ((4, 5), 3)
     assert loaded_masks.keys() == masks.keys()
     for name, mask in masks.items():

@@ -1,6 +1,6 @@
-"""Checkpoint folders: round trips, and the rules that keep a user's files safe (README, "When
-things go wrong"): a stage replaces only its own output, one run at a time, atomically, and a
-damaged or mismatched checkpoint is one clear error."""
+"""Checkpoint folders: round trips, and the rules that keep a user's files safe
+(docs/when-things-go-wrong.md): a stage replaces only its own output, one run at a time,
+atomically, and a damaged or mismatched checkpoint is one clear error."""
 import json
 from pathlib import Path
 
@@ -35,7 +35,8 @@ def test_save_load_round_trip_keeps_weights_momentum_masks_and_config(tmp_path):
     with stage_output(tmp_path / "ckpt", STAGE) as out:
         save_checkpoint(out, model, optimizer, TINY, results={"acc": 0.5})
 
-    loaded, meta = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+    loaded, upstream = load_checkpoint(tmp_path / "ckpt", made_by=STAGE)
+    meta = upstream["record"]
     loaded_masks = get_masks(loaded)
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)

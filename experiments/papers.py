@@ -1,0 +1,57 @@
+"""The papers this repository compares with, per network: their published results, our operating
+points beside them, and the goals (compare_with_papers.py, sweep_pruning.py,
+benchmarks/bench_deployments.py). Data, not configuration: the recipes are configs.py's.
+
+For each network of configs.NETWORKS that has papers on its architecture:
+  PUBLISHED  (name, test error %, what the reduction counts, reduction): Han et al. 2015,
+             "Learning both weights and connections", Tables 1-2 (parameters); Han et al. 2016,
+             "Deep Compression", Table 1 (bytes); Ullrich et al. 2017, "Soft weight-sharing for
+             neural network compression", Table 1 (bytes); Molchanov et al. 2017, "Variational
+             dropout sparsifies deep neural networks", Table 1 (parameters); Louizos et al. 2017,
+             "Bayesian compression for deep learning", Table 1 (bytes, after precision reduction:
+             361x to 419x, the lower one here); Guo et al. 2016, "Dynamic network surgery",
+             Table 1 (parameters); Evci et al. 2020, "Rigging the lottery" (RigL+), as quoted
+             when this comparison was asked for (bytes).
+  POINTS     the operating points compare_with_papers.py runs: {name: prune_network.py flags};
+             "recipe" is the network's own.
+  GOALS      what they should reach: [(test error % at most, {measure: reduction at least})].
+  TARGET     Deep Compression's point (test error % at most, byte compression at least): the
+             sweep's choice on validation.
+  DEPLOY_GOAL the test error % a deployment must reach on the validation split to be chosen
+             (benchmarks/bench_deployments.py), after L0 regularisation's 1.6% and 0.9%; None:
+             the dense model's.
+"""
+
+
+def variational_point(epochs, boundaries):
+    """The prune_network.py flags of a --schedule variational point: Adam at 1e-3, stepping down
+    to 3e-4 and 1e-4 after the `boundaries` epochs."""
+    return ["--schedule", "variational", "--epochs", str(epochs), "--lr-boundaries",
+            *map(str, boundaries), "--lr-values", "1e-3", "3e-4", "1e-4"]
+
+
+PUBLISHED = {
+    "lenet-300-100": [("Han et al. 2015 (pruning)", 1.59, "params", 12),
+                      ("Deep Compression 2016", 1.58, "bytes", 40),
+                      ("Soft weight-sharing 2017", 1.94, "bytes", 64),
+                      ("Sparse variational dropout 2017", 1.92, "params", 68),
+                      ("RigL+ 2020", 1.57, "bytes", 66)],
+    "lenet-5": [("Han et al. 2015 (pruning)", 0.77, "params", 12),
+                ("Deep Compression 2016", 0.74, "bytes", 39),
+                ("Soft weight-sharing 2017", 0.97, "bytes", 162),
+                ("Sparse variational dropout 2017", 0.75, "params", 280),
+                ("Bayesian compression 2017", 1.0, "bytes", 361),
+                ("Dynamic network surgery 2016", 0.91, "params", 108)],
+}
+POINTS = {
+    "lenet-300-100": {"recipe": [], "gradual-97": ["--sparsity", "0.97"],
+                      "variational": variational_point(100, (50, 80))},
+    "lenet-5": {"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # variational: 30 epochs,
+                "variational": variational_point(30, (15, 25))},  # ~1 min each on 2 cores
+}
+GOALS = {
+    "lenet-300-100": [(1.58, {"params": 68, "bytes": 100})],
+    "lenet-5": [(0.74, {"bytes": 39}), (0.75, {"params": 100}), (0.97, {"bytes": 162})],
+}
+TARGET = {"lenet-300-100": (1.6, 40), "lenet-5": (0.8, 39)}
+DEPLOY_GOAL = {"lenet-300-100": 1.6, "lenet-5": 0.9}
