@@ -29,7 +29,7 @@ benchmarks/results/deployments-<network>-<device>.json and the Pareto plots
 pics/deployments[-<network>].png (test accuracy against latency at batch 1 and 1000, and against
 bytes).
 """
-import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+import sys  # noqa: I001  run by its path (python benchmarks/<name>.py) as by -m: the repo's
 from pathlib import Path  # modules are one folder up
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -20,7 +20,7 @@ always timed: "vs dense" is the speed-up over the fastest of them at each batch 
 that time x density, the time if skipping the zeros were free; GFLOP/s counts the useful work,
 2 x non-zero weights x images, so the distance to the machine's limit shows.
 """
-import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+import sys  # noqa: I001  run by its path (python benchmarks/<name>.py) as by -m: the repo's
 from pathlib import Path  # modules are one folder up
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -12,7 +12,7 @@ its last batch (a callback), the first epoch (compilation) dropped, the settings
 time over the unpruned one's in the same round, with the lowest and highest round; writes
 benchmarks/results/pruning-overhead-<backend>-cpu.json.
 """
-import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+import sys  # noqa: I001  run by its path (python benchmarks/<name>.py) as by -m: the repo's
 from pathlib import Path  # modules are one folder up
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

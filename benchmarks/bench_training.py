@@ -15,7 +15,7 @@ step time: the share of the step the matmuls would take if nothing else cost any
 epoch is timed from its first to its last batch (a callback), without fit's per-call set-up.
 Writes benchmarks/results/training-<cpu|gpu>.json.
 """
-import sys  # noqa: I001  run by its path (python benchmarks/x.py) as by -m: the repo's
+import sys  # noqa: I001  run by its path (python benchmarks/<name>.py) as by -m: the repo's
 from pathlib import Path  # modules are one folder up
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
