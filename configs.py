@@ -43,43 +43,122 @@ class DenseConfig:
 
 
 @dataclass(frozen=True)
-class PrunedConfig(DenseConfig):
-    """Stage 2: prune the stage-1 weights by magnitude, then fine-tune under the mask."""
-    dropout: float = 0.0
-    weight_decay: float = 1e-4
-    criterion: str = "threshold"             # threshold | std | layer-sparsity | global-sparsity
-    threshold: float = 0.03                  # threshold: prune |w| < threshold
-    quality: float = 1.0                     # std: prune |w| < quality x std of the layer
-    sparsity: float = 0.95                   # layer-/global-sparsity: fraction of weights pruned
-    block: tuple = (1, 1)                    # (outputs, inputs) pruned together; 1x4: TFLite's
-    #                                          fast sparse layout (pruning/criteria.py)
-    structure: str = "none"                  # none | inputs | units: prune whole groups, so
-    #                                          that a smaller dense network remains (STRUCTURES)
-    norm: str = "l1"                         # structure: a group's score, l1 or l2 norm
-    group_lasso: float = 0.0                 # structure: group-lasso strength while fine-tuning
-    allocation: str = "uniform"              # layer-sparsity: uniform (every layer at `sparsity`)
-    #                                          or sensitivity (per layer, measured on the
-    #                                          validation split, the total at `sparsity`)
-    max_accuracy_drop: float = None          # given: search the sparsity (--max-accuracy-drop):
-    #                                          the sparsest within this many points of the dense
-    #                                          model's validation accuracy; None: `sparsity` as is
-    search_steps: int = 6                    # --max-accuracy-drop: bisection probes, each a run
-    shrunk_from: str = ""                    # the --structure checkpoint whose shrunk network
-    #                                          this one prunes further (--structured-dir); "": none
-    schedule: str = "one-shot"               # one-shot | iterative | gradual | variational
-    #                                          (training/recipes.py)
-    kl_warmup_epochs: int = 5                # variational: epochs over which the KL's weight rises
-    #                                          (at most --epochs)
-    rounds: int = 3                          # iterative: prune -> fine-tune rounds
-    initial_sparsity: float = 0.0            # gradual: sparsity at the first mask update
-    prune_every: int = 100                   # gradual: steps between mask updates
-    ramp_fraction: float = 0.5               # gradual: share of the fine-tuning steps spent ramping
-    epochs: int = 20
-    lr_boundaries: tuple = (10,)
-    lr_values: tuple = (1e-3, 1e-4)
-    upstream: dict = None                    # the record of the checkpoint it started from: set
-    #                                          by the loader (training/checkpoints.py)
-    model_dir: str = "saved_models/network_dense_pruned"
+class Setting:
+    """One setting of stage 2, declared once: its default, its help, and its --flag (the field's
+    name with hyphens) as utils/flags.py builds it, records it and checks it.
+
+    type     the flag's parser of one value, a name in utils/cli.py ("fraction", ...); None:
+             one of `choices`, or no flag at all (`choices` None too: set by the stage itself)
+    many     one or more values, a tuple
+    used_by  (field, values): only read when `field` is one of `values`; setting it otherwise
+             is an error naming both flags
+    variational  what --schedule variational (which learns its own sparsity) refuses: "given",
+             the flag given; "set", also the field changed from its default
+    """
+    default: object
+    help: str
+    type: str = None
+    choices: tuple = None
+    many: bool = False
+    metavar: str = None
+    used_by: tuple = None
+    variational: str = None
+
+
+CRITERIA = ("threshold", "std", "layer-sparsity", "global-sparsity")
+SPARSITY_CRITERIA = ("layer-sparsity", "global-sparsity")
+SCHEDULES = ("one-shot", "iterative", "gradual", "variational")  # training/recipes.py
+# --structure (training/recipes.pruned_layers): "inputs" prunes whole input features of every
+# weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
+# L0 regularisation reports); "units" whole output units and filters of every layer but the
+# output one (whose units are the classes).
+STRUCTURES = ("none", "inputs", "units")  # but "none": pruning.criteria.STRUCTURES
+NORMS = ("l1", "l2")  # pruning.criteria.NORMS (tests/training/test_recipes.py ties them)
+ALLOCATIONS = ("uniform", "sensitivity")
+GROUPS = ("inputs", "units")
+
+# Stage 2's settings beyond stage 1's, in --help's order: the mlp's defaults (a network's recipe,
+# NETWORKS, changes some). Adding a pruning setting is one entry here.
+PRUNING = {
+    "criterion": Setting("threshold", "how to pick the weights to prune: |w| below --threshold, "
+                         "below --quality x the layer's std, or the smallest --sparsity of each "
+                         "layer or of all weights", choices=CRITERIA, variational="given"),
+    "threshold": Setting(0.03, "threshold: prune |w| below this; with --quick 0.01",
+                         "non_negative", used_by=("criterion", ("threshold",)),
+                         variational="given"),
+    "quality": Setting(1.0, "std: prune |w| < quality x layer std", "non_negative",
+                       used_by=("criterion", ("std",)), variational="given"),
+    "sparsity": Setting(0.95, "layer-/global-sparsity: fraction of weights to prune", "fraction",
+                        used_by=("criterion", SPARSITY_CRITERIA), variational="given"),
+    "block": Setting((1, 1), "prune in whole blocks of OUTPUTSxINPUTS weights: each layer keeps "
+                     "as many weights as the criterion would, in its blocks of largest mean |w|. "
+                     "1x4 (4 consecutive inputs of one unit) is the float32 layout TFLite's "
+                     "sparse kernel runs, 1x16 the int8 one; 1x1: single weights", "block",
+                     variational="set"),
+    "structure": Setting("none", "prune whole groups, so that a smaller dense network remains "
+                         "(the deploy stage exports it shrunk): 'inputs', whole input features "
+                         "of every layer (pixels, and the units of the layer before); 'units', "
+                         "whole units and conv filters of every layer but the output one; each "
+                         "layer keeps about as many weights as the criterion would",
+                         choices=STRUCTURES, variational="set"),
+    "norm": Setting("l1", "--structure: score groups by their mean |w| (l1) or root mean square "
+                    "(l2)", choices=NORMS, used_by=("structure", GROUPS)),
+    "group_lasso": Setting(0.0, "--structure: add a group-lasso penalty of this strength while "
+                           "fine-tuning, driving whole groups toward zero (0: none)",
+                           "non_negative", metavar="STRENGTH", used_by=("structure", GROUPS)),
+    "allocation": Setting("uniform", "layer-sparsity: 'uniform', every layer at --sparsity; "
+                          "'sensitivity', each layer's own sparsity from how much it alone loses "
+                          "on the validation split, the total at --sparsity (Han et al. 2015)",
+                          choices=ALLOCATIONS, used_by=("criterion", ("layer-sparsity",)),
+                          variational="set"),
+    "max_accuracy_drop": Setting(None, "search the sparsity instead of giving it: the sparsest "
+                                 "network whose validation accuracy stays within this many "
+                                 "points of the dense model's (e.g. 0.5), by bisection over "
+                                 "--search-steps runs of the schedule (layer-/global-sparsity; "
+                                 "none: off)", "non_negative", metavar="POINTS",
+                                 variational="set"),
+    "search_steps": Setting(6, "--max-accuracy-drop: runs of the bisection, each a whole "
+                            "fine-tuning", "positive_int"),
+    "schedule": Setting("one-shot", "when to prune: once, in --rounds, gradually while "
+                        "fine-tuning, or 'variational': sparse variational dropout (Adam), "
+                        "which prunes what it learns to drop (log alpha > 3), with no criterion "
+                        "or sparsity", choices=SCHEDULES),
+    "kl_warmup_epochs": Setting(5, "variational: epochs over which the KL's weight rises to 1",
+                                "positive_int", metavar="N",
+                                used_by=("schedule", ("variational",))),
+    "rounds": Setting(3, "iterative: prune/fine-tune rounds, at most --epochs", "positive_int",
+                      used_by=("schedule", ("iterative",))),
+    "prune_every": Setting(100, "gradual: steps between mask updates", "positive_int",
+                           used_by=("schedule", ("gradual",))),
+    "initial_sparsity": Setting(0.0, "gradual: sparsity at the first mask update"),
+    "ramp_fraction": Setting(0.5, "gradual: share of the fine-tuning steps spent ramping"),
+    "epochs": Setting(20, "fine-tuning epochs", "positive_int"),
+    "lr_values": Setting((1e-3, 1e-4), "fine-tuning learning rates, one per step of the "
+                         "schedule (variational, with Adam: 1e-3 1e-4)", "positive", many=True,
+                         metavar="LR"),
+    "lr_boundaries": Setting((10,), "epochs after which the learning rate steps to the next of "
+                             "--lr-values", "positive_int", many=True, metavar="EPOCH"),
+}
+
+def pruned_class(settings):
+    """Stage 2's config class: prune the stage-1 weights by magnitude, then fine-tune under the
+    mask. Stage 1's config (the network, the data, the training recipe) with no dropout and a
+    lighter weight decay, a field per setting of `settings` (PRUNING), and what the stage sets
+    itself."""
+    cls = dataclasses.make_dataclass("PrunedConfig", [
+        ("dropout", float, 0.0), ("weight_decay", float, 1e-4),
+        *((name, type(s.default), s.default) for name, s in settings.items()),
+        ("shrunk_from", str, ""),      # the --structure checkpoint whose shrunk network this one
+        #                                prunes further (--structured-dir); "": none
+        ("upstream", dict, None),      # the record of the checkpoint it started from: set by the
+        #                                loader (training/checkpoints.py)
+        ("model_dir", str, "saved_models/network_dense_pruned")], bases=(DenseConfig,),
+        frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+PrunedConfig = pruned_class(PRUNING)
 
 
 @dataclass(frozen=True)
@@ -144,40 +223,18 @@ def network_folder(folder, network):
     return folder if network == "mlp" else f"{folder}/{network}"
 
 
-SCHEDULES = ("one-shot", "iterative", "gradual", "variational")  # training/recipes.py
 # --schedule variational (sparse variational dropout) trains with Adam, whose steps want smaller
 # rates than SGD's: these, unless --lr-values is given (at the recipe's --lr-boundaries).
 VARIATIONAL_LR_VALUES = (1e-3, 1e-4)
-# what --schedule variational decides itself, so that a flag setting it is refused
-VARIATIONAL_DECIDES = ("criterion", "threshold", "quality", "sparsity", "block", "structure",
-                       "allocation", "max_accuracy_drop")
-# --structure (training/recipes.pruned_layers): "inputs" prunes whole input features of every
-# weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
-# L0 regularisation reports); "units" whole output units and filters of every layer but the
-# output one (whose units are the classes).
-STRUCTURES = ("none", "inputs", "units")  # but "none": pruning.criteria.STRUCTURES
-NORMS = ("l1", "l2")  # pruning.criteria.NORMS (tests/training/test_recipes.py ties them)
 # The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
 # tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
 # without importing the package, which starts TensorFlow.
 CRITERION_FIELD = {"threshold": "threshold", "std": "quality", "layer-sparsity": "sparsity",
                    "global-sparsity": "sparsity"}
-# Which flags only one criterion or schedule reads: {config field: (the field choosing, its values)}
-USED_ONLY_BY = {
-    **{field: ("criterion", [c for c, f in CRITERION_FIELD.items() if f == field])
-       for field in set(CRITERION_FIELD.values())},
-    "rounds": ("schedule", ["iterative"]),
-    "allocation": ("criterion", ["layer-sparsity"]),
-    "norm": ("structure", ["inputs", "units"]),
-    "group_lasso": ("structure", ["inputs", "units"]),
-    "prune_every": ("schedule", ["gradual"]),
-    "kl_warmup_epochs": ("schedule", ["variational"]),
-}
 
 
 # --allocation sensitivity (pruning.layer_sensitivity): the sparsities each layer is measured at,
 # alone, on the validation split; the total target can reach at most the last.
-ALLOCATIONS = ("uniform", "sensitivity")
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 
 # --max-accuracy-drop bisects the fraction of weights kept between 1 (all) and this, in log steps
@@ -191,74 +248,6 @@ def criterion_value(config):
         raise ValueError(f"criterion must be one of {sorted(CRITERION_FIELD)}, got "
                          f"{config.criterion!r}")
     return getattr(config, CRITERION_FIELD[config.criterion])
-
-
-def check_pruned(config, given=()):
-    """Raise ValueError, naming the flags, for settings of a PrunedConfig that cannot run
-    together, or for a setting in `given` (the fields a user set) that the chosen criterion or
-    schedule would ignore."""
-    criterion_value(config)
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
-    if config.schedule == "variational":
-        set_ = {"structure": config.structure != "none", "block": tuple(config.block) != (1, 1),
-                "allocation": config.allocation != "uniform",
-                "max_accuracy_drop": config.max_accuracy_drop is not None}
-        decided = sorted({f for f in given if f in VARIATIONAL_DECIDES} |
-                         {f for f, changed in set_.items() if changed})
-        if decided:
-            raise ValueError(f"--schedule variational learns which single weights to prune (log "
-                             f"alpha > 3, no target): --{decided[0].replace('_', '-')} is not "
-                             f"used by it")
-        if "kl_warmup_epochs" in given and config.kl_warmup_epochs > config.epochs:
-            raise ValueError(f"--kl-warmup-epochs must be in [1, --epochs {config.epochs}], got "
-                             f"{config.kl_warmup_epochs}")
-    for field in sorted(given):
-        if field in USED_ONLY_BY:
-            chooser, users = USED_ONLY_BY[field]
-            if getattr(config, chooser) not in users:
-                raise ValueError(
-                    f"--{field.replace('_', '-')} is not used by --{chooser} "
-                    f"{getattr(config, chooser)} (only by --{chooser} {' or '.join(users)})")
-    if config.structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, got {config.structure!r}")
-    if config.allocation not in ALLOCATIONS:
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {config.allocation!r}")
-    if config.allocation == "sensitivity" and config.criterion != "layer-sparsity":
-        raise ValueError(f"--allocation sensitivity sets each layer's sparsity: it needs "
-                         f"--criterion layer-sparsity, got {config.criterion}")
-    if config.max_accuracy_drop is not None:
-        if config.max_accuracy_drop < 0:
-            raise ValueError(f"--max-accuracy-drop must be >= 0 points, got "
-                             f"{config.max_accuracy_drop}")
-        if CRITERION_FIELD[config.criterion] != "sparsity":
-            raise ValueError(f"--max-accuracy-drop searches a sparsity: it needs --criterion "
-                             f"layer-sparsity or global-sparsity, got {config.criterion}")
-        if "sparsity" in given:
-            raise ValueError("--max-accuracy-drop searches the sparsity that --sparsity would "
-                             "set: give one")
-    elif "search_steps" in given:
-        raise ValueError("--search-steps is not used without --max-accuracy-drop")
-    if config.shrunk_from and config.structure != "none":
-        raise ValueError(f"--structured-dir prunes inside an already shrunk network, "
-                         f"--structure {config.structure} would shrink it again: choose one (or "
-                         f"prune the structured run harder)")
-    if config.structure != "none" and tuple(config.block) != (1, 1):
-        raise ValueError(f"--structure {config.structure} removes whole groups, --block "
-                         f"{config.block[0]}x{config.block[1]} blocks: choose one")
-    if config.schedule == "gradual" and CRITERION_FIELD[config.criterion] != "sparsity":
-        raise ValueError(f"--schedule gradual ramps up a sparsity: it needs --criterion "
-                         f"layer-sparsity or global-sparsity, got {config.criterion}")
-    if list(config.lr_boundaries) != sorted(set(config.lr_boundaries)):
-        raise ValueError(f"--lr-boundaries must rise, each epoch once, got "
-                         f"{list(config.lr_boundaries)}")
-    if len(config.lr_values) != len(config.lr_boundaries) + 1:
-        raise ValueError(f"--lr-values needs {len(config.lr_boundaries) + 1} learning rates "
-                         f"(the rate steps down after epochs {list(config.lr_boundaries)}), got "
-                         f"{len(config.lr_values)}")
-    if config.schedule == "iterative" and not 1 <= config.rounds <= config.epochs:
-        raise ValueError(f"--rounds must be in [1, --epochs {config.epochs}] (each round "
-                         f"fine-tunes at least one epoch), got {config.rounds}")
 
 
 def check_network(network):

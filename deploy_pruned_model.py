@@ -65,16 +65,9 @@ def main():
     pruned_dir = args.pruned_dir or configs.repo_path(configs.pruned_config(args.network).model_dir)
     import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
 
-    from compression import codebooks, coo
-    from deploy import litert
-    from deploy.report import report
-    from deploy.saved_model import directory_bytes, saved_model_bytes
-    from deploy.sparse_graph import SparseNetwork, check_sparse, sparse_layers
-    from deploy.storage import write_formats
     from networks.builders import layer_sizes
     from pruning import shrink
     from training.checkpoints import check_data, load_pruned, record, shrunk_source
-    from training.evaluate import evaluate, logits_function, predict
     keras.utils.set_random_seed(config.seed)
 
     with stage_output(config.model_dir, "deploy_pruned_model.py",
@@ -83,62 +76,77 @@ def main():
         config = configs.override(config, upstream=upstream)
         data = cli.load_data(args)
         check_data(data, pruned_config, pruned_dir, args.allow_other_data)
-        x_test, y_test = data["test"]
-        dense_fn = logits_function(model)
-        dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
-        print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  "
-              f"loss {dense_loss:.4f}")
-        dense_logits = predict(dense_fn, x_test)
         # `full`: the network at its unpruned size, which the compression is measured against;
-        # deployed from here on: the smaller network, if pruned in whole groups
+        # deployed: the smaller network, if pruned in whole groups
         full = shrunk_source(pruned_config, model) if pruned_config.shrunk_from else model
+        deployed = shrink(full) if pruned_config.structure != "none" else model
         if pruned_config.structure != "none":
-            model = shrink(full)
-            model.save(out / "shrunk.keras")
-        sizes = None if model is full else dict(pruned=layer_sizes(full),
-                                                shrunk=layer_sizes(model))
+            deployed.save(out / "shrunk.keras")
+        sizes = None if deployed is full else dict(pruned=layer_sizes(full),
+                                                   shrunk=layer_sizes(deployed))
         if sizes:
             how = (f"{pruned_config.structure} pruned" if pruned_config.structure != "none" else
                    f"from {pruned_config.shrunk_from}/, then pruned inside")
-            print(f"shrunk ({how}): "
-                  f"{sizes['pruned']} -> {sizes['shrunk']}, {model.count_params():,d} parameters")
-        dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(full)), saved_model_bytes(full)
-        layers = sparse_layers(model)
-        sparse_acc, sparse_loss, gap = check_sparse(layers, x_test, y_test, dense_logits,
-                                                    config.batch_size, config.logits_tolerance)
-        print(f"sparse network:                  test accuracy {sparse_acc:.4f}  "
-              f"loss {sparse_loss:.4f}  (max |logit difference| {gap:.1e})")
-
-        tflite = litert.export(model, out, x_test, y_test,
-                               data["train"][0][:config.calibration_images], dense_logits,
-                               config.logits_tolerance, dense_model=full)
-        shared, quantization = {}, None
-        if config.codebook_epochs:
-            shared[config.codebook_bits], quantization = codebooks.quantize(
-                model, layers, config.codebook_bits, config.codebook_epochs, data,
-                config.codebook_learning_rate, config.seed)
-        stored, decoded = write_formats(layers, dict.fromkeys(formats.FORMATS + [args.format]),
-                                        out, data, config.batch_size, shared)
-        for r in stored.values():
-            r["compression"] = dense_bytes / r["bytes"]
-        SparseNetwork(decoded[args.format]).save(out / "saved_model")
-        saved_disk = directory_bytes(out / "saved_model")
-        lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite,
-                       args.format, saved_disk, sizes)
+            print(f"shrunk ({how}): {sizes['pruned']} -> {sizes['shrunk']}, "
+                  f"{deployed.count_params():,d} parameters")
+        results, lines = deploy(model, full, deployed, sizes, config, data, args.format, out)
         (out / "compression_report.txt").write_text("\n".join(lines) + "\n")
+        results.update(shrunk_sizes=sizes, shrunk_parameters=sizes and deployed.count_params())
         write_json(out / "config.json", record(config, pruned=upstream["record"]["config"],
                                                data=dict(source=data["source"],
-                                                         sha256=data["sha256"]), results=dict(
-            format=args.format, shrunk_sizes=sizes, shrunk_parameters=sizes and
-            model.count_params(), dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
-            test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
-            compression=stored["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
-            sparse_saved_model_bytes=saved_disk, formats=stored,
-            trained_quantization=quantization, tflite=tflite,
-            nonzeros={l["name"]: len(l["values"]) for l in layers},
-            weights={l["name"]: int(np.prod(l["shape"])) for l in layers})))
+                                                         sha256=data["sha256"]),
+                                               results=results))
     print(*lines, sep="\n")
     print(f"saved {config.model_dir}/")
+
+
+def deploy(model, full, deployed, sizes, config, data, chosen, out):
+    """Everything the stage writes into `out` for the pruned `model` (`deployed`: it, or its
+    shrunk network, of layer `sizes`; `full`: the network at its unpruned size, the compression's
+    baseline): the sparse network checked against the Keras logits, the .tflite files, trained
+    quantization, every storage format read back and scored, the SavedModel in format `chosen`;
+    (results for config.json, the report's lines)."""
+    from compression import codebooks, coo
+    from deploy import litert
+    from deploy.report import report
+    from deploy.saved_model import directory_bytes, saved_model_bytes
+    from deploy.sparse_graph import SparseNetwork, check_sparse, sparse_layers
+    from deploy.storage import write_formats
+    from training.evaluate import evaluate, logits_function, predict
+    x_test, y_test = data["test"]
+    dense_fn = logits_function(model)
+    dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
+    print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  loss {dense_loss:.4f}")
+    dense_logits = predict(dense_fn, x_test)
+    dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(full)), saved_model_bytes(full)
+    layers = sparse_layers(deployed)
+    sparse_acc, sparse_loss, gap = check_sparse(layers, x_test, y_test, dense_logits,
+                                                config.batch_size, config.logits_tolerance)
+    print(f"sparse network:                  test accuracy {sparse_acc:.4f}  "
+          f"loss {sparse_loss:.4f}  (max |logit difference| {gap:.1e})")
+    tflite = litert.export(deployed, out, x_test, y_test,
+                           data["train"][0][:config.calibration_images], dense_logits,
+                           config.logits_tolerance, dense_model=full)
+    shared, quantization = {}, None
+    if config.codebook_epochs:
+        shared[config.codebook_bits], quantization = codebooks.quantize(
+            deployed, layers, config.codebook_bits, config.codebook_epochs, data,
+            config.codebook_learning_rate, config.seed)
+    stored, decoded = write_formats(layers, dict.fromkeys(formats.FORMATS + [chosen]), out, data,
+                                    config.batch_size, shared)
+    for r in stored.values():
+        r["compression"] = dense_bytes / r["bytes"]
+    SparseNetwork(decoded[chosen]).save(out / "saved_model")
+    saved_disk = directory_bytes(out / "saved_model")
+    lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite, chosen,
+                   saved_disk, sizes)
+    return dict(
+        format=chosen, dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
+        test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
+        compression=stored["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
+        sparse_saved_model_bytes=saved_disk, formats=stored, trained_quantization=quantization,
+        tflite=tflite, nonzeros={l["name"]: len(l["values"]) for l in layers},
+        weights={l["name"]: int(np.prod(l["shape"])) for l in layers}), lines
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ numpy_only=(--ignore=tests/pruning/test_criteria.py --ignore=tests/pruning/test_
 # the package's mechanics (masks through every setup, schedules, layouts, the properties), run on
 # all three backends; the rest of tests/pruning on JAX too
 mechanics=(tests/pruning/test_{training_setups,properties,layouts,callbacks,prune}.py)
-rest=("${numpy_only[@]}" "${mechanics[@]/#/--ignore=}")
+beside=(tests/pruning/test_{readme,regularizers}.py)  # on JAX in the first lane, for balance
+rest=("${numpy_only[@]}" "${mechanics[@]/#/--ignore=}" "${beside[@]/#/--ignore=}")
 { python -m pytest -q -p no:cacheprovider tests/scripts "$@" || status=$?
   KERAS_BACKEND=torch OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider \
     "${mechanics[@]}" "$@" || status=$?
@@ -25,7 +26,8 @@ scripts=$!
 trap 'kill "$scripts" 2>/dev/null || true; rm -f "$log"' EXIT
 status=0
 python -m pytest -q tests --ignore=tests/scripts "$@" || status=$?
-KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider "${mechanics[@]}" "$@" || status=$?
+KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider "${mechanics[@]}" "${beside[@]}" "$@" \
+  || status=$?
 wait "$scripts" || status=$?
 echo "tests/scripts, then the package on PyTorch and the rest of it on JAX (run beside the above):"
 cat "$log"

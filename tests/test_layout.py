@@ -34,3 +34,11 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "configs"])
 def test_no_script_imports_another_script(script):
     assert not set(imports(REPO / f"{script}.py")) & set(SCRIPTS) - {"configs"}
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "configs"])
+def test_every_scripts_main_is_a_short_story(script):
+    """parse -> load -> run -> save -> report, the work in named functions: at most 60 lines."""
+    (main,) = [node for node in ast.parse((REPO / f"{script}.py").read_text()).body
+               if isinstance(node, ast.FunctionDef) and node.name == "main"]
+    assert main.end_lineno - main.lineno + 1 <= 60

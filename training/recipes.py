@@ -33,6 +33,7 @@ from pruning import (GradualPruning, IterativePruning, KLWarmup, PolynomialDecay
 from training.checkpoints import pruned_layers
 from training.evaluate import evaluate, logits_function
 from training.fit import fit
+from utils import flags
 
 def pattern(config):
     """What `config` prunes in: whole groups (--structure) or blocks (--block)."""
@@ -90,7 +91,7 @@ class FirstPruning:
 def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print):
     """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
     each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
-    configs.check_pruned(config)
+    flags.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
     if config.schedule == "variational":
         return variational(model, config, data, log)

@@ -6,6 +6,7 @@ from tests.helpers import TINY, tiny_data, tiny_model
 from pruning import criteria
 import training.recipes
 from training.recipes import kept_midpoint, prune_and_fine_tune, round_value, search_sparsity
+from utils import flags
 
 BASE = configs.override(configs.PrunedConfig(), image_shape=TINY.image_shape,
                         hidden_sizes=TINY.hidden_sizes, num_classes=TINY.num_classes,
@@ -81,7 +82,7 @@ def test_bad_settings_are_clear_errors(changes, match):
     (dict(criterion="layer-sparsity", schedule="iterative"), {"sparsity", "rounds"}),
     (dict(schedule="gradual"), {"sparsity", "prune_every"})])
 def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
-    configs.check_pruned(configs.override(BASE, **changes), given)
+    flags.check_pruned(configs.override(BASE, **changes), given)
 
 
 @pytest.mark.parametrize("changes, given, match", [
@@ -104,7 +105,7 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
                                                      "--schedule gradual")])
 def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
     with pytest.raises(ValueError, match=match):
-        configs.check_pruned(configs.override(BASE, **changes), given)
+        flags.check_pruned(configs.override(BASE, **changes), given)
 
 
 def test_the_configs_criteria_are_the_packages():
@@ -175,4 +176,4 @@ def test_a_sensitivity_allocation_prunes_each_layer_to_its_own_share_of_the_tota
 
 def test_an_allocation_needs_the_layer_sparsity_criterion():
     with pytest.raises(ValueError, match="--allocation sensitivity sets each layer's sparsity"):
-        configs.check_pruned(configs.override(BASE, allocation="sensitivity"))
+        flags.check_pruned(configs.override(BASE, allocation="sensitivity"))

@@ -202,3 +202,38 @@ def test_the_block_flag_reads_blocks_as_the_package_does(text):
             cli.block(text)
     else:
         assert cli.block(text) == expected
+
+
+def test_a_new_pruning_setting_is_one_entry(monkeypatch, capsys, no_work, tmp_path):
+    """One entry in configs.PRUNING gives the config its field, --help and parsing its flag, the
+    checks its `used_by`, and the record (config.json, every field) its value."""
+    import json
+
+    import prune_network
+    from training.checkpoints import record
+    from utils import flags
+    from utils.checkpoints import write_json
+    monkeypatch.setitem(configs.PRUNING, "warm_rounds", configs.Setting(
+        2, "iterative: rounds before the first pruning", "positive_int",
+        used_by=("schedule", ("iterative",))))
+    monkeypatch.setattr(configs, "PrunedConfig", configs.pruned_class(configs.PRUNING))
+    assert configs.pruned_config("lenet-5").warm_rounds == 2
+    monkeypatch.setattr("sys.argv", ["prune_network.py", "--help"])
+    with pytest.raises(SystemExit):
+        prune_network.parse()
+    assert "--warm-rounds WARM_ROUNDS" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["prune_network.py", "--schedule", "iterative",
+                                     "--warm-rounds", "4"])
+    _, config = prune_network.parse()
+    assert config.warm_rounds == 4
+    write_json(tmp_path / "config.json", record(config))
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["warm_rounds"] == 4
+    monkeypatch.setattr("sys.argv", ["prune_network.py", "--warm-rounds", "0"])
+    with pytest.raises(SystemExit):  # its type: an integer >= 1
+        prune_network.parse()
+    assert "argument --warm-rounds: must be an integer >= 1, got '0'" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["prune_network.py", "--warm-rounds", "4"])
+    with pytest.raises(ValueError, match="--warm-rounds is not used by --schedule one-shot "
+                                         r"\(only by --schedule iterative\)"):
+        prune_network.parse()
+    assert flags.given(argparse.Namespace(warm_rounds=4), configs.PRUNING) == {"warm_rounds"}
