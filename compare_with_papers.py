@@ -9,7 +9,8 @@ network's own, and others such as a higher sparsity or sparse variational dropou
 seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense, then prune_network.py ->
 deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the recipe) or
 {pruned,sparse}-<point>; a stage whose output is already there is read, not rerun (delete its
-folder to rerun it). Then reports:
+folder to rerun it); a stage whose record is of another network, seed, data, --quick or point's
+flags, or damaged, is one error line, never read as this one's. Then reports:
   1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
      pruned one (float32) and of the stored one (shared-5bit-huffman after trained quantization),
      the parameter reduction (weights / non-zeros, Han et al. 2015's measure) and the
@@ -20,7 +21,8 @@ folder to rerun it). Then reports:
      split, then its test error, read once per stage, reported. A row counting parameters is
      compared with the pruned float32 network, one counting bytes with the stored one;
   3. the network's goals, met or missed, chosen the same way.
-Writes results/<network>/papers_comparison.md at the end.
+Writes results/<network>/papers_comparison.md at the end (--quick: into the runs' folder,
+saved_models/<network>/seeds-quick/, never results/).
 """
 import json
 import statistics
@@ -31,9 +33,9 @@ from pathlib import Path
 
 import configs
 from experiments import papers
-from utils import cli
+from utils import cli, flags
 from utils.atomic import check_publishable, publish
-from utils.checkpoints import lock
+from utils.checkpoints import lock, stage_of
 
 TABLE = "papers_comparison.md"  # into --results-dir
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
@@ -44,8 +46,10 @@ def folders(point):
     return ("pruned", "sparse") if point == RECIPE else (f"pruned-{point}", f"sparse-{point}")
 
 
-def run_stage(script, seed, network, out, args):
-    """One stage into `out`, unless its config.json is there; its results."""
+def run_stage(script, seed, network, out, args, expected=None):
+    """One stage into `out`, unless its record (config.json) is there; its results. `args` are
+    the stage's flags (--quick among them or not); `expected`, {field: value} its record must
+    hold besides the network, the seed, --quick and MNIST."""
     if not (out / "config.json").is_file():
         print(f"seed {seed}: {script} -> {out}", flush=True)
         code = subprocess.run([sys.executable, str(configs.repo_path(script)), "--network",
@@ -54,7 +58,32 @@ def run_stage(script, seed, network, out, args):
         if code:
             raise ValueError(f"seed {seed}: {script} failed (exit status {code}; its error is "
                              f"above); the stages before it are kept and not rerun")
-    return json.loads((out / "config.json").read_text())["results"]
+    return read_results(out, script, dict(network=network, seed=seed, quick="--quick" in args,
+                                          data_source="MNIST", **(expected or {})))
+
+
+def read_results(out, script, expected):
+    """The results of the record in `out`, refused with one line unless it is a record of
+    `script` whose config holds `expected` ({field: value}): a folder of another network, seed,
+    data, --quick or point is never read as this one's."""
+    try:
+        record = json.loads((out / "config.json").read_text())
+        config, results = record["config"], record["results"]
+        results["test_accuracy"]  # noqa: B018  every stage's
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{out}/config.json is damaged or not a stage's record ({type(e).__name__}"
+                         f" {e}): delete {out}/ to rerun the stage") from None
+    if stage_of(out) != script:
+        raise ValueError(f"{out}/ is not a checkpoint of {script} (stage.json names "
+                         f"{stage_of(out)}): delete it to rerun the stage")
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    wrong = {k: recorded.get(k) for k, v in expected.items()
+             if recorded.get(k, False if k == "quick" else None) != v}  # older: no quick
+    if wrong:
+        want = {k: expected[k] for k in wrong}
+        raise ValueError(f"{out}/ holds a run of {wrong}, not of {want}: delete it to rerun the "
+                         f"stage, or choose another --runs-dir")
+    return results
 
 
 def run_seed(network, seed, folder, data_flags, points):
@@ -63,9 +92,10 @@ def run_seed(network, seed, folder, data_flags, points):
     rows = {}
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
+        point_flags = papers.POINTS[network][point]
         pruned = run_stage("prune_network.py", seed, network, pruned_dir, [
-            *data_flags, *papers.POINTS[network][point], "--dense-dir",
-            str(folder / "dense"), "--pics-dir", str(folder / "pics" / point)])
+            *data_flags, *point_flags, "--dense-dir", str(folder / "dense"), "--pics-dir",
+            str(folder / "pics" / point)], expected=flags.settings(point_flags))
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
         rows[point] = seed_row(seed, dense, pruned, sparse)
@@ -174,22 +204,28 @@ def main():
     p.add_argument("--seeds", type=cli.seed, nargs="+", default=[123, 124, 125])
     p.add_argument("--points", nargs="+", metavar="POINT",
                    help="which of the network's operating points to run and report "
-                        "(configs.NETWORKS; default all)")
+                        "(experiments/papers.py POINTS; default all)")
     p.add_argument("--runs-dir", type=cli.path,
                    help="where the seeds' checkpoints go (default saved_models/<network>/seeds)")
     p.add_argument("--results-dir", type=cli.path,
-                   help="where the table goes (default results/<network>/)")
+                   help="where the table goes (default results/<network>/; --quick: the "
+                        "runs' folder)")
     p.add_argument("--data-dir", type=cli.path, help="folder with MNIST (see the stages' --help)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: every stage --quick (into saved_models/<network>/"
+                        "seeds-quick, the table there too); never writes results/")
     args = p.parse_args()
     known = list(papers.POINTS[args.network])
     chosen = args.points or known
     unknown = [q for q in chosen if q not in known]
     if unknown:
         raise ValueError(f"--points: {unknown} are not points of {args.network}: {known}")
-    runs = args.runs_dir or configs.repo_path(f"saved_models/{args.network}/seeds")
-    results = args.results_dir or configs.repo_path(configs.network_folder("results",
-                                                                          args.network))
-    data_flags = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    runs = args.runs_dir or configs.repo_path(
+        f"saved_models/{args.network}/seeds" + "-quick" * args.quick)
+    results = cli.publish_dir(args, "--results-dir",
+                              configs.network_folder("results", args.network), runs)
+    data_flags = ["--quick"] * args.quick + (["--data-dir", str(args.data_dir)] if args.data_dir
+                                             else [])
 
     check_publishable([TABLE], results, "--results-dir")
     with lock(results / "papers_comparison", "--results-dir"):

@@ -164,6 +164,9 @@ PrunedConfig = pruned_class(PRUNING)
 @dataclass(frozen=True)
 class SparseConfig:
     """Stage 3: deploy the pruned network with sparse weight matrices."""
+    network: str = "mlp"                     # of the pruned checkpoint
+    data_source: str = ""                    # "MNIST" or the --dataset path: set from the data
+    data_sha256: str = ""                    # of the data's four arrays: set from the data
     batch_size: int = 100                    # evaluation batch
     codebook_bits: int = 5                   # trained quantization: bits of the shared weights
     codebook_epochs: int = 3                 # trained quantization: epochs; 0 = k-means only
@@ -273,7 +276,8 @@ def pruned_config(network="mlp"):
 
 def sparse_config(network="mlp"):
     check_network(network)
-    return override(SparseConfig(), model_dir=_folder(network, SparseConfig.model_dir))
+    return override(SparseConfig(), network=network,
+                    model_dir=_folder(network, SparseConfig.model_dir))
 
 
 # --quick: smoke-test scale. One epoch on 2,000 images barely moves the weights out of their

@@ -73,9 +73,10 @@ def main():
     with stage_output(config.model_dir, "deploy_pruned_model.py",
                       inputs={"--pruned-dir": pruned_dir}) as out:
         model, _, pruned_config, upstream = load_pruned(pruned_dir, args.network)
-        config = configs.override(config, upstream=upstream)
         data = cli.load_data(args)
         check_data(data, pruned_config, pruned_dir, args.allow_other_data)
+        config = configs.override(config, upstream=upstream, data_source=data["source"],
+                                  data_sha256=data["sha256"])
         # `full`: the network at its unpruned size, which the compression is measured against;
         # deployed: the smaller network, if pruned in whole groups
         full = shrunk_source(pruned_config, model) if pruned_config.shrunk_from else model

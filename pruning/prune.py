@@ -174,6 +174,10 @@ def compute_masks(chosen, criterion, value, pattern, norm):
     kernels = [keras.ops.convert_to_numpy(w.variable.value) for w in chosen]
     previous = [w.pruning_mask.numpy() if w.pruning_mask is not None else np.ones(k.shape, bool)
                 for w, k in zip(chosen, kernels)]
+    broken = [w.key for w, k, p in zip(chosen, kernels, previous) if (~np.isfinite(k) & p).any()]
+    if broken:  # a NaN has no magnitude: ranked anywhere, it would be pruned or kept by chance
+        raise ValueError(f"pruning: {broken} hold NaN or infinite weights, which no magnitude "
+                         f"criterion can rank: the training diverged? (a lower learning rate)")
     if isinstance(value, (list, tuple)):
         return [criteria.criterion_masks([k], criterion, v, [p], pattern, norm, [w.layout])[0]
                 for k, v, p, w in zip(kernels, value, previous, chosen)]

@@ -20,6 +20,7 @@ Why layers of our own and not a mask: the noise and the KL need theta and log si
 forward pass, which a constraint or a callback cannot reach. Why not TensorFlow Probability's
 DenseFlipout: it is TensorFlow-only, and its KL is for a Gaussian prior, which does not sparsify.
 """
+import math
 import warnings
 
 import keras
@@ -235,6 +236,9 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
     """
     _check_graph(model, "variational_dropout")
     _check_train_size(train_size)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
+            threshold):
+        raise ValueError(f"threshold must be a finite number (log alpha), got {threshold!r}")
     names = {l.name for l, _, _ in registry.walk(model)}
     if layers is not None and (isinstance(layers, str) or not set(layers) <= names):
         raise ValueError(f"layers must be a list of layer names of model {model.name!r}, got "
@@ -292,6 +296,12 @@ def strip_variational(model, into=None):
     if not variational_layers(model):
         raise ValueError(f"model {model.name!r} has no variational layer: nothing to strip")
     masks = variational_masks(model)
+    empty = sorted(key for key, mask in masks.items() if not mask.any())
+    if empty:  # a network that predicts nothing from its inputs: said, not returned silently
+        warnings.warn(f"pruning: strip_variational prunes every weight of {empty} (log alpha > "
+                      f"threshold everywhere): the network's output no longer depends on its "
+                      f"input there; train shorter, with a smaller KL weight, or a higher "
+                      f"threshold", stacklevel=2)
 
     def convert(layer):
         if not isinstance(layer, _Variational):

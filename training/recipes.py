@@ -178,6 +178,10 @@ def search_sparsity(load, config, data, dense_validation, log=print):
     for step in range(1, config.search_steps + 1):
         kept = kept_midpoint(feasible, infeasible)
         probe = configs.override(config, sparsity=round(1 - kept, 5))
+        if any(p["sparsity"] == probe.sparsity for p in probes):  # the range is one sparsity
+            log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} again: "
+                f"the search has converged, {step - 1} runs")
+            break
         model, optimizer = load(probe)
         log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} "
             f"({1 / kept:.1f}x fewer weights)")

@@ -75,9 +75,16 @@ def _kl_warmup(config, given):
 
 
 def _sensitivity(config, given):
-    if config.allocation == "sensitivity" and config.criterion != "layer-sparsity":
+    if config.allocation != "sensitivity":
+        return None
+    if config.criterion != "layer-sparsity":
         return (f"--allocation sensitivity sets each layer's sparsity: it needs --criterion "
                 f"layer-sparsity, got {config.criterion}")
+    most = configs.SENSITIVITY_LEVELS[-1]
+    if config.sparsity > most:  # known now, before every layer is measured
+        return (f"--allocation sensitivity measures each layer up to sparsity {most}, so the "
+                f"total can reach at most that: --sparsity must be <= {most}, got "
+                f"{config.sparsity}")
 
 
 def _search(config, given):
@@ -127,3 +134,12 @@ def _rounds(config, given):
 # The rules between settings, in the order they are checked: each (config, given) -> the error,
 # or None.
 RULES = (_kl_warmup, _sensitivity, _search, _groups, _gradual, _learning_rates, _rounds)
+
+
+def settings(argv):
+    """{field: value} that the pruning stage's flags `argv` set (["--sparsity", "0.97"] ->
+    {"sparsity": 0.97}), parsed as prune_network.py parses them: what a record of a run with
+    them must hold (compare_with_papers.py)."""
+    parser = cli.Parser("the pruning stage's settings")
+    add_flags(parser, configs.PRUNING, configs.PrunedConfig())
+    return changes(parser.parse_args(argv), configs.PRUNING)

@@ -310,6 +310,20 @@ def test_a_refused_call_leaves_the_model_exactly_as_it_was():
     assert get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["a"]))  # the rest
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nan_or_infinite_weight_is_refused_not_pruned_by_chance(bad):
+    model = users_conv_model()
+    kernel = values(model.get_layer("fc").kernel)
+    kernel[0, 0] = bad
+    model.get_layer("fc").kernel.assign(kernel)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"\['fc/kernel'\] hold NaN or infinite weights"):
+        prune_low_magnitude(model, "threshold", 0.01)
+    assert get_masks(model) == {}
+    for now, then in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(now, then)
+
+
 @pytest.mark.parametrize("model, kwargs, match", [
     ("no prunable", {}, "model 'pool' has no prunable weight"),
     ("conv", dict(layers=["conv9"]), r"layers: \['conv9'\] not among the prunable"),

@@ -195,3 +195,20 @@ def test_a_subclassed_model_is_refused_in_one_line():
     model(np.zeros((1, 3), np.float32))
     with pytest.raises(ValueError, match="subclassed"):
         pruning.variational_dropout(model, train_size=10)
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, "3", True])
+def test_a_threshold_that_is_not_a_finite_number_is_refused(threshold):
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        pruning.variational_dropout(users_conv_model(), train_size=10, threshold=threshold)
+
+
+def test_stripping_a_layer_pruned_to_nothing_says_so():
+    """log alpha above the threshold everywhere in one layer: every weight of it goes, with a
+    warning naming it, not an all-zero layer returned without a word."""
+    vd = pruning.variational_dropout(users_conv_model(), train_size=10)
+    vd.get_layer("fc").log_sigma2.assign(np.full(vd.get_layer("fc").log_sigma2.shape, 30.0))
+    with pytest.warns(UserWarning, match=r"prunes every weight of \['fc/kernel'\]"):
+        plain = pruning.strip_variational(vd)
+    assert not values(plain.get_layer("fc").kernel).any()
+    assert values(plain.get_layer("out").kernel).any()

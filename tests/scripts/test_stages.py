@@ -578,11 +578,18 @@ def test_own_data_of_another_size_runs_through_all_three_stages(tmp_path):
 def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(network_pipeline,
                                                                               tmp_path):
     network, cwd, *_ = network_pipeline
-    for seed in ("7", "8"):  # two "seeds" already deployed: read, not rerun
+    for seed in (7, 8):  # two seeds already deployed (--quick): read, not rerun
         for stage in ("dense", "pruned", "sparse"):
-            shutil.copytree(cwd / stage, tmp_path / "runs" / seed / stage)
-    result = run("compare_with_papers.py", "--network", network, "--seeds", "7", "8",
-                 "--points", "recipe", "--runs-dir", "runs", "--results-dir", "out", cwd=tmp_path)
+            shutil.copytree(cwd / stage, tmp_path / "runs" / str(seed) / stage)
+            record = json.loads((cwd / stage / "config.json").read_text())
+            record["config"]["seed"] = seed  # as if run with --seed 7 and 8
+            (tmp_path / "runs" / str(seed) / stage / "config.json").write_text(json.dumps(record))
+    compare = ["compare_with_papers.py", "--network", network, "--seeds", "7", "8", "--points",
+               "recipe", "--runs-dir", "runs"]
+    line = one_error_line(run(*compare, "--results-dir", "out", cwd=tmp_path))
+    assert line.startswith(f"error: {tmp_path}/runs/7/dense/ holds a run of {{'quick': True}}, "
+                           f"not of {{'quick': False}}: delete it to rerun")
+    result = run(*compare, "--quick", "--results-dir", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "out/papers_comparison.md").read_text()
     assert "| recipe | 7 |" in table and "| recipe | 8 |" in table and "+- 0.00" in table
@@ -592,6 +599,39 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     line = one_error_line(run("compare_with_papers.py", "--network", network, "--points",
                               "magic", "--runs-dir", "runs", cwd=tmp_path))
     assert line.startswith("error: --points: ['magic'] are not points of")
+
+
+def test_the_papers_table_never_reads_another_networks_or_a_damaged_run(pipeline, tmp_path):
+    """An MLP run where LeNet-300-100's should be, a point's folder holding another sparsity, a
+    damaged record: one line each, nothing written."""
+    for stage in ("dense", "pruned", "sparse"):
+        shutil.copytree(pipeline / stage, tmp_path / "runs/123" / stage)
+    compare = ["compare_with_papers.py", "--quick", "--seeds", "123", "--runs-dir", "runs",
+               "--results-dir", "out"]
+    line = one_error_line(run(*compare, "--network", "lenet-300-100", "--points", "recipe",
+                              cwd=tmp_path))
+    assert "runs/123/dense/ holds a run of {'network': 'mlp'}, not of {'network': " \
+           "'lenet-300-100'}" in line
+    (tmp_path / "runs/123/dense/config.json").write_text('{"config": ')
+    line = one_error_line(run(*compare, "--network", "lenet-5", "--points", "recipe",
+                              cwd=tmp_path))
+    assert "runs/123/dense/config.json is damaged or not a stage's record" in line
+    assert not (tmp_path / "out/papers_comparison.md").exists()
+
+
+def test_a_point_is_read_only_from_a_run_of_its_flags(pipeline, tmp_path):
+    from experiments import papers as published
+    for stage, folder in (("dense", "dense"), ("pruned", "pruned-gradual-97")):
+        shutil.copytree(pipeline / stage, tmp_path / "runs/123" / folder)
+        record = json.loads((pipeline / stage / "config.json").read_text())
+        record["config"]["network"] = "lenet-5"  # as if a LeNet-5 run: only the flags differ
+        (tmp_path / "runs/123" / folder / "config.json").write_text(json.dumps(record))
+    line = one_error_line(run("compare_with_papers.py", "--quick", "--network", "lenet-5",
+                              "--seeds", "123", "--points", "gradual-97", "--runs-dir", "runs",
+                              "--results-dir", "out", cwd=tmp_path))
+    assert published.POINTS["lenet-5"]["gradual-97"] == ["--sparsity", "0.97"]
+    assert "pruned-gradual-97/ holds a run of {'sparsity': 0.95}, not of {'sparsity': 0.97}" \
+        in line
 
 
 def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):

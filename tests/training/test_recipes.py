@@ -102,7 +102,10 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
     (dict(schedule="variational", kl_warmup_epochs=9), {"kl_warmup_epochs"},
      "--kl-warmup-epochs must be in \\[1, --epochs 3\\]"),
     (dict(schedule="gradual"), {"kl_warmup_epochs"}, "--kl-warmup-epochs is not used by "
-                                                     "--schedule gradual")])
+                                                     "--schedule gradual"),
+    (dict(criterion="layer-sparsity", allocation="sensitivity", sparsity=0.998), {"sparsity"},
+     "--allocation sensitivity measures each layer up to sparsity 0.995, so the total can reach "
+     "at most that: --sparsity must be <= 0.995, got 0.998")])
 def test_a_setting_that_would_be_ignored_is_an_error_naming_its_flag(changes, given, match):
     with pytest.raises(ValueError, match=match):
         flags.check_pruned(configs.override(BASE, **changes), given)
@@ -138,6 +141,18 @@ def test_the_search_keeps_the_sparsest_run_within_the_drop(monkeypatch):
     assert probes[0]["sparsity"] == pytest.approx(1 - 10 ** -1.5, abs=1e-5)
     assert 0.88 < chosen.sparsity <= 0.9  # six halvings of 1x-1000x: within 12% of 10x
     assert chosen.sparsity == max(p["sparsity"] for p in probes if p["within"])
+
+
+def test_a_search_stops_when_its_next_probe_was_run_already(monkeypatch):
+    """40 steps asked: the bisection's range shrinks to one 5-decimal sparsity long before, and
+    a probe is never fine-tuned twice."""
+    fake_runs(monkeypatch, lambda s: 0.98 if s <= 0.9 else 0.97)
+    config = configs.override(BASE, max_accuracy_drop=0.5, search_steps=40)
+    *_, chosen, _, _, probes = search_sparsity(lambda c: (None, None), config, {}, 0.98,
+                                               log=lambda *_: None)
+    sparsities = [p["sparsity"] for p in probes]
+    assert len(sparsities) == len(set(sparsities)) < 25
+    assert 0.8999 <= chosen.sparsity <= 0.9  # the boundary, to 5 decimals
 
 
 def test_a_search_with_nothing_within_the_drop_is_an_error(monkeypatch):
