@@ -24,7 +24,7 @@ flags, or damaged, is one error line, never read as this one's. Then reports:
 Writes results/<network>/papers_comparison.md at the end (--quick: into the runs' folder,
 saved_models/<network>/seeds-quick/, never results/).
 """
-import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +35,8 @@ import configs
 from experiments import papers
 from utils import cli, flags
 from utils.atomic import check_publishable, publish
-from utils.checkpoints import lock, stage_of
+from utils.checkpoints import lock, read_record, record_facts
+from utils.errors import CheckpointError
 
 TABLE = "papers_comparison.md"  # into --results-dir
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
@@ -52,9 +53,14 @@ def run_stage(script, seed, network, out, args, expected=None):
     hold besides the network, the seed, --quick and MNIST."""
     if not (out / "config.json").is_file():
         print(f"seed {seed}: {script} -> {out}", flush=True)
-        code = subprocess.run([sys.executable, str(configs.repo_path(script)), "--network",
-                               network, "--seed", str(seed), *args, "--model-dir",
-                               str(out)]).returncode
+        stage = subprocess.Popen([sys.executable, str(configs.repo_path(script)), "--network",
+                                  network, "--seed", str(seed), *args, "--model-dir", str(out)])
+        try:
+            code = stage.wait()
+        except BaseException:  # Ctrl-C, kill: the stage ends as it would alone, cleaning up
+            stage.send_signal(signal.SIGTERM)  # (subprocess.run's SIGKILL would leave its
+            stage.wait()  # working folder behind)
+            raise
         if code:
             raise ValueError(f"seed {seed}: {script} failed (exit status {code}; its error is "
                              f"above); the stages before it are kept and not rerun")
@@ -67,22 +73,20 @@ def read_results(out, script, expected):
     `script` whose config holds `expected` ({field: value}): a folder of another network, seed,
     data, --quick or point is never read as this one's."""
     try:
-        record = json.loads((out / "config.json").read_text())
-        config, results = record["config"], record["results"]
-        results["test_accuracy"]  # noqa: B018  every stage's
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{out}/config.json is damaged or not a stage's record ({type(e).__name__}"
-                         f" {e}): delete {out}/ to rerun the stage") from None
-    if stage_of(out) != script:
-        raise ValueError(f"{out}/ is not a checkpoint of {script} (stage.json names "
-                         f"{stage_of(out)}): delete it to rerun the stage")
-    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    wrong = {k: recorded.get(k) for k, v in expected.items()
-             if recorded.get(k, False if k == "quick" else None) != v}  # older: no quick
+        _, record = read_record(out, script)
+        config, results = record["config"], record.get("results")
+        if not isinstance(results, dict) or "test_accuracy" not in results:
+            raise CheckpointError(f"{out}/config.json holds no results of {script}")
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (here: delete {out}/, and this script reruns the "
+                              f"stage)") from None
+    recorded = {**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()},
+                **record_facts(record)}
+    wrong = {k: recorded.get(k) for k, v in expected.items() if recorded.get(k) != v}
     if wrong:
         want = {k: expected[k] for k in wrong}
-        raise ValueError(f"{out}/ holds a run of {wrong}, not of {want}: delete it to rerun the "
-                         f"stage, or choose another --runs-dir")
+        raise CheckpointError(f"{out}/ holds a run of {wrong}, not of {want}: delete it to rerun "
+                              f"the stage, or choose another --runs-dir")
     return results
 
 

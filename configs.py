@@ -65,8 +65,12 @@ class Setting:
     variational: str = None
 
 
-CRITERIA = ("threshold", "std", "layer-sparsity", "global-sparsity")
-SPARSITY_CRITERIA = ("layer-sparsity", "global-sparsity")
+# The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
+# tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
+# without importing the package, which starts TensorFlow.
+CRITERION_FIELD = {"threshold": "threshold", "std": "quality", "layer-sparsity": "sparsity",
+                   "global-sparsity": "sparsity"}
+SPARSITY_CRITERIA = tuple(c for c, field in CRITERION_FIELD.items() if field == "sparsity")
 SCHEDULES = ("one-shot", "iterative", "gradual", "variational")  # training/recipes.py
 # --structure (training/recipes.pruned_layers): "inputs" prunes whole input features of every
 # weight layer (the pixels of fc1, the units of the layer before each other one: the layer sizes
@@ -82,7 +86,8 @@ GROUPS = ("inputs", "units")
 PRUNING = {
     "criterion": Setting("threshold", "how to pick the weights to prune: |w| below --threshold, "
                          "below --quality x the layer's std, or the smallest --sparsity of each "
-                         "layer or of all weights", choices=CRITERIA, variational="given"),
+                         "layer or of all weights", choices=tuple(CRITERION_FIELD),
+                         variational="given"),
     "threshold": Setting(0.03, "threshold: prune |w| below this; with --quick 0.01",
                          "non_negative", used_by=("criterion", ("threshold",)),
                          variational="given"),
@@ -140,6 +145,7 @@ PRUNING = {
                              "--lr-values", "positive_int", many=True, metavar="EPOCH"),
 }
 
+
 def pruned_class(settings):
     """Stage 2's config class: prune the stage-1 weights by magnitude, then fine-tune under the
     mask. Stage 1's config (the network, the data, the training recipe) with no dropout and a
@@ -155,6 +161,7 @@ def pruned_class(settings):
         ("model_dir", str, "saved_models/network_dense_pruned")], bases=(DenseConfig,),
         frozen=True)
     cls.__module__ = __name__
+    cls.__doc__ = "Stage 2: prune the stage-1 weights by magnitude, then fine-tune under the mask."
     return cls
 
 
@@ -229,11 +236,6 @@ def network_folder(folder, network):
 # --schedule variational (sparse variational dropout) trains with Adam, whose steps want smaller
 # rates than SGD's: these, unless --lr-values is given (at the recipe's --lr-boundaries).
 VARIATIONAL_LR_VALUES = (1e-3, 1e-4)
-# The PrunedConfig field each of the pruning package's criteria reads (pruning.criteria.VALUE_NAME;
-# tests/training/test_recipes.py checks that the two agree). Here, so that the flags are checked
-# without importing the package, which starts TensorFlow.
-CRITERION_FIELD = {"threshold": "threshold", "std": "quality", "layer-sparsity": "sparsity",
-                   "global-sparsity": "sparsity"}
 
 
 # --allocation sensitivity (pruning.layer_sensitivity): the sparsities each layer is measured at,

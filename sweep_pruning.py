@@ -27,6 +27,7 @@ from utils import cli
 from utils.atomic import check_publishable, publish, replacing
 from utils.checkpoints import lock
 
+SWEPT = [s for s in configs.SCHEDULES if s != "variational"]  # those that take a sparsity
 SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
 SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
@@ -46,8 +47,10 @@ def parse():
     p = cli.parser(__doc__)
     p.add_argument("--sparsities", type=cli.fraction, nargs="+", help="target global "
                    "sparsities, each in [0, 1) (default: the network's, configs.NETWORKS)")
-    p.add_argument("--schedules", nargs="+", choices=configs.SCHEDULES,
-                   help="schedules to compare (default: all for mlp, gradual for the LeNets)")
+    p.add_argument("--schedules", nargs="+", choices=SWEPT,
+                   help="schedules to compare at each sparsity (default: all three for mlp, "
+                        "gradual for the LeNets; variational has no target sparsity to sweep: "
+                        "prune_network.py --schedule variational, or compare_with_papers.py)")
     p.add_argument("--epochs", type=cli.positive_int,
                    help="fine-tuning epochs per point (default: the network's recipe, 20)")
     cli.folder_flag(p, "--dense-dir", "stage-1 checkpoint folder", configs.DenseConfig.model_dir)

@@ -65,7 +65,40 @@ def parse():
         if not (folder / "config.json").is_file():
             p.error(f"--deployed {folder}: no output of deploy_pruned_model.py there; run it "
                     f"first (--model-dir)")
+    args.dense_dir = args.dense_dir or configs.repo_path(
+        configs.dense_config(args.network).model_dir)
+    check_inputs(args)
     return args
+
+
+def check_inputs(args):
+    """Refuse, before anything is timed, what would be scored as something it is not: a folder
+    of another stage or network, data other than MNIST's (the benchmark scores on MNIST) or
+    other than the dense checkpoint's, and --quick runs written over the committed results."""
+    from utils.checkpoints import read_record, record_facts
+    records = {args.dense_dir: read_record(args.dense_dir, "train_network_dense.py")[1]}
+    records.update({f: read_record(f, "deploy_pruned_model.py")[1] for f in args.deployed})
+    facts = {folder: record_facts(record) for folder, record in records.items()}
+    for folder, fact in facts.items():
+        network, source = fact["network"], fact["data_source"]
+        if network != args.network:
+            raise ValueError(f"{folder}/ holds a {network} run, not {args.network}: pass "
+                             f"--network {network} or folders of {args.network} runs")
+        if source != "MNIST":
+            raise ValueError(f"{folder}/ was trained on {source}, and this benchmark scores on "
+                             f"MNIST: its accuracy would mean nothing")
+    if len({fact["data_sha256"] for fact in facts.values()}) > 1:
+        raise ValueError("the dense checkpoint and the deployments were trained on different "
+                         "MNIST files (their data fingerprints differ)")
+    quick = sorted(str(f) for f, fact in facts.items() if fact["quick"])
+    committed = [flag for flag, given, folder in (
+        ("--results-dir", args.results_dir, configs.repo_path("benchmarks/results")),
+        ("--pics-dir", args.pics_dir, configs.repo_path(configs.network_folder("pics",
+                                                                               args.network))))
+        if given in (None, folder)]
+    if quick and committed:
+        raise ValueError(f"{quick[0]}/ is a --quick run: a smoke benchmark never replaces the "
+                         f"committed results; give {' and '.join(committed)} (another folder)")
 
 
 def label(meta):
@@ -109,8 +142,7 @@ def run(args, stem, results_dir, pics):
     from utils.datasets import load as load_data
     from utils.plot_utils import plot_deployments
 
-    dense_dir = args.dense_dir or configs.repo_path(configs.dense_config(args.network).model_dir)
-    model, _ = load_checkpoint(dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
+    model, _ = load_checkpoint(args.dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
     data = load_data(data_dir=args.data_dir)
     positions = {l.name: int(np.prod(l.output.shape[1:-1])) for l in weight_layers(model)}
     dense_macs = sum(int(np.prod(l.kernel.shape)) * positions[l.name]

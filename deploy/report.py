@@ -36,6 +36,10 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deplo
         storage = ", ".join(f"{l['storage']} ({l['bytes']:,d} B)" for l in r["layers"])
         lines.append(f"  {name:18s} {r['bytes']:9,d} {r['compression']:8.2f}x "
                      f"{r['test_accuracy']:9.4f} {r['max_logit_difference']:16.1e}  {storage}")
+    slow = [name for name, r in tflite.items() if r.get("xnnpack") is False]
+    if slow:  # it changes the speed a user gets: said, not only recorded
+        lines.append(f"  {', '.join(slow)}: XNNPACK could not prepare it; LiteRT runs it on its "
+                     f"reference kernels, slower (benchmarks/bench_deployments.py times it)")
     float_dense = tflite["dense float32"]["bytes"]
     lines += [f"  model.tflite is {float_dense / tflite['model.tflite']['bytes']:.1f}x and "
               f"model_int8.tflite {float_dense / tflite['model_int8.tflite']['bytes']:.1f}x "

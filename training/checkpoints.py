@@ -20,7 +20,7 @@ import configs
 from networks.builders import architecture, build_network, layer_sizes, weight_layers
 from networks.layers import ByteDropout
 from pruning import GroupLasso, PruningMask, SelectFeatures, get_masks, shrink
-from utils.checkpoints import STAGE_FILE, read_artifact, write_json
+from utils.checkpoints import STAGE_FILE, read_artifact, read_record, write_json
 from utils.errors import CheckpointError
 
 # What the stages' model.keras files hold.
@@ -48,21 +48,16 @@ def record(config, results=None, **more):
     return {"config": config, "software": versions, **more, "results": results or {}}
 
 
-def read_record(model_dir, made_by):
+def upstream_of(model_dir, made_by):
     """The record (config.json) of the checkpoint in `model_dir` as `upstream` holds it: the
     stage that wrote it, the folder, the SHA-256 of the file's bytes and its content."""
-    path = Path(model_dir) / "config.json"
-    raw = read_artifact(path, lambda p: p.read_bytes(), made_by)
-    content = read_artifact(path, lambda p: json.loads(raw), made_by)
-    if not isinstance(content, dict) or not isinstance(content.get("config"), dict):
-        raise CheckpointError(f"{path} is not a record of {made_by} (no \"config\"): rerun "
-                              f"{made_by}")
+    raw, content = read_record(model_dir, made_by)
     return dict(stage=made_by, folder=str(Path(model_dir).resolve()),
                 sha256=hashlib.sha256(raw).hexdigest(), record=content)
 
 
 def load_checkpoint(model_dir, made_by, custom_objects=()):
-    """(model with its optimizer, its record: `read_record`'s dict) from a checkpoint folder;
+    """(model with its optimizer, its record: `upstream_of`'s dict) from a checkpoint folder;
     `custom_objects` are the classes of the model's own layers and constraints (registered Keras
     serializables).
 
@@ -77,7 +72,7 @@ def load_checkpoint(model_dir, made_by, custom_objects=()):
     if stage != made_by:
         raise CheckpointError(f"{model_dir}/ holds a checkpoint of {stage}, not the one of "
                               f"{made_by} needed here: run {made_by} first or pass its folder")
-    upstream = read_record(model_dir, made_by)
+    upstream = upstream_of(model_dir, made_by)
     objects = {keras.saving.get_registered_name(c): c for c in custom_objects}
     model = read_artifact(model_dir / "model.keras",
                           lambda p: keras.models.load_model(p, custom_objects=objects), made_by)
@@ -222,7 +217,7 @@ def pruned_layers(model, config):
 
 def load_pruned(pruned_dir, network="mlp"):
     """The stage-2 checkpoint of `network`: (model, {layer name: bool mask}, its config, its
-    record as `read_record` gives it), its masks checked.
+    record as `upstream_of` gives it), its masks checked.
 
     Refused with one line: a checkpoint of another stage (a dense one was never pruned) or
     network, a model whose conv and Dense layers are not all pruned, or a kernel with non-zeros

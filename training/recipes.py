@@ -29,11 +29,12 @@ import keras
 from pruning import (GradualPruning, IterativePruning, KLWarmup, PolynomialDecay,
                      add_group_lasso, allocate_sparsity, get_masks, layer_sensitivity,
                      prune_low_magnitude, prunable_weights, strip_variational, summary,
-                     variational_dropout)
+                     variational_dropout, variational_masks)
 from training.checkpoints import pruned_layers
 from training.evaluate import evaluate, logits_function
-from training.fit import fit
+from training.fit import TrainingDiverged, fit
 from utils import flags
+
 
 def pattern(config):
     """What `config` prunes in: whole groups (--structure) or blocks (--block)."""
@@ -151,9 +152,23 @@ def variational(model, config, data, log=print):
     copy = variational_dropout(model, train_size=len(data["train"][1]),
                                layers=pruned_layers(model, config), seed=config.seed)
     history = fit(copy, keras.optimizers.Adam(), config, data,
-                  [KLWarmup(min(config.kl_warmup_epochs, config.epochs))], log=log)
+                  [KLWarmup(min(config.kl_warmup_epochs, config.epochs)), StopOnEmptyLayer()],
+                  log=log)
     strip_variational(copy, into=model)
     return get_masks(model), history
+
+
+class StopOnEmptyLayer(keras.callbacks.Callback):
+    """End a variational run, saving nothing, at the end of the first epoch where a layer has
+    learnt to drop every weight: its output no longer depends on its input, and more epochs
+    would only be spent on a network that cannot be deployed."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        empty = sorted(k for k, mask in variational_masks(self.model).items() if not mask.any())
+        if empty:
+            raise ValueError(f"variational dropout dropped every weight of {empty} by epoch "
+                             f"{epoch + 1}: nothing is saved; train fewer --epochs, a longer "
+                             f"--kl-warmup-epochs, or start from a better-trained network")
 
 
 def kept_midpoint(feasible, infeasible):
@@ -174,6 +189,7 @@ def search_sparsity(load, config, data, dense_validation, log=print):
     within it (nothing to save).
     """
     feasible, infeasible = 1.0, configs.SEARCH_FEWEST_KEPT  # kept fractions: assumed, not run
+    start = "starting network's" if config.shrunk_from else "dense"  # --structured-dir: shrunk
     best, probes = None, []
     for step in range(1, config.search_steps + 1):
         kept = kept_midpoint(feasible, infeasible)
@@ -187,6 +203,8 @@ def search_sparsity(load, config, data, dense_validation, log=print):
             f"({1 / kept:.1f}x fewer weights)")
         try:
             masks, history = prune_and_fine_tune(model, optimizer, probe, data, log=log)
+        except TrainingDiverged:  # not a sign of too much sparsity: every probe would repeat it
+            raise
         except ValueError as e:  # a sparsity the criterion refuses (a layer left with nothing)
             log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} cannot run "
                 f"({e}): taken as too sparse")
@@ -197,7 +215,7 @@ def search_sparsity(load, config, data, dense_validation, log=print):
         within = 100 * (dense_validation - accuracy) <= config.max_accuracy_drop
         probes.append(dict(sparsity=probe.sparsity, validation_accuracy=accuracy, within=within))
         log(f"search {step}/{config.search_steps}: sparsity {probe.sparsity:.5f} -> validation "
-            f"accuracy {accuracy:.4f} (dense {dense_validation:.4f}): "
+            f"accuracy {accuracy:.4f} ({start} {dense_validation:.4f}): "
             f"{'within' if within else 'beyond'} {config.max_accuracy_drop:g} points")
         if within:
             feasible, best = kept, (model, optimizer, probe, masks, history)
@@ -205,9 +223,10 @@ def search_sparsity(load, config, data, dense_validation, log=print):
             infeasible = kept
     if best is None:
         least = min(probes, key=lambda p: p["sparsity"])  # the last: all moved toward dense
+        reached = ("could not run" if least["validation_accuracy"] is None else
+                   f"reached {least['validation_accuracy']:.4f}")
         raise ValueError(f"no sparsity tried stays within {config.max_accuracy_drop:g} points of "
-                         f"the dense validation accuracy {dense_validation:.4f} (the least "
-                         f"sparse, {least['sparsity']:.4f}, reached "
-                         f"{least['validation_accuracy']:.4f}): allow a larger "
+                         f"the {start} validation accuracy {dense_validation:.4f} (the least "
+                         f"sparse, {least['sparsity']:.4f}, {reached}): allow a larger "
                          f"--max-accuracy-drop or more --search-steps")
     return (*best, probes)

@@ -175,6 +175,14 @@ def run(main):
         main()
     except EXPECTED_ERRORS as e:
         sys.exit(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 - only TensorFlow's out-of-space error becomes a line
+        # TensorFlow's ResourceExhaustedError (a full disk while writing the SavedModel, memory)
+        # is no OSError; matched by name: TensorFlow is not imported when this module is.
+        if type(e).__name__ != "ResourceExhaustedError":
+            raise
+        reason = (str(e).strip().splitlines() or ["resource exhausted"])[0][:200]
+        sys.exit(f"error: out of disk space or memory: {reason}; the previous output, if any, "
+                 f"is left as it was")
     except (KeyboardInterrupt, Stopped) as e:
         name = str(e) if isinstance(e, Stopped) else "SIGINT"
         print(f"interrupted ({name}): the previous output, if any, is left as it was",

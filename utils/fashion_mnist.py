@@ -69,12 +69,20 @@ def main():
         p.error(f"{out}: the output must end in .npz")
     if out.exists():
         p.error(f"{out} exists: give a new file (it is never overwritten)")
+    try:  # a folder it cannot write is found before the 30 MB download, not after
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as e:
+        p.exit(1, f"error: cannot write into {out.parent}: {e.strerror or e}\n")
     try:
         x_train, y_train, x_test, y_test = split(fetch())
+        with replacing(out) as tmp:
+            np.savez_compressed(tmp, x_train=x_train, y_train=y_train, x_test=x_test,
+                                y_test=y_test)
     except MnistError as e:
         p.exit(1, f"error: {e}\n")
-    with replacing(out) as tmp:
-        np.savez_compressed(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    except OSError as e:  # the disk filled while writing: the path, not only [Errno 28]
+        p.exit(1, f"error: writing {out}: {e.strerror or e}\n")
     print(f"wrote {out}: {len(y_train):,} training and {len(y_test):,} test images, 28x28, "
           f"10 classes")
 

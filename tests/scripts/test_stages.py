@@ -103,6 +103,9 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
         assert (pipeline / path).stat().st_size > 0, path
     report = (pipeline / "sparse/compression_report.txt").read_text()
     assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
+    tflite = json.loads((pipeline / "sparse/config.json").read_text())["results"]["tflite"]
+    slow = [name for name, r in tflite.items() if r.get("xnnpack") is False]  # said in the report
+    assert ("XNNPACK could not prepare it" in report) == bool(slow), (slow, report)
     assert not [p for p in pipeline.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
@@ -615,7 +618,8 @@ def test_the_papers_table_never_reads_another_networks_or_a_damaged_run(pipeline
     (tmp_path / "runs/123/dense/config.json").write_text('{"config": ')
     line = one_error_line(run(*compare, "--network", "lenet-5", "--points", "recipe",
                               cwd=tmp_path))
-    assert "runs/123/dense/config.json is damaged or not a stage's record" in line
+    assert "runs/123/dense/config.json is damaged or unreadable" in line
+    assert line.endswith("runs/123/dense/, and this script reruns the stage)")
     assert not (tmp_path / "out/papers_comparison.md").exists()
 
 
@@ -650,3 +654,37 @@ def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("usage: bench_") == len(benchmarks) == 4
+
+
+def test_the_deployment_benchmark_refuses_what_it_would_score_as_something_else(
+        pipeline, tmp_path, monkeypatch):
+    """Before anything is timed: another network's folders, and --quick runs over the committed
+    results."""
+    bench = ["benchmarks/bench_deployments.py", "--dense-dir", str(pipeline / "dense"),
+             "--deployed", str(pipeline / "sparse")]
+    line = run_script(*bench, "--network", "lenet-5", "--results-dir", "r", "--pics-dir", "p",
+                      cwd=tmp_path, monkeypatch=monkeypatch)
+    assert line == (f"error: {pipeline}/dense/ holds a mlp run, not lenet-5: pass --network mlp "
+                    f"or folders of lenet-5 runs")
+    line = run_script(*bench, "--results-dir", "r", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert line.endswith("is a --quick run: a smoke benchmark never replaces the committed "
+                         "results; give --pics-dir (another folder)")
+    assert not list(tmp_path.iterdir())
+
+
+def test_killing_the_papers_comparison_lets_its_running_stage_clean_up(tmp_path):
+    """SIGTERM to compare_with_papers.py is passed on to the stage it runs, which removes its
+    working folder as it would alone (not SIGKILLed, leaving it behind)."""
+    compare = subprocess.Popen(
+        [sys.executable, str(REPO / "compare_with_papers.py"), "--quick", "--network", "lenet-5",
+         "--seeds", "123", "--points", "recipe", "--runs-dir", "runs", "--results-dir", "out"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs/123").glob(".dense.tmp-*")):
+        assert compare.poll() is None and time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.05)
+    compare.send_signal(signal.SIGTERM)
+    _, err = compare.communicate(timeout=120)
+    assert compare.returncode == 143, err[-2000:]
+    assert "interrupted (SIGTERM)" in err
+    assert not [p.name for p in (tmp_path / "runs/123").iterdir() if ".tmp-" in p.name]

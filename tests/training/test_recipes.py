@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 import configs
@@ -6,6 +7,7 @@ from tests.helpers import TINY, tiny_data, tiny_model
 from pruning import criteria
 import training.recipes
 from training.recipes import kept_midpoint, prune_and_fine_tune, round_value, search_sparsity
+from training.fit import TrainingDiverged
 from utils import flags
 
 BASE = configs.override(configs.PrunedConfig(), image_shape=TINY.image_shape,
@@ -155,6 +157,24 @@ def test_a_search_stops_when_its_next_probe_was_run_already(monkeypatch):
     assert 0.8999 <= chosen.sparsity <= 0.9  # the boundary, to 5 decimals
 
 
+def test_a_search_stops_at_the_first_diverged_run_and_says_why_when_none_could_run(monkeypatch):
+    """A diverged fine-tuning is not "too sparse": the search ends there, not after five more
+    runs; a search where no probe could run is one error, not a TypeError."""
+    runs = []
+
+    def diverge(model, optimizer, config, data, on_prune=None, log=print):
+        runs.append(config.sparsity)
+        raise TrainingDiverged("the loss became nan in epoch 1, step 3: training diverged")
+    monkeypatch.setattr(training.recipes, "prune_and_fine_tune", diverge)
+    config = configs.override(BASE, max_accuracy_drop=0.5, search_steps=6)
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        search_sparsity(lambda c: (None, None), config, {}, 0.98, log=lambda *_: None)
+    assert len(runs) == 1
+    fake_runs(monkeypatch, lambda s: None)  # every sparsity refused by the criterion
+    with pytest.raises(ValueError, match=r"the least sparse, 0\.\d+, could not run\)"):
+        search_sparsity(lambda c: (None, None), config, {}, 0.98, log=lambda *_: None)
+
+
 def test_a_search_with_nothing_within_the_drop_is_an_error(monkeypatch):
     fake_runs(monkeypatch, lambda s: 0.5)
     config = configs.override(BASE, max_accuracy_drop=0.5, search_steps=3)
@@ -192,3 +212,17 @@ def test_a_sensitivity_allocation_prunes_each_layer_to_its_own_share_of_the_tota
 def test_an_allocation_needs_the_layer_sparsity_criterion():
     with pytest.raises(ValueError, match="--allocation sensitivity sets each layer's sparsity"):
         flags.check_pruned(configs.override(BASE, allocation="sensitivity"))
+
+
+def test_a_variational_run_stops_at_the_first_epoch_a_layer_drops_everything():
+    """Not trained on to fail later in the plot: the epoch's end names the layer."""
+    from pruning import variational_dropout
+    model, _ = tiny_model()
+    copy = variational_dropout(model, train_size=10)
+    layer = copy.layers[-1]
+    layer.log_sigma2.assign(np.full(layer.log_sigma2.shape, 30.0))  # log alpha >> 3 everywhere
+    stop = training.recipes.StopOnEmptyLayer()
+    stop.set_model(copy)
+    with pytest.raises(ValueError, match=rf"dropped every weight of \['{layer.name}/kernel'\] "
+                                         r"by epoch 2: nothing is saved"):
+        stop.on_epoch_end(1)

