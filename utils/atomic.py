@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from utils.checkpoints import STAGE_FILE, stage_of
+
 MANIFEST = ".written-by-pruning.json"
 
 
@@ -54,7 +56,15 @@ def not_ours(names, dest):
 
 def check_publishable(names, dest, flag):
     """Raise ValueError, before the work, unless `publish` may write or remove `names` in
-    `dest`."""
+    `dest`: never inside a stage's checkpoint folder (an input, say), whose files its
+    stage.json lists, nor over what this project did not write."""
+    dest = Path(dest).resolve()
+    for folder in (dest, *dest.parents):
+        if (folder / STAGE_FILE).is_file():
+            where = "is" if folder == dest else "lies inside"
+            raise ValueError(f"{flag} {dest} {where} the checkpoint {folder}/ of "
+                             f"{stage_of(folder)}: its files are that stage's; choose another "
+                             f"{flag}")
     foreign = not_ours(names, dest)
     if foreign:
         raise ValueError(f"{flag} {dest}: {', '.join(foreign)}: not written by this project (or "

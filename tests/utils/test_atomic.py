@@ -53,3 +53,17 @@ def test_a_users_file_under_a_published_name_is_refused_before_the_work(tmp_path
                                              f"project"):
             attempt(["before.png", "after.png"], dest, "--pics-dir")
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
+def test_nothing_is_published_into_a_checkpoint_folder(tmp_path):
+    """A --pics-dir pointed at a stage's folder (the run's own input, say), or inside one, is
+    refused before the work: its stage.json lists its files, and they stay the stage's."""
+    from utils.checkpoints import stage_output
+    with stage_output(tmp_path / "dense", "train_network_dense.py") as out:
+        (out / "model.keras").write_bytes(b"weights")
+    before = sorted(p.name for p in (tmp_path / "dense").iterdir())
+    for dest, where in ((tmp_path / "dense", "is"), (tmp_path / "dense/plots", "lies inside")):
+        with pytest.raises(ValueError, match=rf"--pics-dir {dest} {where} the checkpoint "
+                                             rf"{tmp_path}/dense/ of train_network_dense.py"):
+            check_publishable(["a.png"], dest, "--pics-dir")
+    assert sorted(p.name for p in (tmp_path / "dense").iterdir()) == before
