@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from pruning import criteria
-from pruning.masks import hold, innermost
+from pruning.masks import innermost
 from pruning.prune import (_check_value, check_frozen, check_pattern, compute_masks, get_masks,
                            prune_low_magnitude, pruned_weights, retrace, select, set_mask)
 
@@ -174,7 +174,6 @@ class GradualPruning(keras.callbacks.Callback):
         self._weights = pruned_weights(model)
         for weight in self._weights:
             weight.pruning_mask.pattern = str(self.pattern)
-        hold(model)
         self._accumulate = getattr(innermost(model.optimizer), "gradient_accumulation_steps",
                                    None) or 1
         self._start, self._steps, self._epoch_start, self._applied = done, 0, 0, -1

@@ -14,10 +14,10 @@ count the pruned weights' gradients).
 
 One write escapes the constraint: with `use_ema=True`, `fit` ends by copying the moving averages
 into the weights (`finalize_variable_values`), and the average of a pruned weight is not zero
-(the average is taken before the constraint). `hold(model)` wraps that copy on the model's
-optimizer so that the masks are applied after it; every call of the package that sets or reads
-masks on a model calls it, and so does a `PruningMask` when a train step is traced, for a model
-compiled after it was pruned. Values written by `set_weights` / `load_weights` under a mask are
+(the average is taken before the constraint). Importing the package wraps that method of
+`keras.optimizers.Optimizer` once, so that every weight it is given under a `PruningMask` is
+masked after the copy: on any model, compiled, cloned or loaded before or after pruning, with
+no call of the package needed. Values written by `set_weights` / `load_weights` under a mask are
 zeroed by the next optimizer step (`apply_masks` zeroes them at once).
 
 A compiled step reads a mask variable's current value on TensorFlow and PyTorch; on JAX it is a
@@ -26,7 +26,6 @@ mask retraces the model's train function (`pruning.prune.retrace`), and `Gradual
 the masks it changes during `fit` in the optimizer's state.
 """
 import base64
-import weakref
 import zlib
 
 import keras
@@ -56,15 +55,8 @@ class PruningMask(keras.constraints.Constraint):
         self.mask = keras.Variable(np.asarray(mask, np.float32), trainable=False,
                                    aggregation="only_first_replica", name="pruning_mask")
         self.pattern = str(pattern)
-        self.owner = None  # a weak reference to the model, set by `hold`: not saved
-        self._checked = None  # id of the optimizer `hold` last saw
 
     def __call__(self, w):
-        model = self.owner() if self.owner is not None else None
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is not None and id(optimizer) != self._checked:  # once per optimizer
-            hold(model)
-            self._checked = id(optimizer)
         w = keras.ops.convert_to_tensor(w)
         return keras.ops.where(keras.ops.cast(self.mask, "bool"), w, keras.ops.zeros_like(w))
 
@@ -89,11 +81,16 @@ def apply_masks(model):
     """Zero, now, every weight of `model` under a mask (after `set_weights`, `load_weights` or a
     user's own writes); returns `model`."""
     for variable in masked_variables(model):
-        mask = variable.constraint.numpy()
-        values = keras.ops.convert_to_numpy(variable.value)
-        if not (values[~mask] == 0).all():  # a NaN too
-            variable.assign(np.where(mask, values, 0).astype(values.dtype))
+        _zero_masked(variable)
     return model
+
+
+def _zero_masked(variable):
+    """Zero what `variable` holds under its PruningMask, if anything (a NaN too)."""
+    mask = variable.constraint.numpy()
+    values = keras.ops.convert_to_numpy(variable.value)
+    if not (values[~mask] == 0).all():
+        variable.assign(np.where(mask, values, 0).astype(values.dtype))
 
 
 def innermost(optimizer):
@@ -103,28 +100,22 @@ def innermost(optimizer):
     return optimizer
 
 
-def hold(model):
-    """Make every way `model`'s optimizer writes the weights keep its masks: with EMA, the masks
-    are applied after `fit`'s final copy of the averages. Idempotent; also remembers `model` in
-    its masks, so that a model compiled later is checked when its train step is traced."""
-    for variable in masked_variables(model):
-        if variable.constraint.owner is None:
-            variable.constraint.owner = weakref.ref(model)
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or not getattr(innermost(optimizer), "use_ema", False):
-        return
-    inner = innermost(optimizer)
-    if getattr(inner, "_pruning_holds", None) is not None:
-        inner._pruning_holds.add(model)
-        return
-    # Why an instance attribute: Keras calls `finalize_variable_values` at the end of every fit
-    # and offers no other hook after it for a model that trains without our callbacks.
-    finalize = inner.finalize_variable_values
-    inner._pruning_holds = weakref.WeakSet([model])
+def _masked_after(finalize):
+    """`Optimizer.finalize_variable_values`, then every variable of its `var_list` under a
+    `PruningMask` masked: EMA's final copy of the averages, the one write no constraint sees.
 
-    def finalize_then_mask(var_list):
-        finalize(var_list)
-        for held in list(inner._pruning_holds):
-            apply_masks(held)
+    Why the class and not each optimizer: Keras offers no hook after that copy, and the
+    optimizer of a model loaded, cloned or compiled after pruning never passes through this
+    package; the variables themselves say whether they are masked."""
+    def finalize_variable_values(self, var_list):
+        finalize(self, var_list)
+        for variable in var_list:
+            if isinstance(getattr(variable, "constraint", None), PruningMask):
+                _zero_masked(variable)
+    finalize_variable_values.masks = True
+    return finalize_variable_values
 
-    inner.finalize_variable_values = finalize_then_mask
+
+if not getattr(keras.optimizers.Optimizer.finalize_variable_values, "masks", False):
+    keras.optimizers.Optimizer.finalize_variable_values = _masked_after(
+        keras.optimizers.Optimizer.finalize_variable_values)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from pruning import criteria, registry
-from pruning.masks import PruningMask, hold
+from pruning.masks import PruningMask
 
 
 def prunable_weights(model):
@@ -243,7 +243,6 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, *, layers
     criteria.check_masks(masks, [w.key for w in chosen], criterion, value)
     for weight, mask in zip(chosen, masks):
         set_mask(weight, mask, pattern)
-    hold(model)
     retrace(model)
     lost = [w.key for w in chosen if not w.in_config]
     if lost:
@@ -285,7 +284,6 @@ def restore_masks(model):
         if weight.pruning_mask is None and weight.variable.constraint is None and not values.all():
             set_mask(weight, values != 0, "unstructured")
             restored.append(weight.key)
-    hold(model)
     retrace(model)
     return restored
 

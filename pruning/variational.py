@@ -27,7 +27,6 @@ import keras
 from keras import ops
 
 from pruning import registry
-from pruning.masks import hold
 from pruning.prune import retrace, set_mask
 
 # -KL(q || log-uniform prior) per weight ~ K1 sigmoid(K2 + K3 log alpha) - log1p(1/alpha) / 2 - K1,
@@ -315,7 +314,6 @@ def strip_variational(model, into=None):
     for weight in registry.scan(into)[0]:  # replacing the mask of an earlier pruning, if any
         if weight.key in masks:
             set_mask(weight, masks[weight.key])
-    hold(into)
     retrace(into)
     return into
 

@@ -47,6 +47,24 @@ def test_ema_final_copy_keeps_the_pruned_weights_zero(order):
     assert all(z == pytest.approx(0.75, abs=0.01) for z in kernel_zeros(model).values())
 
 
+@pytest.mark.parametrize("how", ["load_model", "clone_model"])
+def test_ema_keeps_the_zeros_of_a_loaded_or_cloned_model_with_no_call_of_the_package(how,
+                                                                                       tmp_path):
+    """The model whose EMA fit ends the run never passed through the package: a pruned model
+    saved and loaded (or cloned), compiled with EMA, fitted."""
+    model = users_conv_model()
+    prune_low_magnitude(model, "layer-sparsity", 0.75)
+    if how == "load_model":
+        model.save(tmp_path / "pruned.keras")
+        other = keras.models.load_model(tmp_path / "pruned.keras")
+    else:
+        other = keras.models.clone_model(model)
+        other.set_weights(model.get_weights())
+    compile_(other, keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9))
+    other.fit(*users_data(), batch_size=16, epochs=2, verbose=0)
+    assert_pruned_weights_are_zero(other, get_masks(model))
+
+
 def test_ema_under_gradual_pruning_ends_with_the_masks_zeros():
     model = users_conv_model()
     compile_(model, keras.optimizers.Adam(0.01, use_ema=True))
