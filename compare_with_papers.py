@@ -28,15 +28,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import configs
 from experiments import papers
 from utils import cli, flags
-from utils.atomic import check_publishable, publish
-from utils.checkpoints import lock, read_record, record_facts
 from utils.errors import CheckpointError
+from utils.files import published
+from utils.records import read_record, record_facts
 
 TABLE = "papers_comparison.md"  # into --results-dir
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
@@ -231,17 +229,14 @@ def main():
     data_flags = ["--quick"] * args.quick + (["--data-dir", str(args.data_dir)] if args.data_dir
                                              else [])
 
-    check_publishable([TABLE], results, "--results-dir")
-    with lock(results / "papers_comparison", "--results-dir"):
+    with published({"--results-dir": (results, [TABLE])}, "papers_comparison") as out:
         points = {q: [] for q in chosen}
         for seed in args.seeds:
             for point, row in run_seed(args.network, seed, runs / str(seed), data_flags,
                                        chosen).items():
                 points[point].append(row)
         lines = tables(args.network, points)
-        with tempfile.TemporaryDirectory() as out:
-            (Path(out) / TABLE).write_text("\n".join(lines) + "\n")
-            publish([TABLE], out, results, "--results-dir")
+        (out / TABLE).write_text("\n".join(lines) + "\n")
     print(*lines, sep="\n")
     print(f"wrote {results}/papers_comparison.md")
 

@@ -12,6 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent  # default paths (model_dir, pics, ...) are relative to it
 SEED = 123  # seeds TensorFlow, NumPy and Python in every script
 
+# --quick: smoke-test scale. One epoch on 2,000 images barely moves the weights out of their
+# +-0.02 initial range, so the quick prune uses a lower threshold than 0.03 (which prunes all).
+QUICK = dict(train_size=2000, val_size=500, test_size=1000, epochs=1, threshold=0.01)
+
 
 @dataclass(frozen=True)
 class DenseConfig:
@@ -44,12 +48,13 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting of stage 2, declared once: its default, its help, and its --flag (the field's
-    name with hyphens) as utils/flags.py builds it, records it and checks it.
+    """One setting of a stage (PRUNING, DEPLOYMENT), declared once: its default, its help, and
+    its --flag as utils/flags.py builds it, records it and checks it.
 
     type     the flag's parser of one value, a name in utils/cli.py ("fraction", ...); None:
              one of `choices`, or no flag at all (`choices` None too: set by the stage itself)
     many     one or more values, a tuple
+    flag     the flag, when it is not the field's name with hyphens
     used_by  (field, values): only read when `field` is one of `values`; setting it otherwise
              is an error naming both flags
     variational  what --schedule variational (which learns its own sparsity) refuses: "given",
@@ -61,6 +66,7 @@ class Setting:
     choices: tuple = None
     many: bool = False
     metavar: str = None
+    flag: str = None
     used_by: tuple = None
     variational: str = None
 
@@ -88,7 +94,8 @@ PRUNING = {
                          "below --quality x the layer's std, or the smallest --sparsity of each "
                          "layer or of all weights", choices=tuple(CRITERION_FIELD),
                          variational="given"),
-    "threshold": Setting(0.03, "threshold: prune |w| below this; with --quick 0.01",
+    "threshold": Setting(0.03, "threshold: prune |w| below this; with --quick "
+                         f"{QUICK['threshold']}",
                          "non_negative", used_by=("criterion", ("threshold",)),
                          variational="given"),
     "quality": Setting(1.0, "std: prune |w| < quality x layer std", "non_negative",
@@ -118,7 +125,8 @@ PRUNING = {
                           variational="set"),
     "max_accuracy_drop": Setting(None, "search the sparsity instead of giving it: the sparsest "
                                  "network whose validation accuracy stays within this many "
-                                 "points of the dense model's (e.g. 0.5), by bisection over "
+                                 "points of the network it starts from (the dense one, or "
+                                 "--structured-dir's; e.g. 0.5), by bisection over "
                                  "--search-steps runs of the schedule (layer-/global-sparsity; "
                                  "none: off)", "non_negative", metavar="POINTS",
                                  variational="set"),
@@ -168,23 +176,41 @@ def pruned_class(settings):
 PrunedConfig = pruned_class(PRUNING)
 
 
-@dataclass(frozen=True)
-class SparseConfig:
-    """Stage 3: deploy the pruned network with sparse weight matrices."""
-    network: str = "mlp"                     # of the pruned checkpoint
-    data_source: str = ""                    # "MNIST" or the --dataset path: set from the data
-    data_sha256: str = ""                    # of the data's four arrays: set from the data
-    batch_size: int = 100                    # evaluation batch
-    codebook_bits: int = 5                   # trained quantization: bits of the shared weights
-    codebook_epochs: int = 3                 # trained quantization: epochs; 0 = k-means only
-    codebook_learning_rate: float = 1e-4     # trained quantization: SGD (momentum 0.9) step
-    calibration_images: int = 500            # int8 .tflite: training images that set its scales
-    logits_tolerance: float = 1e-4           # most |logit difference| of a deployed network from
-    #                                          the Keras model's (sums in other orders)
-    seed: int = SEED
-    quick: bool = False                      # --quick: the MNIST subset of QUICK
-    upstream: dict = None                    # the record of the pruned checkpoint it deploys
-    model_dir: str = "saved_models/network_sparse"
+# Stage 3's settings that are flags, in --help's order. Adding one is one entry here.
+DEPLOYMENT = {
+    "codebook_bits": Setting(5, "bits of the shared-weight codebooks that trained quantization "
+                             "fine-tunes", "bits"),
+    "codebook_epochs": Setting(3, "epochs of trained quantization (SGD, momentum 0.9); 0: k-means "
+                               f"codebooks only; with --quick {QUICK['epochs']}",
+                               "non_negative_int"),
+    "codebook_learning_rate": Setting(1e-4, "learning rate of trained quantization", "positive",
+                                      flag="--codebook-lr"),
+    "calibration_images": Setting(500, "training images that set the int8 .tflite's scales",
+                                  "positive_int"),
+}
+
+
+def sparse_class(settings):
+    """Stage 3's config class: deploy the pruned network with sparse weight matrices. A field per
+    setting of `settings` (DEPLOYMENT), and what the stage sets itself."""
+    cls = dataclasses.make_dataclass("SparseConfig", [
+        ("network", str, "mlp"),       # of the pruned checkpoint
+        ("data_source", str, ""),      # "MNIST" or the --dataset path: set from the data
+        ("data_sha256", str, ""),      # of the data's four arrays: set from the data
+        ("batch_size", int, 100),      # evaluation batch
+        *((name, type(s.default), s.default) for name, s in settings.items()),
+        ("logits_tolerance", float, 1e-4),  # most |logit difference| of a deployed network from
+        #                                     the Keras model's (sums in other orders)
+        ("seed", int, SEED),
+        ("quick", bool, False),        # --quick: the MNIST subset of QUICK
+        ("upstream", dict, None),      # the record of the pruned checkpoint it deploys
+        ("model_dir", str, "saved_models/network_sparse")], frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = "Stage 3: deploy the pruned network with sparse weight matrices."
+    return cls
+
+
+SparseConfig = sparse_class(DEPLOYMENT)
 
 
 # The papers' networks (Han et al. 2015, Deep Compression 2016), as changes to the configs above:
@@ -237,6 +263,10 @@ def network_folder(folder, network):
 # rates than SGD's: these, unless --lr-values is given (at the recipe's --lr-boundaries).
 VARIATIONAL_LR_VALUES = (1e-3, 1e-4)
 
+# sweep_pruning.py fine-tunes every point at these rates (halfway through its epochs): at the
+# original's 1e-3, fine-tuning recovers far less at high sparsity.
+SWEEP_LR_VALUES = (1e-2, 1e-3)
+
 
 # --allocation sensitivity (pruning.layer_sensitivity): the sparsities each layer is measured at,
 # alone, on the validation split; the total target can reach at most the last.
@@ -245,6 +275,9 @@ SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 # --max-accuracy-drop bisects the fraction of weights kept between 1 (all) and this, in log steps
 # (training/recipes.search_sparsity): at most 1000x fewer weights.
 SEARCH_FEWEST_KEPT = 1e-3
+# ... in at most this many steps (--search-steps), each a whole fine-tuning: 20 pin the kept
+# fraction to within a factor 10^(3 / 2^20) = 1.000007.
+SEARCH_MOST_STEPS = 20
 
 
 def criterion_value(config):
@@ -280,11 +313,6 @@ def sparse_config(network="mlp"):
     check_network(network)
     return override(SparseConfig(), network=network,
                     model_dir=_folder(network, SparseConfig.model_dir))
-
-
-# --quick: smoke-test scale. One epoch on 2,000 images barely moves the weights out of their
-# +-0.02 initial range, so the quick prune uses a lower threshold than 0.03 (which prunes all).
-QUICK = dict(train_size=2000, val_size=500, test_size=1000, epochs=1, threshold=0.01)
 
 
 def override(config, **changes):

@@ -26,8 +26,9 @@ import numpy as np
 
 import configs
 from compression import formats
-from utils import cli
-from utils.checkpoints import stage_output, write_json
+from datasets import images
+from utils import cli, flags
+from utils.files import stage_output, write_json
 
 
 def parse():
@@ -37,26 +38,16 @@ def parse():
                    help=f"format of the exported SavedModel's weights: "
                         f"{', '.join(formats.FORMATS)} or shared-Nbit, N in 1..8 "
                         f"(default %(default)s)")
-    p.add_argument("--codebook-bits", type=cli.bits, help="bits of the shared-weight codebooks "
-                   "that trained quantization fine-tunes (default 5)")
-    p.add_argument("--codebook-epochs", type=cli.at_least(0),
-                   help="epochs of trained quantization; 0: k-means codebooks only (default 3)")
-    p.add_argument("--codebook-lr", type=cli.positive, help="learning rate of trained "
-                   f"quantization (default {configs.SparseConfig.codebook_learning_rate:g})")
-    p.add_argument("--calibration-images", type=cli.positive_int, help="training images that "
-                   "calibrate the int8 .tflite (default "
-                   f"{configs.SparseConfig.calibration_images})")
+    flags.add_flags(p, configs.DEPLOYMENT, configs.sparse_config())
     cli.allow_other_data_flag(p)
     cli.folder_flag(p, "--pruned-dir", "stage-2 checkpoint folder",
                     configs.PrunedConfig.model_dir)
     cli.folder_flag(p, "--model-dir", "output folder", configs.SparseConfig.model_dir)
     args = p.parse_args()
-    quick = configs.QUICK if args.quick else {}
-    config = cli.stage_config(
-        args, configs.sparse_config(args.network), codebook_bits=args.codebook_bits,
-        codebook_learning_rate=args.codebook_lr, calibration_images=args.calibration_images,
-        codebook_epochs=quick.get("epochs") if args.codebook_epochs is None else
-        args.codebook_epochs)
+    changes = flags.changes(args, configs.DEPLOYMENT)
+    if args.quick:
+        changes.setdefault("codebook_epochs", configs.QUICK["epochs"])
+    config = cli.stage_config(args, configs.sparse_config(args.network), **changes)
     return args, config
 
 
@@ -73,7 +64,7 @@ def main():
     with stage_output(config.model_dir, "deploy_pruned_model.py",
                       inputs={"--pruned-dir": pruned_dir}) as out:
         model, _, pruned_config, upstream = load_pruned(pruned_dir, args.network)
-        data = cli.load_data(args)
+        data = images.from_flags(args)
         check_data(data, pruned_config, pruned_dir, args.allow_other_data)
         config = configs.override(config, upstream=upstream, data_source=data["source"],
                                   data_sha256=data["sha256"])

@@ -22,14 +22,14 @@ weight-distribution plots; a full run (not --quick) copies the plots to pics/ (p
 for the LeNets) once it has succeeded. <model-dir> must be new, empty or this script's earlier
 output; it is replaced only when the run succeeds.
 """
-import contextlib
+import shutil
 import time
 from pathlib import Path
 
 import configs
+from datasets import images
 from utils import cli, flags
-from utils.atomic import check_publishable, publish
-from utils.checkpoints import lock, stage_output
+from utils.files import published, stage_output
 from utils.plot_utils import WEIGHT_PLOTS, plot_weight_distributions
 
 
@@ -78,25 +78,23 @@ def main():
         "--dense-dir", args.dense_dir or configs.repo_path(configs.dense_config(
             args.network).model_dir)))
     pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
-    if pics:
-        check_publishable(WEIGHT_PLOTS.values(), pics, "--pics-dir")
-    import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
+    plots = {"--pics-dir": (pics, WEIGHT_PLOTS.values())} if pics else {}
+    with published(plots, "weights_distribution") as shared:  # pics/, on a full run
+        import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
 
-    from networks.builders import layer_sizes
-    from pruning import shrink, summary
-    from training.checkpoints import (check_data, load_for_fine_tuning,
-                                      load_shrunk_for_fine_tuning, save_checkpoint)
-    keras.utils.set_random_seed(config.seed)
-    load = load_shrunk_for_fine_tuning if config.shrunk_from else load_for_fine_tuning
-
-    with lock(pics / "weights_distribution", "--pics-dir") if pics else contextlib.nullcontext():
+        from networks.builders import layer_sizes
+        from pruning import shrink, summary
+        from training.checkpoints import (check_data, load_for_fine_tuning,
+                                          load_shrunk_for_fine_tuning, save_checkpoint)
+        keras.utils.set_random_seed(config.seed)
+        load = load_shrunk_for_fine_tuning if config.shrunk_from else load_for_fine_tuning
         with stage_output(config.model_dir, "prune_network.py",
                           inputs=dict([source])) as out:
             model, optimizer, config = load(source[1], config)
             if config.shrunk_from:
                 print(f"pruning inside the shrunk {layer_sizes(model)} network of "
                       f"{source[1]}/ ({model.count_params():,d} parameters)")
-            data = cli.load_data(args)
+            data = images.from_flags(args)
             config = check_data(data, config, source[1], args.allow_other_data)
             model, optimizer, config, kernels, results = prune(
                 model, optimizer, config, data, lambda c: load(source[1], c)[:2])
@@ -104,8 +102,9 @@ def main():
                                        else None)
             save_checkpoint(out, model, optimizer, config, results=results)
             plot_weight_distributions(kernels, out, describe(config))
-        if pics:
-            publish(WEIGHT_PLOTS.values(), Path(config.model_dir), pics, "--pics-dir")
+        for name in WEIGHT_PLOTS.values():  # published once the checkpoint is in place
+            if (Path(config.model_dir) / name).is_file():
+                shutil.copyfile(Path(config.model_dir) / name, shared / name)
     print("final masks:", summary(model), sep="\n")
     print(f"after fine-tuning: test accuracy {results['test_accuracy']:.4f}  loss "
           f"{results['test_loss']:.4f}  ({results['nonzero_weights']:,} non-zero weights, "

@@ -19,4 +19,4 @@ if ! cmp -s pyproject.toml .venv/installed-pyproject.toml; then
   cp pyproject.toml .venv/installed-pyproject.toml
 fi
 source .venv/bin/activate
-python -m utils.mnist 2>&1 | grep -v -E "^(I0000|E0000|WARNING: All log)|^To enable the following" || true
+python -m datasets.mnist 2>&1 | grep -v -E "^(I0000|E0000|WARNING: All log)|^To enable the following" || true

@@ -7,30 +7,26 @@
 
 Starts every point from the stage-1 checkpoint (run train_network_dense.py first). For each target
 sparsity, the schedules (global-sparsity criterion) fine-tune for the same number of epochs at
-learning rate 1e-2 then 1e-3; for the MLP the original recipe (|w| < 0.03, one-shot, its own
-config) is run once for reference. Each point is scored as pruned (float32) and as stored in
-shared-5bit-huffman (k-means weight sharing + Huffman, no trained quantization), on the validation
-and the test split; the point to report is chosen on validation (the most compressed one within
-the papers' error, printed at the end). Writes results/sweep_pruning.csv,
-results/layer_sensitivity.csv, pics/accuracy_vs_compression.png and pics/layer_sensitivity.png
-(results/<network>/, pics/<network>/ for the LeNets), all at the end of a successful run (--quick
-never writes results/ or pics/).
+learning rate 1e-2 then 1e-3 (configs.SWEEP_LR_VALUES); for the MLP the original recipe (|w| <
+0.03, one-shot, its own config) is run once for reference. Each layer's sensitivity is measured
+at configs.SENSITIVITY_LEVELS, those of --allocation sensitivity. Each point is scored as pruned
+(float32) and as stored in shared-5bit-huffman (k-means weight sharing + Huffman, no trained
+quantization), on the validation and the test split; the point to report is chosen on validation
+(the most compressed one within the papers' error, printed at the end). Writes
+results/sweep_pruning.csv, results/layer_sensitivity.csv, pics/accuracy_vs_compression.png and
+pics/layer_sensitivity.png (results/<network>/, pics/<network>/ for the LeNets), all at the end of
+a successful run (--quick never writes results/ or pics/).
 """
-import contextlib
 import csv
-import tempfile
-from pathlib import Path
 
 import configs
+from datasets import images
 from experiments import papers
 from utils import cli
-from utils.atomic import check_publishable, publish, replacing
-from utils.checkpoints import lock
+from utils.files import published, replacing
 
 SWEPT = [s for s in configs.SCHEDULES if s != "variational"]  # those that take a sparsity
-SWEEP_LR = (1e-2, 1e-3)  # fine-tuning at the original's 1e-3 recovers far less at high sparsity
 QUICK_DIR = "saved_models/sweep_quick"  # where --quick writes, never the committed results/, pics/
-SENSITIVITY_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 RESULTS = ("sweep_pruning.csv", "layer_sensitivity.csv")  # into --results-dir
 PLOTS = ("accuracy_vs_compression.png", "layer_sensitivity.png")  # into --pics-dir
 
@@ -82,25 +78,20 @@ def main():
                            quick_dir)
 
     outputs = {"--results-dir": (results, RESULTS), "--pics-dir": (pics, PLOTS)}
-    for flag, (folder, names) in outputs.items():
-        check_publishable(names, folder, flag)
-    # TensorFlow starts here, once the flags are checked (utils/cli.py)
-    from experiments.sweep import choose_point, layer_sensitivity, run_point
-    from training.checkpoints import check_data, load_for_fine_tuning
-    from training.evaluate import evaluate, logits_function
-    from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
-    with contextlib.ExitStack() as stack:  # one sweep at a time writes them; checked writable
-        for folder, flag in {results: "--results-dir", pics: "--pics-dir"}.items():  # once each
-            stack.enter_context(lock(folder / "sweep_pruning", flag))
-        out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    with published(outputs, "sweep_pruning") as out:  # checked, and one sweep at a time
+        # TensorFlow starts here, once the flags and outputs are checked (utils/cli.py)
+        from experiments.sweep import choose_point, layer_sensitivity, run_point
+        from training.checkpoints import check_data, load_for_fine_tuning
+        from training.evaluate import evaluate, logits_function
+        from utils.plot_utils import plot_accuracy_vs_compression, plot_layer_sensitivity
         dense_model, _, config = load_for_fine_tuning(args.dense_dir,
                                                       configs.pruned_config(args.network))
-        data = cli.load_data(args)
+        data = images.from_flags(args)
         config = check_data(data, config, args.dense_dir, args.allow_other_data)
         dense_accuracy, _ = evaluate(logits_function(dense_model), *data["test"])
         print(f"dense baseline: test accuracy {dense_accuracy:.4f}")
-        sensitivity = layer_sensitivity(
-            dense_model, data, SENSITIVITY_LEVELS[::4] if args.quick else SENSITIVITY_LEVELS)
+        levels = configs.SENSITIVITY_LEVELS  # those of --allocation sensitivity
+        sensitivity = layer_sensitivity(dense_model, data, levels[::4] if args.quick else levels)
 
         original = None
         if args.network == "mlp":  # the original repo's recipe, for reference
@@ -110,7 +101,7 @@ def main():
             original["schedule"] = "original"
         rows = [run_point(args.network, args.seed, args.dense_dir, data,
                           criterion="global-sparsity", sparsity=sparsity,
-                          schedule=schedule, epochs=epochs, lr_values=SWEEP_LR,
+                          schedule=schedule, epochs=epochs, lr_values=configs.SWEEP_LR_VALUES,
                           rounds=min(configs.PrunedConfig.rounds, epochs),
                           lr_boundaries=(epochs // 2,))
                 for sparsity in args.sparsities for schedule in args.schedules]
@@ -118,11 +109,10 @@ def main():
         write_csv(out / "sweep_pruning.csv", [dict(r, dense_test_accuracy=dense_accuracy)
                                               for r in [original] * bool(original) + rows])
         write_csv(out / "layer_sensitivity.csv", sensitivity)
-        plot_accuracy_vs_compression(rows, dense_accuracy, original, papers.PUBLISHED.get(args.network, []),
-                                     args.network, out / "accuracy_vs_compression.png")
+        plot_accuracy_vs_compression(rows, dense_accuracy, original,
+                                     papers.PUBLISHED.get(args.network, []), args.network,
+                                     out / "accuracy_vs_compression.png")
         plot_layer_sensitivity(sensitivity, dense_accuracy, out / "layer_sensitivity.png")
-        for flag, (folder, names) in outputs.items():
-            publish(names, out, folder, flag)
     chosen = choose_point(rows, args.network)
     if args.network in papers.TARGET:
         print(f"chosen on validation (most compressed with validation error <= "

@@ -14,8 +14,9 @@ succeeds.
 import time
 
 import configs
+from datasets import images
 from utils import cli
-from utils.checkpoints import stage_output
+from utils.files import stage_output
 
 
 def main():
@@ -33,7 +34,7 @@ def main():
     from training.fit import check_memory, train_dense
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:
-        data = cli.load_data(args)
+        data = images.from_flags(args)
         config = with_data(config, data)
         check_memory(parameter_count(config), data, config.network)
         start = time.perf_counter()

@@ -34,7 +34,6 @@ from pathlib import Path  # modules are one folder up
 if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import json
-import tempfile
 
 import configs
 from experiments import papers
@@ -75,7 +74,7 @@ def check_inputs(args):
     """Refuse, before anything is timed, what would be scored as something it is not: a folder
     of another stage or network, data other than MNIST's (the benchmark scores on MNIST) or
     other than the dense checkpoint's, and --quick runs written over the committed results."""
-    from utils.checkpoints import read_record, record_facts
+    from utils.records import read_record, record_facts
     records = {args.dense_dir: read_record(args.dense_dir, "train_network_dense.py")[1]}
     records.update({f: read_record(f, "deploy_pruned_model.py")[1] for f in args.deployed})
     facts = {folder: record_facts(record) for folder, record in records.items()}
@@ -117,30 +116,29 @@ def main():
     from benchmarks.timing import RESULTS_DIR, results_file
     results_dir = args.results_dir or RESULTS_DIR
     pics = args.pics_dir or configs.repo_path(configs.network_folder("pics", args.network))
-    from utils.atomic import check_publishable
+    from utils.files import published
     stem = f"deployments-{args.network}"
-    check_publishable([results_file(stem)], results_dir, "--results-dir")
-    check_publishable([PLOT], pics, "--pics-dir")
-    from utils.checkpoints import lock
-    with lock(results_dir / stem, "--results-dir"):  # one benchmark at a time
-        run(args, stem, results_dir, pics)
+    outputs = {"--results-dir": (results_dir, [results_file(stem)]), "--pics-dir": (pics, [PLOT])}
+    with published(outputs, stem) as out:  # one benchmark at a time
+        run(args, out / results_file(stem), out / PLOT)
+    print(f"wrote {results_dir / results_file(stem)} and {pics / PLOT}")
 
 
-def run(args, stem, results_dir, pics):
+def run(args, results_path, plot_path):
     """Score, measure and time every deployment; print, write the JSON and the plot."""
     import numpy as np  # TensorFlow starts here, once the flags are checked (utils/cli.py)
     import tensorflow as tf
 
-    from benchmarks.timing import machine_facts, time_calls, write_results
+    from benchmarks.timing import machine_facts, time_calls
+    from datasets.images import load as load_data
     from deploy.litert import TFLiteNetwork, convert
     from deploy.saved_model import directory_bytes, saved_model_bytes
     from networks.builders import weight_layers
     from training.checkpoints import CUSTOM_OBJECTS, load_checkpoint
     from training.evaluate import logits_function
-    from utils.atomic import publish
-    from utils.checkpoints import read_artifact
-    from utils.datasets import load as load_data
+    from utils.files import write_json
     from utils.plot_utils import plot_deployments
+    from utils.records import read_artifact
 
     model, _ = load_checkpoint(args.dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
     data = load_data(data_dir=args.data_dir)
@@ -208,11 +206,8 @@ def run(args, stem, results_dir, pics):
                    batches=args.batches, deployments=rows, stored=stored, chosen=chosen,
                    folders=folders)
     print_table(rows, stored, chosen, args.batches)
-    written = write_results(stem, results, results_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        plot_deployments(rows, stored, chosen, args.network, Path(tmp) / PLOT)
-        publish([PLOT], tmp, pics, "--pics-dir")
-    print(f"wrote {written} and {pics / PLOT}")
+    write_json(results_path, results)
+    plot_deployments(rows, stored, chosen, args.network, plot_path)
 
 
 def choose(rows, stored, network, batches):

@@ -31,15 +31,15 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import RESULTS_DIR, machine_facts, results_file, time_calls, write_results
+from benchmarks.timing import RESULTS_DIR, machine_facts, results_file, time_calls
+from datasets.images import load as load_data
 from deploy.litert import TFLiteNetwork, convert
 from deploy.sparse_graph import KERNELS, SparseNetwork, sparse_layers
 from training.checkpoints import load_pruned
 from training.evaluate import logits_function
 from utils import cli
-from utils.atomic import check_publishable
-from utils.checkpoints import lock, read_artifact
-from utils.datasets import load as load_data
+from utils.files import published, write_json
+from utils.records import read_artifact
 
 # Running the COO and gather kernels at large batches (large temporary buffers) slows everything
 # timed after them in the same process, measured 10-33% at batch 1000; so they are timed last.
@@ -77,9 +77,10 @@ def main():
     chosen = {*args.variants, *DENSE["float32"]} if args.variants else set(VARIANTS)
     if any("int8" in v for v in chosen):
         chosen |= set(DENSE["int8"])
-    check_publishable([results_file(args.name)], args.results_dir, "--results-dir")
-    with lock(args.results_dir / args.name, "--results-dir"):  # writable; one benchmark at a time
-        run_benchmark(args, chosen)
+    written = (args.results_dir, [results_file(args.name)])
+    with published({"--results-dir": written}, args.name) as out:  # one benchmark at a time
+        write_json(out / results_file(args.name), run_benchmark(args, chosen))
+    print(f"wrote {args.results_dir / results_file(args.name)}")
 
 
 def load_variants(args, chosen):
@@ -120,7 +121,7 @@ def load_variants(args, chosen):
 
 
 def run_benchmark(args, chosen):
-    """Time the `chosen` variants at every batch size; print the table, write the JSON."""
+    """Time the `chosen` variants at every batch size; print the table, return the results."""
     variants, nonzeros, density = load_variants(args, chosen)
     x_test, y_test = load_data(data_dir=args.data_dir)["test"]
 
@@ -153,7 +154,7 @@ def run_benchmark(args, chosen):
                   f"{t['speedup_vs_dense']:8.2f}x {t['ratio_to_ideal']:8.1f}x "
                   f"{t['useful_gflops']:8.1f}")
     print(f"accuracy: {results['accuracy']}")
-    print(f"wrote {write_results(args.name, results, args.results_dir)}")
+    return results
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ import numpy as np
 
 import configs
 import pruning
-from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
+from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, results_file
 from networks.builders import build_network
 from utils import cli
+from utils.files import published, write_json
 
 SETTINGS = ("unpruned", "fixed masks", "gradual")
 TORCH = keras.backend.backend() == "torch"
@@ -59,6 +60,16 @@ def main():
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=NETWORKS,
                         help="which networks (default both)")
     args = parser.parse_args()
+    name = results_file(f"pruning-overhead-{keras.backend.backend()}")
+    with published({"results": (RESULTS_DIR, [name])}, name) as out:  # checked before the work
+        write_json(out / name, dict(machine=machine_facts(), backend=keras.backend.backend(),
+                                    images=args.images, epochs=args.epochs, rounds=args.rounds,
+                                    results=overheads(args)))
+    print(f"wrote {RESULTS_DIR / name}")
+
+
+def overheads(args):
+    """{"<network> spe=<n>": {setting: epoch time and ratio to unpruned}}, printed as measured."""
     rng = np.random.default_rng(0)
     x = rng.random((args.images, 784), np.float32)
     y = rng.integers(0, 10, args.images).astype(np.int32)
@@ -80,11 +91,8 @@ def main():
             print(f"{network:14s} steps_per_execution {spe:2d}: " + "  ".join(
                 f"{s} {r['ratio']:.2f}x ({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f})"
                 for s, r in row.items()))
-    path = write_results(f"pruning-overhead-{keras.backend.backend()}", dict(
-        machine=machine_facts(), backend=keras.backend.backend(), images=args.images,
-        epochs=args.epochs, rounds=args.rounds, results=results), RESULTS_DIR)
-    print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -27,14 +27,14 @@ import tensorflow as tf
 
 import configs
 import pruning
-from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, write_results
+from benchmarks.timing import RESULTS_DIR, EpochTimer, machine_facts, results_file
+from datasets.images import load as load_data
 from networks.builders import build_network, weight_layers
 from pruning.prune import set_mask
 from training.evaluate import cross_entropy
 from training.fit import STEPS_PER_EXECUTION, compile_for_training, dataset
 from utils import cli
-from utils.checkpoints import lock
-from utils.datasets import load as load_data
+from utils.files import published, write_json
 
 
 class CustomLoop:
@@ -112,8 +112,9 @@ def main():
                    help="timed epochs of each (after one warm-up)")
     p.add_argument("--data-dir", type=cli.path)
     args = p.parse_args()
-    with lock(RESULTS_DIR / "training", "results"):  # writable; one benchmark at a time
-        run_benchmark(args)
+    with published({"results": (RESULTS_DIR, [results_file("training")])}, "training") as out:
+        write_json(out / results_file("training"), run_benchmark(args))  # one at a time
+    print(f"wrote {RESULTS_DIR / results_file('training')}")
 
 
 def setting(name, x, y):
@@ -143,8 +144,8 @@ def setting(name, x, y):
 
 
 def run_benchmark(args):
-    """Time epochs of the loop, of model.fit and of the matmul bound, alternately; print, write
-    the JSON."""
+    """Time epochs of the loop, of model.fit and of the matmul bound, alternately; print them,
+    return the results."""
     config = configs.DenseConfig()
     x, y = load_data(data_dir=args.data_dir)["train"]
     steps = len(y) // config.batch_size
@@ -186,7 +187,7 @@ def run_benchmark(args):
         print(f"{name:6s}  custom loop {loop * 1e3:.3f} ms a step ({matmul / loop:.0%} of the "
               f"bound)  model.fit {fit_ * 1e3:.3f} ms ({matmul / fit_:.0%}): fit takes "
               f"{fit_ / loop:.2f}x the loop's time")
-    print(f"wrote {write_results('training', results)}")
+    return results
 
 
 if __name__ == "__main__":

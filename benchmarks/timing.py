@@ -1,17 +1,13 @@
-"""What both benchmarks share: a repeatable timer, the machine's facts, writing results."""
+"""What the benchmarks share: a repeatable timer, the machine's facts, the results' file name."""
 import datetime
-import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-
-from utils.atomic import publish
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -75,12 +71,3 @@ def machine_facts():
 def results_file(name):
     """The name of results `name`'s file on this device."""
     return f"{name}-{device_name()}.json"
-
-
-def write_results(name, results, folder=RESULTS_DIR, flag="--results-dir"):
-    """Write `results` as JSON to <folder>/<name>-<device>.json, atomically, replacing only a file
-    this project wrote (`utils.atomic.publish`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / results_file(name)).write_text(json.dumps(results, indent=2) + "\n")
-        publish([results_file(name)], tmp, folder, flag)
-    return Path(folder) / results_file(name)

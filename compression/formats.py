@@ -26,7 +26,7 @@ import re
 import numpy as np
 
 from compression.coo import index_dtype
-from utils.atomic import replacing
+from utils.files import replacing
 
 GAP_BITS = 8
 MAX_GAP = 2 ** GAP_BITS - 1  # a gap byte of 0 is padding: skip MAX_GAP columns

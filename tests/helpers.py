@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import configs
+from datasets.images import fingerprint
 from networks.builders import build_network
 from tests.conftest import REPO
 from training.checkpoints import save_checkpoint
-from utils.checkpoints import stage_output
-from utils.datasets import fingerprint
+from utils.files import stage_output
 
 TINY = configs.DenseConfig(image_shape=(4, 5), hidden_sizes=(16, 8), num_classes=3, batch_size=10,
                            epochs=2, init_stddev=0.3)

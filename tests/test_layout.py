@@ -1,5 +1,5 @@
 """The repository's layering: imports flow one way, scripts -> experiments -> deploy ->
-compression -> training -> networks -> utils -> configs, with the `pruning` package below them
+compression -> training -> networks -> datasets -> utils -> configs, with the `pruning` package below them
 all and importing none of them; no script imports another, no module imports a script."""
 import ast
 
@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import REPO
 
-LAYERS = ["experiments", "deploy", "compression", "training", "networks", "utils",
+LAYERS = ["experiments", "deploy", "compression", "training", "networks", "datasets", "utils",
           "configs"]  # top first
 SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
 

@@ -20,8 +20,9 @@ import configs
 from networks.builders import architecture, build_network, layer_sizes, weight_layers
 from networks.layers import ByteDropout
 from pruning import GroupLasso, PruningMask, SelectFeatures, get_masks, shrink
-from utils.checkpoints import STAGE_FILE, read_artifact, read_record, write_json
 from utils.errors import CheckpointError
+from utils.files import STAGE_FILE, write_json
+from utils.records import read_artifact, read_record
 
 # What the stages' model.keras files hold.
 CUSTOM_OBJECTS = (ByteDropout, GroupLasso, PruningMask, SelectFeatures)

@@ -180,9 +180,10 @@ def kept_midpoint(feasible, infeasible):
 
 def search_sparsity(load, config, data, dense_validation, log=print):
     """Bisect the criterion's sparsity for the sparsest network whose validation accuracy stays
-    within `config.max_accuracy_drop` points of `dense_validation` (the dense model's), in
-    `config.search_steps` runs of `config.schedule`, each from the dense weights (`load(config)`:
-    a fresh (model, optimizer)). Only the validation split is read.
+    within `config.max_accuracy_drop` points of `dense_validation` (the starting network's: the
+    dense one, or the shrunk one of --structured-dir), in `config.search_steps` runs of
+    `config.schedule`, each from the starting weights (`load(config)`: a fresh (model,
+    optimizer)). Only the validation split is read.
 
     Returns (model, optimizer, config, masks, history) of the sparsest run within the drop, and
     the probes [{sparsity, validation_accuracy, within}]. Raises ValueError if no probe is

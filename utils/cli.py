@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import configs
-from utils import datasets
 from utils.errors import CheckpointError, DataError, MnistError
 
 EXPECTED_ERRORS = (CheckpointError, DataError, MnistError, ValueError, OSError)
@@ -65,6 +64,7 @@ def at_least(low):
 
 
 positive_int = at_least(1)
+non_negative_int = at_least(0)
 
 
 def seed(text):
@@ -197,13 +197,3 @@ def stage_config(args, config, **changes):
     return configs.override(config, seed=args.seed, quick=args.quick, **changes, model_dir=str(
         args.model_dir or configs.repo_path(config.model_dir)))
 
-
-def load_data(args):
-    """The splits of MNIST or of --dataset (`utils.datasets.splits`): all, or the --quick subset."""
-    return datasets.load(args.dataset, args.data_dir, data_sizes(args.quick))
-
-
-def data_sizes(quick):
-    """(train, validation, test) examples a run keeps: the --quick subset, or all (None)."""
-    q = configs.QUICK
-    return (q["train_size"], q["val_size"], q["test_size"]) if quick else (None,) * 3

@@ -1,7 +1,8 @@
-"""The pruning stage's flags, built from the one table of its settings (`configs.PRUNING`): the
-argparse flags, the config's changes from them, and the checks of what cannot run together. A
-setting's name, default, type, help and which criterion or schedule reads it are written once,
-there; the record (config.json) holds every field, and `describe` reads the config.
+"""A stage's flags, built from the one table of its settings (`configs.PRUNING`,
+`configs.DEPLOYMENT`): the argparse flags, the config's changes from them, and the checks of
+what cannot run together. A setting's name, default, type, help and which criterion or schedule
+reads it are written once, there; the record (config.json) holds every field, and the pruning
+stage's `describe` reads the config.
 
 The checks run on the flags, before any data is loaded or TensorFlow started (utils/cli.py).
 """
@@ -9,8 +10,11 @@ import configs
 from utils import cli
 
 
-def flag(name):
-    return "--" + name.replace("_", "-")
+def flag(name, settings=None):
+    """The --flag of setting `name`: the name with hyphens, unless `settings`[name] names
+    another."""
+    declared = settings and name in settings and settings[name].flag
+    return declared or "--" + name.replace("_", "-")
 
 
 def add_flags(parser, settings, recipe):
@@ -24,8 +28,10 @@ def add_flags(parser, settings, recipe):
                  " ".join(f"{v:g}" for v in default) if s.many else
                  "none" if default is None else f"{default:g}" if isinstance(default, float)
                  else default)
-        parser.add_argument(flag(name), type=s.type and getattr(cli, s.type), choices=s.choices,
-                            nargs="+" if s.many else None, metavar=s.metavar,
+        option = flag(name, settings)
+        metavar = s.metavar or (None if s.choices else option[2:].upper().replace("-", "_"))
+        parser.add_argument(option, dest=name, type=s.type and getattr(cli, s.type),
+                            choices=s.choices, nargs="+" if s.many else None, metavar=metavar,
                             help=f"{s.help} (default: the network's recipe, {shown} for mlp)")
 
 
@@ -98,6 +104,11 @@ def _search(config, given):
                 f"or global-sparsity, got {config.criterion}")
     if "sparsity" in given:
         return "--max-accuracy-drop searches the sparsity that --sparsity would set: give one"
+    if config.search_steps > configs.SEARCH_MOST_STEPS:
+        return (f"--search-steps must be at most {configs.SEARCH_MOST_STEPS}, got "
+                f"{config.search_steps}: each step is a whole fine-tuning, and "
+                f"{configs.SEARCH_MOST_STEPS} already pin the kept fraction of weights to within "
+                f"0.001%")
 
 
 def _groups(config, given):

@@ -7,7 +7,7 @@ matplotlib.use("Agg")  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.atomic import replacing  # noqa: E402
+from utils.files import replacing  # noqa: E402
 
 
 WEIGHT_PLOTS = {"before pruning": "weights_distribution_before_pruning.png",

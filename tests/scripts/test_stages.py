@@ -320,13 +320,13 @@ def assert_records_what_ran(deployed, pruned_dir, dense_dir):
 def test_the_dense_stages_record_reruns_it_to_the_same_weights(pipeline):
     """Its config.json holds all that made its weights: the config alone, with the data it names
     (fingerprint and --quick), trains them again (same machine, same seed)."""
+    from datasets import images
     from training.checkpoints import CUSTOM_OBJECTS, load_checkpoint
     from training.fit import train_dense
-    from utils import cli, datasets
     saved, upstream = load_checkpoint(pipeline / "dense", "train_network_dense.py",
                                       CUSTOM_OBJECTS)
     config = configs.from_record(configs.DenseConfig(), upstream["record"]["config"])
-    data = datasets.load(sizes=cli.data_sizes(config.quick))
+    data = images.load(sizes=images.sizes(config.quick))
     assert data["sha256"] == config.data_sha256
     model, _, _ = train_dense(config, data, log=lambda *_: None)
     for mine, theirs in zip(model.get_weights(), saved.get_weights(), strict=True):

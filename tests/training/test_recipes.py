@@ -98,6 +98,8 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
     (dict(max_accuracy_drop=0.5, criterion="threshold"), set(), "--max-accuracy-drop searches a "
                                                                 "sparsity: it needs"),
     (dict(), {"search_steps"}, "--search-steps is not used without --max-accuracy-drop"),
+    (dict(max_accuracy_drop=0.5, search_steps=21), {"search_steps"}, "--search-steps must be at "
+                                                                     "most 20, got 21: each step"),
     (dict(schedule="variational"), {"sparsity"}, "--schedule variational learns which single "
                                                  "weights to prune .* --sparsity is not used"),
     (dict(schedule="variational", block=(1, 4)), set(), "--block is not used"),

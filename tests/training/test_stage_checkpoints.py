@@ -8,8 +8,8 @@ from networks.builders import weight_layers
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import tiny_data, tiny_model, write_checkpoint
 from training.checkpoints import check_data, load_for_fine_tuning, load_pruned, with_data
-from utils.checkpoints import stage_output, write_json
 from utils.errors import CheckpointError
+from utils.files import stage_output, write_json
 
 
 def test_a_checkpoint_of_another_network_is_refused_naming_the_flag(tmp_path):

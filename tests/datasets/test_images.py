@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from datasets import images as datasets
 from tests.helpers import write_idx
-from utils import datasets
 from utils.errors import DataError
 
 

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
+from datasets import images as datasets, mnist
 from tests.helpers import write_idx
-from utils import datasets, mnist
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])

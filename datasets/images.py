@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import memory, mnist
+import configs
+from datasets import mnist
+from utils import memory
 from utils.errors import DataError, MnistError
 
 VALIDATION_FRACTION = 1 / 12  # the first 1/12 of the training images: MNIST's 5,000 of 60,000
@@ -156,3 +158,15 @@ def load(dataset=None, data_dir=None, sizes=(None, None, None)):
     if dataset:
         return splits(*read_dataset(dataset), sizes, source=str(dataset))
     return splits(*mnist.load_raw(data_dir), sizes, mnist.VALIDATION_SIZE)
+
+
+def sizes(quick):
+    """(train, validation, test) examples a run keeps: the --quick subset, or all (None)."""
+    q = configs.QUICK
+    return (q["train_size"], q["val_size"], q["test_size"]) if quick else (None,) * 3
+
+
+def from_flags(args):
+    """The splits of MNIST or of --dataset (`load`) that a stage's flags (utils/cli.py) ask for:
+    all, or the --quick subset."""
+    return load(args.dataset, args.data_dir, sizes(args.quick))

@@ -11,7 +11,7 @@ Where the data comes from, first match wins:
 Every file is checked against a known SHA-256, so a truncated or corrupt file is an error that
 names it, never a silently wrong dataset.
 
-Run `python -m utils.mnist` to fetch and verify the data once.
+Run `python -m datasets.mnist` to fetch and verify the data once.
 """
 import gzip
 import hashlib
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import memory
-from utils.atomic import replacing
 from utils.errors import MnistError
+from utils.files import replacing
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 KERAS_NPZ = Path("~/.keras/datasets/mnist.npz").expanduser()
