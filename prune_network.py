@@ -29,7 +29,7 @@ from pathlib import Path
 import configs
 from datasets import images
 from utils import cli, flags
-from utils.files import published, stage_output
+from utils.files import backup, published, stage_output
 from utils.plot_utils import WEIGHT_PLOTS, plot_weight_distributions
 
 
@@ -77,7 +77,8 @@ def main():
     source = (("--structured-dir", args.structured_dir) if args.structured_dir else (
         "--dense-dir", args.dense_dir or configs.repo_path(configs.dense_config(
             args.network).model_dir)))
-    pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network))
+    pics = cli.publish_dir(args, "--pics-dir", configs.network_folder("pics", args.network),
+                           output=config.model_dir)
     plots = {"--pics-dir": (pics, WEIGHT_PLOTS.values())} if pics else {}
     with published(plots, "weights_distribution") as shared:  # pics/, on a full run
         import keras  # TensorFlow starts here, once the flags are checked (utils/cli.py)
@@ -96,8 +97,9 @@ def main():
                       f"{source[1]}/ ({model.count_params():,d} parameters)")
             data = images.from_flags(args)
             config = check_data(data, config, source[1], args.allow_other_data)
-            model, optimizer, config, kernels, results = prune(
-                model, optimizer, config, data, lambda c: load(source[1], c)[:2])
+            with backup(config.model_dir, "prune_network.py", config) as resume:
+                model, optimizer, config, kernels, results = prune(
+                    model, optimizer, config, data, lambda c: load(source[1], c)[:2], resume)
             results["shrunk_sizes"] = (layer_sizes(shrink(model)) if config.structure != "none"
                                        else None)
             save_checkpoint(out, model, optimizer, config, results=results)
@@ -116,11 +118,12 @@ def main():
     print(f"saved {config.model_dir}/" + (f" and copied its plots to {pics}/" if pics else ""))
 
 
-def prune(model, optimizer, config, data, load):
+def prune(model, optimizer, config, data, load, backup_dir=None):
     """Prune and fine-tune `model` as `config` says (or search the sparsity, each probe from
     `load(config)`'s fresh weights); (model, optimizer, config, {plot title: kernels}, results).
     The test split is read before pruning, right after it and at the end; the search reads only
-    the validation split."""
+    the validation split. `backup_dir`: where the fine-tuning keeps its state to resume (not the
+    search's probes, each a fit of its own)."""
     from networks.builders import weight_layers
     from training.evaluate import evaluate, logits_function
     from training.recipes import FirstPruning, prune_and_fine_tune, search_sparsity
@@ -133,7 +136,8 @@ def prune(model, optimizer, config, data, load):
               f"fine-tuning")
     start, search = time.perf_counter(), None
     if config.max_accuracy_drop is None:
-        masks, history = prune_and_fine_tune(model, optimizer, config, data, first)
+        masks, history = prune_and_fine_tune(model, optimizer, config, data, first,
+                                             backup_dir=backup_dir)
     else:  # each probe from the dense weights; chosen on the validation split only
         dense_val, _ = evaluate(logits_fn, *data["validation"])
         model, optimizer, config, masks, history, search = search_sparsity(

@@ -16,7 +16,7 @@ import time
 import configs
 from datasets import images
 from utils import cli
-from utils.files import stage_output
+from utils.files import backup, stage_output
 
 
 def main():
@@ -38,7 +38,8 @@ def main():
         config = with_data(config, data)
         check_memory(parameter_count(config), data, config.network)
         start = time.perf_counter()
-        model, optimizer, history = train_dense(config, data)
+        with backup(config.model_dir, "train_network_dense.py", config) as resume:
+            model, optimizer, history = train_dense(config, data, backup_dir=resume)
         seconds = time.perf_counter() - start
         test_acc, test_loss = evaluate(logits_function(model), *data["test"])
         save_checkpoint(out, model, optimizer, config, results=dict(

@@ -155,14 +155,17 @@ class GradualPruning(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         done = updates_done(model.optimizer)
-        if done >= self.schedule.end_step:
+        pruned = pruned_weights(model)
+        weights = pruned or select(model, self.layers)
+        # A schedule already over is a mistake (its whole ramp would be one cut), unless the
+        # weights are as sparse as its end leaves them: a fit resumed after the ramp
+        # (BackupAndRestore), which then keeps them so.
+        if done >= self.schedule.end_step and not self._at_end(weights):
             raise ValueError(
                 f"GradualPruning: the schedule ends at step {self.schedule.end_step}, but the "
                 f"optimizer has made {done} updates already (steps count optimizer.iterations); "
                 f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
         # Everything checked before the model is touched: a refusal leaves it as it was.
-        pruned = pruned_weights(model)
-        weights = pruned or select(model, self.layers)
         check_frozen(model, weights, "GradualPruning")
         if self.final_sparsities is not None and set(self.final_sparsities) != {
                 w.key for w in weights}:
@@ -180,6 +183,19 @@ class GradualPruning(keras.callbacks.Callback):
         if keras.backend.backend() == "jax":
             self._carrier = _JaxCarrier(model, [w.pruning_mask.mask for w in self._weights])
         self._update(done)
+
+    def _at_end(self, weights):
+        """Whether `weights` hold as many exact zeros as the schedule's end leaves (within one
+        point: blocks and groups round): each weight its own final sparsity under
+        layer-sparsity, all of them together under global-sparsity."""
+        zeros = [float(np.mean(keras.ops.convert_to_numpy(w.variable.value) == 0))
+                 for w in weights]
+        if self.criterion == "global-sparsity":
+            sizes = [int(np.prod(w.variable.shape)) for w in weights]
+            return np.average(zeros, weights=sizes) >= self.schedule.final_sparsity - 0.01
+        final = [self.schedule.final_sparsity if self.final_sparsities is None
+                 else self.final_sparsities.get(w.key, 0.0) for w in weights]
+        return all(z >= f - 0.01 for z, f in zip(zeros, final))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps

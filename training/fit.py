@@ -7,7 +7,9 @@ compiled call, and tf.data's autotuning is off: with it, on this 2-core machine 
 sometimes ended with a ~1 s stall (measured).
 Weight decay is a `kernel_regularizer` of the network, so the reported loss includes its penalty.
 """
+import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +20,7 @@ import configs
 from networks.builders import architecture, build_network
 from pruning import get_masks, sparsity, variational_masks
 from utils import memory
+from utils.files import replacing
 
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
 
@@ -87,13 +90,30 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """A progress bar per epoch (on a terminal only), then one line and one history entry."""
+    """A progress bar per epoch (on a terminal only), then one line and one history entry.
 
-    def __init__(self, epochs, steps, log):
+    With a `backup_dir` (`fit`'s), the history is kept there too, so that a resumed run's
+    history holds every epoch: the first resumed one says "resumed"."""
+
+    def __init__(self, epochs, steps, log, backup_dir=None):
         super().__init__()
         self.epochs, self.steps, self.log, self.history = epochs, steps, log, []
+        self.saved = backup_dir and Path(backup_dir) / "history.json"
+        if self.saved and self.saved.is_file():  # written whole (`replacing`) by a run before
+            self.history = json.loads(self.saved.read_text())
+        self.first = None  # "resumed" on the first epoch's entry if it follows a backup's
+
+    def on_train_begin(self, logs=None):
+        self.first = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.first is None:  # the first epoch of this fit: after a backup's last one?
+            self.first = "resumed" if epoch > 0 else "started"
+            self.history = [h for h in self.history if h["epoch"] <= epoch]
+            if epoch > 0:
+                self.log(f"resuming after epoch {epoch} of {self.epochs} from the backup of an "
+                         f"interrupted run ({self.saved.parent}/); the data's order from here "
+                         f"differs from an uninterrupted run's")
         # disable=None: a bar only on a terminal; a log file gets the one line per epoch instead
         self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                         leave=False, disable=None)
@@ -114,20 +134,28 @@ class EpochLog(keras.callbacks.Callback):
         if masks:
             entry["sparsity"] = sparsity(list(masks.values()))
             line += f"  sparsity {entry['sparsity']:.1%}"
-        self.history.append({k: float(v) if k != "epoch" else v for k, v in entry.items()})
+        entry = {k: float(v) if k != "epoch" else v for k, v in entry.items()}
+        if self.first == "resumed":
+            entry["resumed"] = True
+        self.first = "done"
+        self.history.append(entry)
+        if self.saved:
+            with replacing(self.saved) as tmp:
+                tmp.write_text(json.dumps(self.history))
         self.log(line)
 
 
-def train_dense(config, data, log=print):
+def train_dense(config, data, log=print, backup_dir=None):
     """Stage 1's work: the network `config` describes, built and trained from `config.seed` on
     `data` with SGD; (model, optimizer, history). It depends on nothing but `config` and `data`,
-    so the config a checkpoint records reruns it to the same weights (tests/scripts)."""
+    so the config a checkpoint records reruns it to the same weights (tests/scripts);
+    `backup_dir`: `fit`'s."""
     keras.utils.set_random_seed(config.seed)
     model = build_network(config)
     optimizer = keras.optimizers.SGD(configs.learning_rate(config, 0), momentum=config.momentum)
     log(f"training {config.network} {architecture(model)} ({model.count_params():,} "
         f"parameters) on {len(data['train'][1]):,} images for {config.epochs} epochs")
-    return model, optimizer, fit(model, optimizer, config, data, log=log)
+    return model, optimizer, fit(model, optimizer, config, data, log=log, backup_dir=backup_dir)
 
 
 def compile_for_training(model, optimizer):
@@ -136,24 +164,33 @@ def compile_for_training(model, optimizer):
                   metrics=["accuracy"], jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
 
 
-def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=print):
+def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=print,
+        backup_dir=None):
     """Compile `model` and train it `config.epochs` with `model.fit`; the history per epoch.
 
     `learning_rate(epoch)` defaults to the config's piecewise-constant schedule. Pruned layers
     stay pruned (their masks are kernel constraints); `callbacks` may prune further. Logs the
     running train accuracy/loss (dropout on), the validation ones and, if pruned, the sparsity.
-    A loss that becomes NaN or infinite raises TrainingDiverged at once.
+    A loss that becomes NaN or infinite raises TrainingDiverged at once. `backup_dir`: a folder
+    (`utils.files.backup`) where Keras' BackupAndRestore keeps the weights and optimizer state
+    of the last finished epoch, and the history; a fit that finds them there resumes after that
+    epoch (its callbacks' state follows from the epoch and `optimizer.iterations`).
     """
     x, y = data["train"]
     if len(y) < config.batch_size:
         raise ValueError(f"batch_size must be <= the number of training examples "
                          f"({len(y)}), got {config.batch_size}")
     compile_for_training(model, optimizer)
-    epoch_log = EpochLog(config.epochs, len(y) // config.batch_size, log)
+    epoch_log = EpochLog(config.epochs, len(y) // config.batch_size, log, backup_dir)
     schedule = learning_rate or (lambda epoch: configs.learning_rate(config, epoch))
+    # First, so that the state is back before any other callback reads it (GradualPruning:
+    # the optimizer's iterations); double: a backup damaged as it was written falls back to
+    # the one before.
+    restore = [keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True,
+                                                delete_checkpoint=False)] if backup_dir else []
     model.fit(dataset(x, y, config.batch_size, config.seed), epochs=config.epochs, verbose=0,
               shuffle=False,  # the dataset shuffles itself
               validation_data=data["validation"], validation_batch_size=5000,
-              callbacks=[keras.callbacks.LearningRateScheduler(schedule), *callbacks,
+              callbacks=[*restore, keras.callbacks.LearningRateScheduler(schedule), *callbacks,
                          StopOnNonFinite(data), epoch_log])
     return epoch_log.history

@@ -89,13 +89,14 @@ class FirstPruning:
               f"before fine-tuning")
 
 
-def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print):
+def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print, backup_dir=None):
     """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
-    each discrete pruning (one-shot: once, iterative: every round, gradual: never)."""
+    each discrete pruning (one-shot: once, iterative: every round, gradual: never). `backup_dir`:
+    where the one `fit` keeps its state to resume (training/fit.py)."""
     flags.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
     if config.schedule == "variational":
-        return variational(model, config, data, log)
+        return variational(model, config, data, log, backup_dir)
     value = configs.criterion_value(config)
     layers, kind = pruned_layers(model, config), dict(pattern=pattern(config), norm=config.norm)
     if config.allocation == "sensitivity":  # the per-weight targets name the weights
@@ -106,7 +107,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     if config.schedule == "one-shot":
         prune_low_magnitude(model, config.criterion, value, layers=layers, **kind)
         on_prune(1, get_masks(model))
-        history = fit(model, optimizer, config, data, log=log)
+        history = fit(model, optimizer, config, data, log=log, backup_dir=backup_dir)
         return get_masks(model), history
 
     if config.schedule == "iterative":
@@ -127,7 +128,8 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
                 configs.override(config, epochs=epochs, lr_boundaries=boundaries),
                 epoch - starts[r - 1])
 
-        history = fit(model, optimizer, config, data, [rounds], learning_rate, log=log)
+        history = fit(model, optimizer, config, data, [rounds], learning_rate, log=log,
+                      backup_dir=backup_dir)
         for entry in history:
             entry["round"] = int(np.searchsorted(starts, entry["epoch"] - 1, side="right"))
         return get_masks(model), history
@@ -140,11 +142,11 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     prune_low_magnitude(model, config.criterion, zero, layers=layers, **kind)  # dense: to shrink
     history = fit(model, optimizer, config, data, [GradualPruning(
         schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
-            value, dict) else None, **kind)], log=log)
+            value, dict) else None, **kind)], log=log, backup_dir=backup_dir)
     return get_masks(model), history
 
 
-def variational(model, config, data, log=print):
+def variational(model, config, data, log=print, backup_dir=None):
     """--schedule variational: train a sparse-variational-dropout copy of `model` (every weight
     layer) with Adam, then write its pruned weights back into `model`, masked; (masks, history).
     The stage's SGD optimizer is left unused: log sigma^2's gradients are ~1/N, which SGD would
@@ -153,7 +155,7 @@ def variational(model, config, data, log=print):
                                layers=pruned_layers(model, config), seed=config.seed)
     history = fit(copy, keras.optimizers.Adam(), config, data,
                   [KLWarmup(min(config.kl_warmup_epochs, config.epochs)), StopOnEmptyLayer()],
-                  log=log)
+                  log=log, backup_dir=backup_dir)
     strip_variational(copy, into=model)
     return get_masks(model), history
 

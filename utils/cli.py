@@ -137,15 +137,20 @@ def given(args, names):
     return {name for name in names if getattr(args, name, None) is not None}
 
 
-def publish_dir(args, flag, committed, quick_default=None):
+def publish_dir(args, flag, committed, quick_default=None, output=None):
     """Where a run publishes the figures or results that the README shows (the repo's
     `committed` folder by default).
 
     `--quick` runs never write them: without `flag` they go to `quick_default` (None: nowhere),
-    and `flag` naming the committed folder is an error.
+    and `flag` naming the committed folder is an error, as is one in the stage's `output`
+    folder (--model-dir), which the stage replaces whole.
     """
     chosen = getattr(args, flag.lstrip("-").replace("-", "_"))
     committed = configs.repo_path(committed)
+    output = output and Path(output).resolve()
+    if chosen and output and (chosen == output or output in chosen.parents):
+        raise ValueError(f"{flag} {chosen} lies in --model-dir {output}, which the stage "
+                         f"replaces whole: choose a folder outside it")
     if not args.quick:
         return chosen or committed
     if chosen == committed:

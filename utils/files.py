@@ -35,6 +35,7 @@ from utils.errors import CheckpointError
 
 STAGE_FILE = "stage.json"  # a checkpoint folder's record: {"stage": script, "files": [...]}
 MANIFEST = ".written-by-pruning.json"  # a shared folder's record: {name: SHA-256}
+PUBLISHING = "written-by-pruning.json"  # its lock: .written-by-pruning.json.lock, as before
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: an OSError that often names no file
 
 
@@ -80,16 +81,20 @@ def lock(path, flag="--model-dir", shared=False):
     above to their own writers' locks, which may be the caller's. The lock is released when the
     process ends, however it ends; the small lock file stays.
     """
-    path = Path(path).resolve()
-    lock_path = path.with_name(f".{path.name.lstrip('.')}.lock")
+    path = Path(path).parent.resolve() / Path(path).name  # a link's own lock, not its target's
+    lock_path = _lock_file(path)
     if not shared:
         _check_no_writer_above(path, flag)
     made = [p for p in path.parents if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise CheckpointError(f"{flag} {path}: cannot write in {path.parent} "
+                              f"({e.strerror or e})") from None
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise CheckpointError(f"{flag} {path}: cannot open its lock {lock_path} "
                               f"({e.strerror or e})") from None
     try:
         try:
@@ -113,9 +118,14 @@ def lock(path, flag="--model-dir", shared=False):
         os.close(fd)
 
 
+def _lock_file(path):
+    """The lock file of `path`: `.<name>.lock` beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
 def _check_no_writer_above(path, flag):
     for parent in path.parents[:-1]:  # the root has no name, so no lock
-        if _locked(parent.with_name(f".{parent.name}.lock")):
+        if _locked(_lock_file(parent)):
             raise CheckpointError(f"another run is writing {parent}, which {flag} {path} lies "
                                   f"in: wait for it to finish or choose a folder outside it")
 
@@ -188,7 +198,8 @@ def foreign_files(folder):
     written = _read_json(Path(folder) / STAGE_FILE).get("files")
     if not isinstance(written, list):
         return None
-    return foreign(folder, dict.fromkeys(written), contents(folder))
+    return foreign(folder, dict.fromkeys(p for p in written if isinstance(p, str)),
+                   contents(folder))
 
 
 def _read_only_part(folder):
@@ -348,6 +359,48 @@ def _remove_leftovers(path, stage):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def backup(path, stage, config):
+    """Yield `.<name>.backup/` beside output folder `path`: where a stage's training keeps its
+    state every epoch (keras.callbacks.BackupAndRestore, training/fit.py), so that a run that
+    was interrupted resumes when it is run again with the same `config`.
+
+    The folder is this project's (its backup.json names the stage and the config's SHA-256): a
+    backup of another config or stage is removed first, a folder of the user's under that name
+    refused. It is kept when the block is interrupted (Ctrl-C, SIGTERM) or fails unexpectedly,
+    and removed when the block ends otherwise: successfully, or with an error that a rerun
+    would meet again (ValueError: the training diverged, a setting; CheckpointError). Call it
+    inside `stage_output`, whose lock makes the run its only writer.
+    """
+    path = Path(path).resolve()
+    folder = path.with_name(f".{path.name}.backup")
+    marker = {"stage": stage, "config_sha256": hashlib.sha256(
+        json.dumps(config, default=_jsonable, sort_keys=True).encode()).hexdigest()}
+    found = _read_json(folder / "backup.json")
+    if os.path.lexists(folder) and found != marker:
+        if found.get("stage") == stage:
+            print(f"note: {folder}/ holds an interrupted run with other settings: starting "
+                  f"afresh")
+            shutil.rmtree(folder)
+        elif folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()  # a run killed as it made the folder
+        else:
+            raise CheckpointError(f"{folder} is not a training backup of {stage}: refusing to "
+                                  f"replace it; move it")
+    try:
+        folder.mkdir(exist_ok=True)
+        with replacing(folder / "backup.json") as tmp:
+            write_json(tmp, marker)
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot write ({e.strerror or e})") from None
+    try:
+        yield folder
+    except (ValueError, CheckpointError):
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # A shared folder
 
 def _manifest(folder):
@@ -360,6 +413,9 @@ def check_publishable(names, dest, flag):
     """Raise ValueError, before the work, unless `publish` may write or remove `names` in
     `dest`: never inside a stage's checkpoint folder (an input, say), whose files its
     stage.json lists, nor over what this project did not write."""
+    bad = [n for n in names if Path(n).name != n or n in (".", "..", MANIFEST)]
+    if bad:
+        raise ValueError(f"{flag}: {bad}: a published name is a plain file name")
     dest = Path(dest).resolve()
     for folder in (dest, *dest.parents):
         if (folder / STAGE_FILE).is_file():
@@ -380,7 +436,7 @@ def publish(names, source, dest, flag):
     wrote it there. Checked again (`check_publishable`) under the record's lock."""
     dest = Path(dest)
     check_publishable(names, dest, flag)  # before anything is created in `dest`
-    with lock(dest / MANIFEST, flag, shared=True):  # writers of other names update it too
+    with lock(dest / PUBLISHING, flag, shared=True):  # writers of other names update it too
         check_publishable(names, dest, flag)
         written = _manifest(dest)
         for name in names:
@@ -404,6 +460,8 @@ def published(outputs, writer):
     The block writes the files into the yielded temporary folder; when it succeeds, each folder
     gets its names (`publish`); when it fails, nothing is published.
     """
+    if writer == PUBLISHING:
+        raise ValueError(f"{writer!r} names the lock of the record of what was published")
     for flag, (folder, names) in outputs.items():
         check_publishable(names, folder, flag)
     with contextlib.ExitStack() as stack:

@@ -226,20 +226,24 @@ def test_a_checkpoint_saved_mid_gradual_fit_resumes_with_its_optimizer_state(tmp
     assert len(resumed.optimizer.variables) == len(whole.optimizer.variables)
 
 
-def test_backup_and_restore_resumes_a_gradual_fit(tmp_path):
-    """Keras' BackupAndRestore: a fit interrupted in epoch 1 and run again resumes from the
-    backup of epoch 0, with its masks and optimizer state, to the final sparsity."""
+@pytest.mark.parametrize("end, stop, backup_first", [(25, 1, False), (15, 2, True)])
+def test_backup_and_restore_resumes_a_gradual_fit(tmp_path, end, stop, backup_first):
+    """Keras' BackupAndRestore: a fit interrupted in epoch `stop` and run again resumes from the
+    backup of the epoch before, with its masks and optimizer state, to the final sparsity; also
+    after the ramp has ended (step 20 of a schedule ending at 15), with the backup restored
+    before GradualPruning starts."""
     data = users_data()
 
     class Stop(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == stop:
                 raise KeyboardInterrupt
 
     def fit(model, extra):
-        model.fit(*data, batch_size=16, epochs=3, verbose=0, callbacks=[
-            gradual(0.8, end=25, criterion="layer-sparsity"),
-            keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), *extra])
+        callbacks = [gradual(0.8, end=end, criterion="layer-sparsity"),
+                     keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+        model.fit(*data, batch_size=16, epochs=3, verbose=0,
+                  callbacks=[*(callbacks[::-1] if backup_first else callbacks), *extra])
 
     model = users_conv_model()
     compile_(model, keras.optimizers.Adam(0.01))

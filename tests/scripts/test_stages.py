@@ -317,6 +317,71 @@ def assert_records_what_ran(deployed, pruned_dir, dense_dir):
         assert record["software"]["pruning"] and record["software"]["keras"] == keras.__version__
 
 
+def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path, monkeypatch):
+    """Ctrl-C in epoch 3 of 3 leaves the state of epoch 2 in .dense.backup/ (and no checkpoint);
+    the same command resumes from it, runs epoch 3 only, records that it resumed, and removes
+    the backup."""
+    from training import fit
+    finish = fit.EpochLog.on_epoch_end
+
+    def ctrl_c_in_epoch_3(log, epoch, logs=None):
+        finish(log, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    command = ("train_network_dense.py", "--quick", "--epochs", "3", "--model-dir", "dense")
+    with monkeypatch.context() as m:
+        m.setattr(fit.EpochLog, "on_epoch_end", ctrl_c_in_epoch_3)
+        stopped = run(*command, cwd=tmp_path)
+    assert stopped.returncode == 130 and "interrupted (SIGINT)" in stopped.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dense.backup", ".dense.lock"]
+    resumed = run(*command, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 2 of 3" in resumed.stdout
+    assert [line.split()[1] for line in resumed.stdout.splitlines()
+            if line.startswith("epoch ")] == ["3/3"]
+    history = json.loads((tmp_path / "dense" / "config.json").read_text())["results"]["history"]
+    assert [(h["epoch"], h.get("resumed", False)) for h in history] == [
+        (1, False), (2, False), (3, True)]
+    assert not (tmp_path / ".dense.backup").exists()
+
+
+@pytest.mark.parametrize("schedule", [["--schedule", "gradual", "--criterion", "global-sparsity",
+                                       "--sparsity", "0.8", "--prune-every", "5"],
+                                      ["--schedule", "variational", "--kl-warmup-epochs", "1"]])
+def test_an_interrupted_fine_tuning_resumes_to_the_same_masks_rule(pipeline, tmp_path,
+                                                                    monkeypatch, schedule):
+    """Gradual pruning (its masks follow the optimizer's restored step count) and variational
+    dropout (a copy of the network with its own Adam) resume after Ctrl-C too: the checkpoint
+    reaches the schedule's sparsity, its pruned weights are zero, the record says it resumed."""
+    from training import fit
+    finish = fit.EpochLog.on_epoch_end
+
+    def ctrl_c_in_epoch_2(log, epoch, logs=None):
+        finish(log, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    command = ("prune_network.py", "--quick", "--epochs", "2", "--lr-boundaries", "1",
+               "--dense-dir", str(pipeline / "dense"), "--model-dir", "pruned", *schedule)
+    with monkeypatch.context() as m:
+        m.setattr(fit.EpochLog, "on_epoch_end", ctrl_c_in_epoch_2)
+        assert run(*command, cwd=tmp_path).returncode == 130
+    resumed = run(*command, cwd=tmp_path)
+    assert resumed.returncode == 0 and "resuming after epoch 1 of 2" in resumed.stdout, \
+        resumed.stderr[-2000:]
+    record = json.loads((tmp_path / "pruned" / "config.json").read_text())["results"]
+    assert [h.get("resumed", False) for h in record["history"]] == [False, True]
+    if "gradual" in schedule:
+        assert record["history"][-1]["sparsity"] == pytest.approx(0.8, abs=0.01)
+    from pruning import get_masks
+    model = keras.models.load_model(tmp_path / "pruned" / "model.keras")
+    masks = get_masks(model)
+    assert masks and all(not model.get_layer(key.split("/")[0]).kernel.numpy()[~mask].any()
+                         for key, mask in masks.items())
+    assert not (tmp_path / ".pruned.backup").exists()
+
+
 def test_the_dense_stages_record_reruns_it_to_the_same_weights(pipeline):
     """Its config.json holds all that made its weights: the config alone, with the data it names
     (fingerprint and --quick), trains them again (same machine, same seed)."""

@@ -217,6 +217,16 @@ def test_nothing_is_published_into_a_checkpoint_before_any_work(tmp_path, script
     assert not no_work and sorted(p.name for p in (tmp_path / "dense").iterdir()) == ["stage.json"]
 
 
+def test_plots_into_the_stages_own_output_are_refused_before_any_work(tmp_path, no_work,
+                                                                      monkeypatch):
+    """--pics-dir inside a --model-dir that does not exist yet: refused, nothing made."""
+    code = run_script("prune_network.py", "--model-dir", str(tmp_path / "ckpt"), "--pics-dir",
+                      str(tmp_path / "ckpt" / "pics"), monkeypatch=monkeypatch)
+    assert code == (f"error: --pics-dir {tmp_path}/ckpt/pics lies in --model-dir {tmp_path}/ckpt, "
+                    f"which the stage replaces whole: choose a folder outside it")
+    assert not no_work and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("text", ["1x4", "1x16", " 2x8 ", "0x4", "1x", "4", "axb", "1x4x2"])
 def test_the_block_flag_reads_blocks_as_the_package_does(text):
     from pruning import criteria

@@ -12,7 +12,8 @@ from tests.helpers import TINY, tiny_data, tiny_model, write_checkpoint
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.fit import fit
 from utils.errors import CheckpointError
-from utils.files import check_publishable, lock, publish, replacing, stage_output
+from utils.files import (backup, check_publishable, lock, publish, published, replacing,
+                         stage_output)
 
 STAGE = "train_network_dense.py"
 
@@ -207,13 +208,22 @@ def test_a_read_only_checkpoint_is_refused_before_the_work(tmp_path, monkeypatch
     assert snapshot(tmp_path) == before
 
 
-def test_a_run_inside_a_folder_another_run_is_writing_is_refused(tmp_path):
-    with stage_output(tmp_path / "new", STAGE) as out:
+@pytest.mark.parametrize("name", ["new", ".new"])  # a hidden folder's lock is found too
+def test_a_run_inside_a_folder_another_run_is_writing_is_refused(tmp_path, name):
+    with stage_output(tmp_path / name, STAGE) as out:
         with pytest.raises(CheckpointError, match="another run is writing .*new, which"):
-            with stage_output(tmp_path / "new" / "sub", "prune_network.py"):
+            with stage_output(tmp_path / name / "sub", "prune_network.py"):
                 pytest.fail("the nested run must not start")
         (out / "model.keras").write_text("25 epochs")
-    assert (tmp_path / "new" / "model.keras").read_text() == "25 epochs"
+    assert (tmp_path / name / "model.keras").read_text() == "25 epochs"
+
+
+def test_a_damaged_file_list_makes_the_files_foreign_not_a_traceback(tmp_path):
+    write_tiny(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "stage.json").write_text(json.dumps({"stage": STAGE, "files": [["a"]]}))
+    with pytest.raises(CheckpointError, match="also holds what it did not write"):
+        with stage_output(tmp_path / "ckpt", STAGE):
+            pytest.fail("the block must not run")
 
 
 def test_a_working_folder_left_half_made_is_removed(tmp_path):
@@ -328,3 +338,65 @@ def test_nothing_is_published_into_a_checkpoint_folder(tmp_path):
                                              rf"{tmp_path}/dense/ of train_network_dense.py"):
             check_publishable(["a.png"], dest, "--pics-dir")
     assert sorted(p.name for p in (tmp_path / "dense").iterdir()) == before
+
+
+# A stage's training backup
+
+def test_a_backup_is_kept_on_interruption_and_removed_when_the_run_ends(tmp_path):
+    folder = tmp_path / ".ckpt.backup"
+    with pytest.raises(KeyboardInterrupt):
+        with backup(tmp_path / "ckpt", STAGE, {"epochs": 3}) as kept:
+            (kept / "latest.weights.h5").write_text("epoch 2")
+            raise KeyboardInterrupt
+    assert (folder / "latest.weights.h5").read_text() == "epoch 2"
+    with backup(tmp_path / "ckpt", STAGE, {"epochs": 3}) as again:  # the same settings: resumes
+        assert again == folder and (again / "latest.weights.h5").read_text() == "epoch 2"
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("error", [ValueError("diverged"), CheckpointError("bad input")])
+def test_a_backup_is_removed_by_an_error_a_rerun_would_meet_again(tmp_path, error):
+    with pytest.raises(type(error)):
+        with backup(tmp_path / "ckpt", STAGE, {"epochs": 3}) as kept:
+            (kept / "latest.weights.h5").write_text("nan")
+            raise error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_backup_of_other_settings_is_started_afresh_and_a_users_folder_refused(tmp_path,
+                                                                                capsys):
+    with pytest.raises(KeyboardInterrupt):
+        with backup(tmp_path / "ckpt", STAGE, {"epochs": 3}) as kept:
+            (kept / "latest.weights.h5").write_text("epoch 2")
+            raise KeyboardInterrupt
+    with backup(tmp_path / "ckpt", STAGE, {"epochs": 4}) as fresh:
+        assert not (fresh / "latest.weights.h5").exists()
+    assert "holds an interrupted run with other settings: starting afresh" in capsys.readouterr().out
+    mine = tmp_path / ".other.backup"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="is not a training backup of .*: refusing"):
+        with backup(tmp_path / "other", STAGE, {"epochs": 3}):
+            pytest.fail("the block must not run")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_a_linked_record_is_locked_where_it_is_read_and_names_stay_plain(tmp_path):
+    """The record's lock lies in the published folder even when the record is a link (else two
+    writers could hold two locks and lose an entry); names with folders and the lock's own name
+    as a writer are refused."""
+    run, dest, other = tmp_path / "run", tmp_path / "pics", tmp_path / "other"
+    write_plots(run, ["a.png"])
+    dest.mkdir()
+    other.mkdir()
+    (other / "m.json").write_text("{}")
+    (dest / ".written-by-pruning.json").symlink_to(other / "m.json")
+    publish(["a.png"], run, dest, "--pics-dir")
+    assert (dest / ".written-by-pruning.json.lock").exists()
+    assert sorted(p.name for p in other.iterdir()) == ["m.json"]
+    for names in (["../a.png"], ["sub/a.png"], [".written-by-pruning.json"]):
+        with pytest.raises(ValueError, match="a published name is a plain file name"):
+            check_publishable(names, dest, "--pics-dir")
+    with pytest.raises(ValueError, match="names the lock of the record"):
+        with published({"--pics-dir": (dest, ["a.png"])}, "written-by-pruning.json"):
+            pytest.fail("the block must not run")
