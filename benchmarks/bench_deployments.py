@@ -51,7 +51,7 @@ def parse():
                    help="deploy-stage folders to compare")
     p.add_argument("--batches", type=cli.positive_int, nargs="+", default=[1, 100, 1000, 10000])
     p.add_argument("--repeats", type=cli.positive_int, default=7)
-    p.add_argument("--data-dir", type=cli.path)
+    cli.data_flags(p)
     p.add_argument("--results-dir", type=cli.path, default=None,
                    help="default: the repo's benchmarks/results/")
     p.add_argument("--pics-dir", type=cli.path, default=None,
@@ -72,8 +72,9 @@ def parse():
 
 def check_inputs(args):
     """Refuse, before anything is timed, what would be scored as something it is not: a folder
-    of another stage or network, data other than MNIST's (the benchmark scores on MNIST) or
-    other than the dense checkpoint's, and --quick runs written over the committed results."""
+    of another stage or network, one trained on other data than the benchmark scores on (MNIST,
+    or --dataset) or than the dense checkpoint, and --quick runs written over the committed
+    results."""
     from utils.records import read_record, record_facts
     records = {args.dense_dir: read_record(args.dense_dir, "train_network_dense.py")[1]}
     records.update({f: read_record(f, "deploy_pruned_model.py")[1] for f in args.deployed})
@@ -83,12 +84,15 @@ def check_inputs(args):
         if network != args.network:
             raise ValueError(f"{folder}/ holds a {network} run, not {args.network}: pass "
                              f"--network {network} or folders of {args.network} runs")
-        if source != "MNIST":
+        scored = str(args.dataset) if args.dataset else "MNIST"
+        if source != scored:
             raise ValueError(f"{folder}/ was trained on {source}, and this benchmark scores on "
-                             f"MNIST: its accuracy would mean nothing")
+                             f"{scored}: its accuracy would mean nothing; pass the data it was "
+                             f"trained on (--dataset, or none for MNIST)")
     if len({fact["data_sha256"] for fact in facts.values()}) > 1:
         raise ValueError("the dense checkpoint and the deployments were trained on different "
-                         "MNIST files (their data fingerprints differ)")
+                         "data files (their data fingerprints differ)")
+    args.data_sha256 = next(iter(facts.values()))["data_sha256"]
     quick = sorted(str(f) for f, fact in facts.items() if fact["quick"])
     committed = [flag for flag, given, folder in (
         ("--results-dir", args.results_dir, configs.repo_path("benchmarks/results")),
@@ -141,7 +145,10 @@ def run(args, results_path, plot_path):
     from utils.records import read_artifact
 
     model, _ = load_checkpoint(args.dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
-    data = load_data(data_dir=args.data_dir)
+    data = load_data(args.dataset, args.data_dir)
+    if data["sha256"] != args.data_sha256:
+        raise ValueError(f"{data['source']} is not the data the checkpoints were trained on "
+                         f"(sha256 {data['sha256'][:12]}..., theirs {args.data_sha256[:12]}...)")
     positions = {l.name: int(np.prod(l.output.shape[1:-1])) for l in weight_layers(model)}
     dense_macs = sum(int(np.prod(l.kernel.shape)) * positions[l.name]
                      for l in weight_layers(model))

@@ -297,7 +297,8 @@ class IterativePruning(keras.callbacks.Callback):
         super().__init__()
         criteria.check_criterion(criterion)
         if not isinstance(targets, dict) or not targets or any(
-                not isinstance(e, (int, np.integer)) or e < 0 for e in targets):
+                not isinstance(e, numbers.Integral) or isinstance(e, bool) or e < 0
+                for e in targets):
             raise ValueError(f"targets must map epochs (integers >= 0) to values, got {targets!r}")
         for value in targets.values():
             if not isinstance(value, dict):

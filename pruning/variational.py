@@ -21,6 +21,7 @@ forward pass, which a constraint or a callback cannot reach. Why not TensorFlow 
 DenseFlipout: it is TensorFlow-only, and its KL is for a Gaussian prior, which does not sparsify.
 """
 import math
+import numbers
 import warnings
 
 import keras
@@ -66,7 +67,8 @@ def _standard_normal(shape, generator):
 
 
 def _check_train_size(train_size):
-    if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
+    if not isinstance(train_size, numbers.Integral) or isinstance(train_size, bool) or \
+            train_size < 1:
         raise ValueError(f"train_size (the number of training examples, which divides the KL) "
                          f"must be an int >= 1, got {train_size!r}")
 
@@ -80,7 +82,7 @@ class _Variational:
                  seed=None, **kwargs):
         super().__init__(*args, **kwargs)
         _check_train_size(train_size)
-        self.train_size, self.threshold = train_size, float(threshold)
+        self.train_size, self.threshold = int(train_size), float(threshold)
         self.log_sigma2_init, self.seed = float(log_sigma2_init), seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -235,8 +237,8 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
     """
     _check_graph(model, "variational_dropout")
     _check_train_size(train_size)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
-            threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or \
+            not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number (log alpha), got {threshold!r}")
     names = {l.name for l, _, _ in registry.walk(model)}
     if layers is not None and (isinstance(layers, str) or not set(layers) <= names):
@@ -325,9 +327,9 @@ class KLWarmup(keras.callbacks.Callback):
 
     def __init__(self, epochs):
         super().__init__()
-        if not isinstance(epochs, int) or epochs < 1:
+        if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = int(epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
         layers = variational_layers(self.model)

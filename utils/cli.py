@@ -35,16 +35,21 @@ def parser(description):
     p.add_argument("--network", choices=list(configs.NETWORKS), default="mlp",
                    help="which network and recipe (configs.py); the default paths follow it "
                         "(default %(default)s)")
+    data_flags(p)
+    p.add_argument("--seed", type=seed, help="random seed (default 123)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: a small subset of MNIST and 1 epoch; never writes pics/")
+    return p
+
+
+def data_flags(p):
+    """--data-dir (where MNIST is) or --dataset (a user's own data), one of them."""
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data-dir", type=path, help="folder with MNIST (IDX files or mnist.npz); "
                       "default: $MNIST_DIR, data/mnist/, Keras' cache, else download")
     data.add_argument("--dataset", type=path, help="your own data instead of MNIST (no checksum): "
                       "a .npz with x_train [N, H, W], y_train, x_test, y_test, or a folder of "
                       "four IDX files (train-images, train-labels, t10k-images, t10k-labels)")
-    p.add_argument("--seed", type=seed, help="random seed (default 123)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: a small subset of MNIST and 1 epoch; never writes pics/")
-    return p
 
 
 # --- flag types: each returns the parsed value or raises ArgumentTypeError saying what is allowed

@@ -203,6 +203,16 @@ def test_a_threshold_that_is_not_a_finite_number_is_refused(threshold):
         pruning.variational_dropout(users_conv_model(), train_size=10, threshold=threshold)
 
 
+def test_numpy_numbers_are_accepted_and_saved_as_plain_ones(tmp_path):
+    """Integer and real arguments of any type (NumPy's, from len(x) of an array's shape or a
+    config) are accepted, and the copy still saves (its config holds plain numbers)."""
+    vd = pruning.variational_dropout(users_conv_model(), train_size=np.int64(10),
+                                     threshold=np.float32(3.0))
+    pruning.KLWarmup(np.int64(2))
+    vd.save(tmp_path / "vd.keras")
+    assert keras.models.load_model(tmp_path / "vd.keras").get_layer("fc").train_size == 10
+
+
 def test_stripping_a_layer_pruned_to_nothing_says_so():
     """log alpha above the threshold everywhere in one layer: every weight of it goes, with a
     warning naming it, not an all-zero layer returned without a word."""

@@ -723,14 +723,19 @@ def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):
 
 def test_the_deployment_benchmark_refuses_what_it_would_score_as_something_else(
         pipeline, tmp_path, monkeypatch):
-    """Before anything is timed: another network's folders, and --quick runs over the committed
-    results."""
+    """Before anything is timed: another network's folders, other data than theirs (--dataset),
+    and --quick runs over the committed results."""
     bench = ["benchmarks/bench_deployments.py", "--dense-dir", str(pipeline / "dense"),
              "--deployed", str(pipeline / "sparse")]
     line = run_script(*bench, "--network", "lenet-5", "--results-dir", "r", "--pics-dir", "p",
                       cwd=tmp_path, monkeypatch=monkeypatch)
     assert line == (f"error: {pipeline}/dense/ holds a mlp run, not lenet-5: pass --network mlp "
                     f"or folders of lenet-5 runs")
+    line = run_script(*bench, "--dataset", "mine.npz", "--results-dir", "r", "--pics-dir", "p",
+                      cwd=tmp_path, monkeypatch=monkeypatch)
+    assert line == (f"error: {pipeline}/dense/ was trained on MNIST, and this benchmark scores "
+                    f"on {tmp_path}/mine.npz: its accuracy would mean nothing; pass the data it "
+                    f"was trained on (--dataset, or none for MNIST)")
     line = run_script(*bench, "--results-dir", "r", cwd=tmp_path, monkeypatch=monkeypatch)
     assert line.endswith("is a --quick run: a smoke benchmark never replaces the committed "
                          "results; give --pics-dir (another folder)")
