@@ -285,6 +285,28 @@ def nbytes(encoded):
     return sum(a.nbytes for arrays in encoded for a in arrays.values())
 
 
+# What each array of every format holds, for where the bytes go: the kept weights' positions
+# (indices, row pointers, gaps, the bitmask), their values (floats or codes), the codebooks
+# (centroids, and the Huffman code lengths that decode a stream), the biases, and the header
+# (the layer's shape, the code width, the symbol counts). A new array must be declared here.
+PARTS = ("positions", "values", "codebooks", "biases", "header")
+ARRAY_PART = {"indices": "positions", "row_ptr": "positions", "gaps": "positions",
+              "mask": "positions", "gap_stream": "positions", "row_stream": "positions",
+              "values": "values", "codes": "values", "code_stream": "values",
+              "codebook": "codebooks", "gap_lengths": "codebooks", "row_lengths": "codebooks",
+              "code_lengths": "codebooks", "bias": "biases", "shape": "header",
+              "bits": "header", "counts": "header"}
+
+
+def breakdown(arrays):
+    """{part: bytes} of one encoded layer (`encode`'s dicts), every part of PARTS; they sum to
+    its `nbytes`."""
+    parts = dict.fromkeys(PARTS, 0)
+    for key, array in arrays.items():
+        parts[ARRAY_PART[key]] += array.nbytes
+    return parts
+
+
 def save(path, layers, fmt):
     """Encode `layers` and write them (uncompressed .npz) atomically; returns the encoded arrays.
 

@@ -1,12 +1,15 @@
 """The deploy stage's compression report, as printed and written to compression_report.txt."""
+import json
+
 import numpy as np
 
 
 def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deployed, saved_disk,
            sizes=None):
     """The report's lines: the layer sizes before and after shrinking (`sizes`, structured
-    pruning), the kept weights per layer, every storage format against the dense float32 bytes,
-    trained quantization, LiteRT, and the deployed SavedModel."""
+    pruning), the kept weights per layer, every storage format against the dense float32 bytes
+    and where the smallest one's bytes go, trained quantization, LiteRT, and the deployed
+    SavedModel."""
     lines = [f"shrunk: layer sizes {sizes['pruned']} -> {sizes['shrunk']}; everything below is "
              f"the shrunk network's, against the unpruned dense model"] if sizes else []
     lines += [f"{'layer':6s} {'kernel':>14s} {'non-zeros':>10s} {'density':>8s}"]
@@ -22,6 +25,8 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deplo
     for fmt, r in formats.items():
         lines.append(f"{fmt:20s} {r['bytes']:9,d} {r['compression']:10.2f}x "
                      f"{r['file_bytes']:10,d} {r['test_accuracy']:9.4f}")
+    smallest = min(formats, key=lambda f: formats[f]["bytes"])
+    lines += where_the_bytes_go(smallest, formats[smallest], layers)
     if quantization:
         q = quantization
         lines.append(f"trained quantization ({q['bits']}-bit codebooks, {q['epochs']} epochs, "
@@ -46,4 +51,23 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deplo
               f"smaller than the dense float32 .tflite",
               f"deployed: {deployed}, SavedModel {saved_disk:,d} bytes on disk "
               f"(dense SavedModel / sparse: {dense_disk / saved_disk:.2f}x)"]
+    return lines
+
+
+def where_the_bytes_go(fmt, stored, layers):
+    """The report's lines for format `fmt`'s bytes (`stored`: write_formats' results for it) per
+    layer and part, and what is not counted: the names and how each layer runs (its spec),
+    which the .npz keeps as text beside the arrays."""
+    parts = list(next(iter(stored["parts"].values())))
+    lines = [f"where the bytes of {fmt} go:",
+             f"  {'layer':6s} " + " ".join(f"{p:>10s}" for p in parts) + f" {'total':>8s}"]
+    for name, per_part in stored["parts"].items():
+        lines.append(f"  {name:6s} " + " ".join(f"{per_part[p]:10,d}" for p in parts)
+                     + f" {sum(per_part.values()):8,d}")
+    totals = {p: sum(per_part[p] for per_part in stored["parts"].values()) for p in parts}
+    lines.append(f"  {'all':6s} " + " ".join(f"{totals[p]:10,d}" for p in parts)
+                 + f" {sum(totals.values()):8,d}")
+    text = sum(len(json.dumps(l.get("spec"))) + len(l["name"]) for l in layers)
+    lines.append(f"  not counted: each layer's name and how it runs (kernel shape, stride, "
+                 f"pooling, activation), {text:,d} bytes as text")
     return lines

@@ -9,7 +9,8 @@ from training.evaluate import evaluate
 def write_formats(layers, names, out, data, batch_size, shared=None):
     """Write <out>/weights.<format>.npz for each format in `names`, read it back, decode and
     evaluate it on the validation and test splits of `data`; ({format: bytes, file_bytes,
-    validation_accuracy, test_accuracy}, {format: decoded layers}).
+    validation_accuracy, test_accuracy, parts: {layer: {part: bytes}} (`formats.breakdown`)},
+    {format: decoded layers}).
 
     `shared` ({bits: layers with their trained codebooks}) replaces `layers` for those widths.
     """
@@ -24,5 +25,7 @@ def write_formats(layers, names, out, data, batch_size, shared=None):
                     for split in ("validation", "test")}
         results[fmt] = dict(bytes=formats.nbytes(encoded), file_bytes=path.stat().st_size,
                             validation_accuracy=accuracy["validation"],
-                            test_accuracy=accuracy["test"])
+                            test_accuracy=accuracy["test"],
+                            parts={l["name"]: formats.breakdown(arrays)
+                                   for l, arrays in zip(decoded[fmt], encoded)})
     return results, decoded

@@ -154,3 +154,24 @@ def test_a_layer_with_more_than_32767_inputs_keeps_its_indices(fmt, tmp_path):
     if fmt == "coo16":
         nnz = len(layers[0]["values"])
         assert sf.encode(layers[:1], fmt)[0]["indices"].nbytes == 2 * 4 * nnz
+
+
+@pytest.mark.parametrize("fmt", sf.FORMATS)
+def test_where_the_bytes_go_covers_every_array_of_every_format(fmt):
+    """Every array a format writes is declared a part (positions, values, codebooks, biases,
+    header), and the parts sum to the layer's bytes."""
+    layer = random_layer()
+    (arrays,) = sf.encode([layer], fmt)
+    parts = sf.breakdown(arrays)
+    assert set(parts) == set(sf.PARTS) and sum(parts.values()) == sf.nbytes([arrays])
+    assert parts["biases"] == 4 * 600 and parts["values"] > 0 and parts["positions"] > 0
+    assert (parts["codebooks"] > 0) == fmt.startswith("shared")
+
+
+def test_where_the_bytes_go_known_answer():
+    """coo16 of a 40x600 layer with n kept weights: 2 int16 per position, a float32 per value,
+    600 float32 biases, the int32 shape."""
+    layer = random_layer()
+    n = len(layer["values"])
+    assert sf.breakdown(sf.encode([layer], "coo16")[0]) == dict(
+        positions=4 * n, values=4 * n, codebooks=0, biases=2400, header=8)

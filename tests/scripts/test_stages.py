@@ -103,6 +103,7 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
         assert (pipeline / path).stat().st_size > 0, path
     report = (pipeline / "sparse/compression_report.txt").read_text()
     assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
+    assert "where the bytes of shared-5bit-huffman go:" in report and "not counted:" in report
     tflite = json.loads((pipeline / "sparse/config.json").read_text())["results"]["tflite"]
     slow = [name for name, r in tflite.items() if r.get("xnnpack") is False]  # said in the report
     assert ("XNNPACK could not prepare it" in report) == bool(slow), (slow, report)
