@@ -5,8 +5,9 @@
 
 Takes the network's dense checkpoint (train_network_dense.py) and any number of deploy-stage
 folders (deploy_pruned_model.py: unstructured, --block 1x4, --structure ...). Every deployment:
-  dense .tflite         the dense network in LiteRT with XNNPACK: the baseline of every ratio
-  dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates)
+  dense .tflite         the dense network in LiteRT with XNNPACK
+  dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates): the fastest
+                        dense file, the baseline of every speed-up
   dense TF              the dense Keras model as a tf.function
 and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks", "shrunk
 266-88-33" for a structured one, whose network is the smaller dense one, "shrunk 266-88-33 + 1x4
@@ -14,8 +15,10 @@ blocks" for one pruned further inside it, prune_network.py --structured-dir):
   <name> .tflite, <name> int8 .tflite   its model.tflite / model_int8.tflite in LiteRT
   <name> SavedModel                     its saved_model (the sparse TensorFlow graph)
 Each is scored on the validation and the test split, its bytes on disk counted, and timed at
-every batch size (--batches) in this one process, round-robin (benchmarks/timing.py); latency
-ratios are against the dense .tflite at the same batch. Each deploy folder's storage formats
+every batch size (--batches) in this one process, round-robin (benchmarks/timing.py). A speed-up
+is the dense int8 .tflite's time over the deployment's at the same batch, per repetition (the
+two ran side by side): its median, and its range over the --repeats; `speedup_vs_float` is the
+same against the dense float32 .tflite. Each deploy folder's storage formats
 (weights.<format>.npz: coo16 ... shared-5bit-huffman) are listed too, with the bytes and
 accuracies the deploy stage measured: stored weights, not a runtime, so not timed.
 Multiply-adds count the useful work: the non-zero weights times the positions each is
@@ -40,6 +43,7 @@ from experiments import papers
 from utils import cli
 
 PLOT = "deployments.png"
+BASELINE, FLOAT_BASELINE = "dense int8 .tflite", "dense .tflite"  # the speed-ups' denominators
 
 
 def parse():
@@ -195,21 +199,25 @@ def run(args, results_path, plot_path):
         rows[name] = dict(kind=kind, bytes=nbytes or sizes[name], multiply_adds=macs,
                           validation_accuracy=accuracy["validation"],
                           test_accuracy=accuracy["test"], latency_s={}, speedup={},
-                          useful_gflops={})
+                          speedup_range={}, speedup_vs_float={}, useful_gflops={})
     x_test = data["test"][0]
     for batch in args.batches:
         x = np.resize(x_test, (batch, x_test.shape[1]))
         calls = {name: (lambda fn=fn, x=x if ".tflite" in name else tf.constant(x):
                         np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
         timings = time_calls(calls, args.repeats)
-        base = timings["dense .tflite"]["median_s"]
         for name, t in timings.items():
-            row = rows[name]
-            row["latency_s"][str(batch)] = t
-            row["speedup"][str(batch)] = base / t["median_s"]
-            row["useful_gflops"][str(batch)] = 2 * row["multiply_adds"] * batch / t["median_s"] / 1e9
+            row, b = rows[name], str(batch)
+            ratios = {base: [u / v for u, v in zip(timings[base]["times_s"], t["times_s"])]
+                      for base in (BASELINE, FLOAT_BASELINE)}
+            row["latency_s"][b] = t
+            row["speedup"][b] = float(np.median(ratios[BASELINE]))
+            row["speedup_range"][b] = [min(ratios[BASELINE]), max(ratios[BASELINE])]
+            row["speedup_vs_float"][b] = float(np.median(ratios[FLOAT_BASELINE]))
+            row["useful_gflops"][b] = 2 * row["multiply_adds"] * batch / t["median_s"] / 1e9
     chosen = choose(rows, stored, args.network, args.batches)
-    results = dict(machine=machine_facts(), network=args.network, baseline="dense .tflite",
+    results = dict(machine=machine_facts(), network=args.network, baseline=BASELINE,
+                   float_baseline=FLOAT_BASELINE,
                    batches=args.batches, deployments=rows, stored=stored, chosen=chosen,
                    folders=folders)
     print_table(rows, stored, chosen, args.batches)
@@ -238,6 +246,8 @@ def choose(rows, stored, network, batches):
 
     runs = able(rows)
     fastest = {str(b): dict(name=n, speedup=runs[n]["speedup"][str(b)],
+                            speedup_range=runs[n]["speedup_range"][str(b)],
+                            speedup_vs_float=runs[n]["speedup_vs_float"][str(b)],
                             test_accuracy=runs[n]["test_accuracy"])
                for b in batches for n in [max(runs, key=lambda n: runs[n]["speedup"][str(b)])]} \
         if runs else {}
@@ -255,11 +265,14 @@ def print_table(rows, stored, chosen, batches):
         print(f"{name:36s} {val} {r['test_accuracy']:8.4f} {r['bytes']:10,d} "
               f"{r['multiply_adds']:9,d} "
               + " ".join(f"{r['speedup'][str(b)]:7.2f}x" for b in batches if "speedup" in r))
+    print(f"x@B: speed-up over the {BASELINE} at batch B (median of the paired repeats)")
     print(f"goal: validation accuracy >= {chosen['goal']['validation_accuracy_at_least']:.4f} "
           f"({chosen['goal']['rule']})")
     for batch, c in chosen["fastest"].items():
-        print(f"  fastest at batch {batch}: {c['name']} ({c['speedup']:.2f}x, test accuracy "
-              f"{c['test_accuracy']:.4f})")
+        low, high = c["speedup_range"]
+        print(f"  fastest at batch {batch}: {c['name']} ({c['speedup']:.2f}x the {BASELINE}, "
+              f"{low:.2f}-{high:.2f}x over the repeats; {c['speedup_vs_float']:.2f}x the "
+              f"{FLOAT_BASELINE}; test accuracy {c['test_accuracy']:.4f})")
     for what in ("smallest", "smallest_stored"):
         c = chosen[what]
         if c:

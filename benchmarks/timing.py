@@ -13,7 +13,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def time_calls(fns, repeats=7, min_seconds=0.1, warmup=2):
-    """Per-call seconds of each `fns[name]()`: median and spread (min, max) over `repeats`.
+    """Per-call seconds of each `fns[name]()`: median and spread (min, max) over `repeats`, and
+    each repetition's (`times_s`, in order: the i-th of every variant ran side by side).
 
     The variants are timed round-robin (repetition 1 of every variant, then repetition 2, ...),
     so a slow spell of the machine hits all of them alike instead of one. Each repetition calls
@@ -34,7 +35,7 @@ def time_calls(fns, repeats=7, min_seconds=0.1, warmup=2):
                 fn()
             per_call[name].append((time.perf_counter() - start) / calls[name])
     return {name: dict(median_s=float(np.median(t)), min_s=min(t), max_s=max(t), repeats=repeats,
-                       calls_per_repeat=calls[name]) for name, t in per_call.items()}
+                       calls_per_repeat=calls[name], times_s=t) for name, t in per_call.items()}
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -485,7 +485,12 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     # split, the --quick stages a subset)
     assert row["test_accuracy"] == pytest.approx(
         written["deployments"][f"{shrunk} SavedModel"]["test_accuracy"], abs=1e-3)
-    assert written["deployments"]["dense .tflite"]["speedup"] == {"1": 1.0, "3": 1.0}
+    assert written["baseline"] == "dense int8 .tflite"  # the fastest dense file
+    baseline = written["deployments"]["dense int8 .tflite"]
+    assert baseline["speedup"] == {"1": 1.0, "3": 1.0} and \
+        baseline["speedup_range"] == {"1": [1.0, 1.0], "3": [1.0, 1.0]} and \
+        written["deployments"]["dense .tflite"]["speedup_vs_float"] == {"1": 1.0, "3": 1.0}
+    assert row["speedup_range"]["1"][0] <= row["speedup"]["1"] <= row["speedup_range"]["1"][1]
     assert set(row["latency_s"]) == set(row["useful_gflops"]) == {"1", "3"}
     assert set(written["chosen"]) == {"goal", "fastest", "smallest", "smallest_stored"}
     assert written["stored"][f"{shrunk} coo16"]["bytes"] == results["formats"]["coo16"]["bytes"]
@@ -719,7 +724,19 @@ def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):
     result = subprocess.run([sys.executable, "-c", each, *benchmarks], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("usage: bench_") == len(benchmarks) == 4
+    assert result.stdout.count("usage: bench_") == len(benchmarks) == 5
+
+
+def test_the_epoch_benchmark_counts_the_work_and_the_spread():
+    """LeNet-5's multiply-adds an image (those the deployment benchmark counts for its dense
+    file), and an epoch's median, range and share of the bound from per-round step times."""
+    from benchmarks.bench_epochs import EPOCH_STEPS, epoch_times, multiply_adds
+    from networks.builders import build_network
+    assert multiply_adds(build_network(configs.dense_config("lenet-5"))) == 2_293_000
+    times = epoch_times([0.04, 0.05, 0.1], bound_s=0.01)
+    assert times["epoch_s"] == pytest.approx(0.05 * EPOCH_STEPS)
+    assert times["epoch_s_range"] == pytest.approx([0.04 * EPOCH_STEPS, 0.1 * EPOCH_STEPS])
+    assert times["bound_fraction"] == pytest.approx(0.2)
 
 
 def test_the_deployment_benchmark_refuses_what_it_would_score_as_something_else(
