@@ -98,8 +98,8 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
     baseline): the sparse network checked against the Keras logits, the .tflite files, trained
     quantization, every storage format read back and scored, the SavedModel in format `chosen`;
     (results for config.json, the report's lines)."""
-    from compression import codebooks, coo
-    from deploy import litert
+    from compression import coo
+    from deploy import codebooks, litert
     from deploy.report import report
     from deploy.saved_model import directory_bytes, saved_model_bytes
     from deploy.sparse_graph import SparseNetwork, check_sparse, sparse_layers

@@ -146,7 +146,7 @@ def unpack_bits(packed, bits, count):
 
 def _encode_shared(layer, bits):
     """A layer carrying its own N-bit "codebook" and "codes" (trained quantization:
-    compression/codebooks.py) is stored with them; any other is shared by k-means."""
+    deploy/codebooks.py) is stored with them; any other is shared by k-means."""
     if not 1 <= bits <= 8:
         raise ValueError(f"shared-Nbit needs 1 <= N <= 8 bits, got {bits}")
     if len(layer.get("codebook", ())) == 2 ** bits:

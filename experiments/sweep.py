@@ -7,7 +7,7 @@ import keras
 
 import configs
 from compression import coo, formats
-from compression.codebooks import assign_layers
+from deploy.codebooks import assign_layers
 from deploy.sparse_graph import sparse_layers
 from experiments import papers
 from networks.builders import kernels_restored, weight_layers

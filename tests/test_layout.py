@@ -31,6 +31,15 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
         assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}"
 
 
+def test_compression_is_numpy_in_numpy_out():
+    """The storage formats need no framework: nothing of Keras, TensorFlow, JAX or PyTorch, and
+    none of the folders that would bring them."""
+    for path in sorted((REPO / "compression").rglob("*.py")):
+        frameworks = set(imports(path)) & {"keras", "tensorflow", "jax", "torch", "training",
+                                           "networks", "deploy", "pruning"}
+        assert not frameworks, f"{path.relative_to(REPO)} imports {sorted(frameworks)}"
+
+
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "configs"])
 def test_no_script_imports_another_script(script):
     assert not set(imports(REPO / f"{script}.py")) & set(SCRIPTS) - {"configs"}

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from compression import formats
-from compression.codebooks import share_weights, train_codebooks
+from deploy.codebooks import share_weights, train_codebooks
 from deploy.sparse_graph import sparse_layers
 from networks.builders import weight_layers
 from pruning import prune_low_magnitude
