@@ -79,7 +79,8 @@ def lock(path, flag="--model-dir", shared=False):
     `new/sub` meanwhile would lose its work or make the first one fail). `shared`: the lock of a
     folder's record that runs update in turn (`publish`): wait for it, and leave the folders
     above to their own writers' locks, which may be the caller's. The lock is released when the
-    process ends, however it ends; the small lock file stays.
+    process ends, however it ends; the small lock file stays, unless the block wrote nothing
+    into the folders the lock had to make (a refused or failed run): they go too.
     """
     path = Path(path).parent.resolve() / Path(path).name  # a link's own lock, not its target's
     lock_path = _lock_file(path)
@@ -104,17 +105,15 @@ def lock(path, flag="--model-dir", shared=False):
                                   f"for it to finish") from None
         # Again after taking the lock and creating the parents: a run that locked a parent in
         # between finds that parent not empty, so one of the two is always refused.
-        try:
-            if not shared:
-                _check_no_writer_above(path, flag)
-        except CheckpointError:
-            lock_path.unlink(missing_ok=True)
+        if not shared:
+            _check_no_writer_above(path, flag)
+        yield
+    finally:
+        if made and os.listdir(path.parent) == [lock_path.name]:  # made for a run that wrote
+            lock_path.unlink(missing_ok=True)  # nothing (refused, failed): left as it was
             for folder in made:  # innermost first; rmdir leaves anything that is not empty
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-            raise
-        yield
-    finally:
         os.close(fd)
 
 

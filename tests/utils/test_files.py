@@ -400,3 +400,14 @@ def test_a_linked_record_is_locked_where_it_is_read_and_names_stay_plain(tmp_pat
     with pytest.raises(ValueError, match="names the lock of the record"):
         with published({"--pics-dir": (dest, ["a.png"])}, "written-by-pruning.json"):
             pytest.fail("the block must not run")
+
+
+def test_a_refused_publication_leaves_no_folder_or_lock_behind(tmp_path):
+    """published() into two folders, the second busy: refused at once, and the first, made
+    for it, is gone again with its lock."""
+    with lock(tmp_path / "busy" / "sweep", "--pics-dir"):
+        with pytest.raises(CheckpointError, match="another run is writing"):
+            with published({"--results-dir": (tmp_path / "new" / "results", ["a.csv"]),
+                            "--pics-dir": (tmp_path / "busy", ["a.png"])}, "sweep"):
+                pytest.fail("the block must not run")
+    assert not (tmp_path / "new").exists()
