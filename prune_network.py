@@ -97,13 +97,13 @@ def main():
                       f"{source[1]}/ ({model.count_params():,d} parameters)")
             data = images.from_flags(args)
             config = check_data(data, config, source[1], args.allow_other_data)
-            with backup(config.model_dir, "prune_network.py", config) as resume:
-                model, optimizer, config, kernels, results = prune(
+            with backup(config.model_dir, "prune_network.py", config) as resume:  # kept until
+                model, optimizer, config, kernels, results = prune(  # the checkpoint is written
                     model, optimizer, config, data, lambda c: load(source[1], c)[:2], resume)
-            results["shrunk_sizes"] = (layer_sizes(shrink(model)) if config.structure != "none"
-                                       else None)
-            save_checkpoint(out, model, optimizer, config, results=results)
-            plot_weight_distributions(kernels, out, describe(config))
+                results["shrunk_sizes"] = (layer_sizes(shrink(model))
+                                           if config.structure != "none" else None)
+                save_checkpoint(out, model, optimizer, config, results=results)
+                plot_weight_distributions(kernels, out, describe(config))
         for name in WEIGHT_PLOTS.values():  # published once the checkpoint is in place
             if (Path(config.model_dir) / name).is_file():
                 shutil.copyfile(Path(config.model_dir) / name, shared / name)
@@ -138,6 +138,9 @@ def prune(model, optimizer, config, data, load, backup_dir=None):
     if config.max_accuracy_drop is None:
         masks, history = prune_and_fine_tune(model, optimizer, config, data, first,
                                              backup_dir=backup_dir)
+        if config.schedule == "iterative" and first.kernels is None:  # resumed after round 1
+            print("note: resumed after the first pruning: its accuracy before fine-tuning and "
+                  "its weight histogram were the interrupted run's, and are not recorded")
     else:  # each probe from the dense weights; chosen on the validation split only
         dense_val, _ = evaluate(logits_fn, *data["validation"])
         model, optimizer, config, masks, history, search = search_sparsity(

@@ -38,12 +38,13 @@ def main():
         config = with_data(config, data)
         check_memory(parameter_count(config), data, config.network)
         start = time.perf_counter()
-        with backup(config.model_dir, "train_network_dense.py", config) as resume:
-            model, optimizer, history = train_dense(config, data, backup_dir=resume)
-        seconds = time.perf_counter() - start
-        test_acc, test_loss = evaluate(logits_function(model), *data["test"])
-        save_checkpoint(out, model, optimizer, config, results=dict(
-            test_accuracy=test_acc, test_loss=test_loss, train_seconds=seconds, history=history))
+        with backup(config.model_dir, "train_network_dense.py", config) as resume:  # kept
+            model, optimizer, history = train_dense(config, data, backup_dir=resume)  # until
+            seconds = time.perf_counter() - start  # the checkpoint is written
+            test_acc, test_loss = evaluate(logits_function(model), *data["test"])
+            save_checkpoint(out, model, optimizer, config, results=dict(
+                test_accuracy=test_acc, test_loss=test_loss, train_seconds=seconds,
+                history=history))
     print(f"test accuracy {test_acc:.4f}  loss {test_loss:.4f}  ({seconds:.1f} s of training)")
     print(f"saved {config.model_dir}/")
 

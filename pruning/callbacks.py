@@ -288,6 +288,12 @@ class IterativePruning(keras.callbacks.Callback):
     `criterion` (see `prune_low_magnitude`, also for `layers` and `pattern`); each round's masks
     nest in the previous ones.
 
+    A fit resumed by Keras' BackupAndRestore after a round (its first epoch, or its end, later
+    than a target's) prunes again to the last target passed, from the restored weights, whose
+    pruned entries are zeros: Keras saves no constraint's variables, so without this the
+    resumed fit would train the pruned weights back. With a sparsity criterion that rebuilds
+    the same masks; with a threshold, weights that fine-tuning moved below it go too.
+
     Example:
       rounds = pruning.IterativePruning("layer-sparsity", {0: 0.5, 2: 0.75, 4: 0.9})
       model.fit(x, y, epochs=6, callbacks=[rounds])
@@ -308,12 +314,31 @@ class IterativePruning(keras.callbacks.Callback):
         self.norm = norm
         self.on_prune = None  # called as on_prune(epoch, masks) after each pruning
 
+    def on_train_begin(self, logs=None):
+        self._first = None  # the first epoch this fit runs; it may follow a backup's last one
+
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first is None:
+            self._first = epoch
+            self._restore(epoch)
         if epoch in self.targets:
-            model = prune_low_magnitude(self.model, self.criterion, self.targets[epoch],
-                                        layers=self.layers, pattern=self.pattern, norm=self.norm)
+            model = self._prune(self.targets[epoch])
             if self.on_prune is not None:
                 self.on_prune(epoch, get_masks(model))
+
+    def on_train_end(self, logs=None):
+        if self._first is None:  # no epoch left to run: resumed after the last one
+            self._restore(self.params.get("epochs", 0))
+
+    def _restore(self, epoch):
+        """The last round before `epoch` again, if this fit resumed after one."""
+        passed = [e for e in self.targets if e < epoch]
+        if epoch > 0 and passed:
+            self._prune(self.targets[max(passed)])
+
+    def _prune(self, value):
+        return prune_low_magnitude(self.model, self.criterion, value, layers=self.layers,
+                                   pattern=self.pattern, norm=self.norm)
 
     def on_epoch_end(self, epoch, logs=None):
         _log_sparsity(self.model, logs)

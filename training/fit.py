@@ -20,6 +20,7 @@ import configs
 from networks.builders import architecture, build_network
 from pruning import get_masks, sparsity, variational_masks
 from utils import memory
+from utils.errors import CheckpointError
 from utils.files import replacing
 
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
@@ -106,6 +107,11 @@ class EpochLog(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.first = None
 
+    def on_train_end(self, logs=None):
+        if self.first is None and self.history:  # no epoch left: resumed after the last one
+            self.log(f"resumed after epoch {self.history[-1]['epoch']} of {self.epochs}, the "
+                     f"last, from the backup of an interrupted run ({self.saved.parent}/)")
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.first is None:  # the first epoch of this fit: after a backup's last one?
             self.first = "resumed" if epoch > 0 else "started"
@@ -143,6 +149,18 @@ class EpochLog(keras.callbacks.Callback):
             with replacing(self.saved) as tmp:
                 tmp.write_text(json.dumps(self.history))
         self.log(line)
+
+
+class Restore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, whose failure to read a backup back is one line naming it."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except Exception as e:  # noqa: BLE001 - h5py, JSON, Keras: whatever the damage raises
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CheckpointError(f"{self.backup_dir}/ could not be read back ({reason}): it is "
+                                  f"removed; rerun to start afresh") from None
 
 
 def train_dense(config, data, log=print, backup_dir=None):
@@ -183,14 +201,15 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     compile_for_training(model, optimizer)
     epoch_log = EpochLog(config.epochs, len(y) // config.batch_size, log, backup_dir)
     schedule = learning_rate or (lambda epoch: configs.learning_rate(config, epoch))
-    # First, so that the state is back before any other callback reads it (GradualPruning:
-    # the optimizer's iterations); double: a backup damaged as it was written falls back to
-    # the one before.
-    restore = [keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True,
-                                                delete_checkpoint=False)] if backup_dir else []
+    # The backup restores the state before any other callback reads it (GradualPruning: the
+    # optimizer's iterations), and saves it after the epoch log has saved the history, so that
+    # the history is never behind the weights; double: a backup damaged as it was written
+    # falls back to the one before.
+    restore = [Restore(str(backup_dir), double_checkpoint=True,
+                       delete_checkpoint=False)] if backup_dir else []
     model.fit(dataset(x, y, config.batch_size, config.seed), epochs=config.epochs, verbose=0,
               shuffle=False,  # the dataset shuffles itself
               validation_data=data["validation"], validation_batch_size=5000,
-              callbacks=[*restore, keras.callbacks.LearningRateScheduler(schedule), *callbacks,
-                         StopOnNonFinite(data), epoch_log])
+              callbacks=[epoch_log, *restore, keras.callbacks.LearningRateScheduler(schedule),
+                         *callbacks, StopOnNonFinite(data)])
     return epoch_log.history

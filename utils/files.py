@@ -36,6 +36,10 @@ from utils.errors import CheckpointError
 STAGE_FILE = "stage.json"  # a checkpoint folder's record: {"stage": script, "files": [...]}
 MANIFEST = ".written-by-pruning.json"  # a shared folder's record: {name: SHA-256}
 PUBLISHING = "written-by-pruning.json"  # its lock: .written-by-pruning.json.lock, as before
+# What a training backup holds: its marker, the history, Keras' BackupAndRestore's files.
+BACKUP_FILES = {"backup.json", ".backup.json.tmp.json", "history.json", ".history.json.tmp.json",
+                "latest.weights.h5", "latest.weights.h5.bkp", "training_metadata.json",
+                "training_metadata.json.bkp"}
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: an OSError that often names no file
 
 
@@ -364,12 +368,15 @@ def backup(path, stage, config):
     state every epoch (keras.callbacks.BackupAndRestore, training/fit.py), so that a run that
     was interrupted resumes when it is run again with the same `config`.
 
-    The folder is this project's (its backup.json names the stage and the config's SHA-256): a
-    backup of another config or stage is removed first, a folder of the user's under that name
-    refused. It is kept when the block is interrupted (Ctrl-C, SIGTERM) or fails unexpectedly,
-    and removed when the block ends otherwise: successfully, or with an error that a rerun
-    would meet again (ValueError: the training diverged, a setting; CheckpointError). Call it
-    inside `stage_output`, whose lock makes the run its only writer.
+    The folder is this project's (its backup.json names the stage and the config's SHA-256).
+    A backup of other settings is refused in one line, before any work: hours of training are
+    not thrown away by a mistyped flag; a folder of the user's under that name is refused too,
+    and one that holds only this project's files but no readable backup.json (a run killed as it
+    made it) is removed. It is kept when the block is interrupted (Ctrl-C, SIGTERM) or fails
+    unexpectedly, and removed when the block ends otherwise: successfully, or with an error that
+    a rerun would meet again (ValueError: the training diverged, a setting; CheckpointError: the
+    backup could not be read). Call it inside `stage_output`, whose lock makes the run its only
+    writer, around the work up to the checkpoint's last file.
     """
     path = Path(path).resolve()
     folder = path.with_name(f".{path.name}.backup")
@@ -378,14 +385,14 @@ def backup(path, stage, config):
     found = _read_json(folder / "backup.json")
     if os.path.lexists(folder) and found != marker:
         if found.get("stage") == stage:
-            print(f"note: {folder}/ holds an interrupted run with other settings: starting "
-                  f"afresh")
-            shutil.rmtree(folder)
-        elif folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-            folder.rmdir()  # a run killed as it made the folder
-        else:
+            raise CheckpointError(f"{folder}/ holds the training of an interrupted run of {stage} "
+                                  f"with other settings: rerun that command to resume it, or "
+                                  f"delete the folder to start this one")
+        if not (folder.is_dir() and not folder.is_symlink() and not found
+                and set(os.listdir(folder)) <= BACKUP_FILES):
             raise CheckpointError(f"{folder} is not a training backup of {stage}: refusing to "
                                   f"replace it; move it")
+        shutil.rmtree(folder)  # ours, half made by a killed run
     try:
         folder.mkdir(exist_ok=True)
         with replacing(folder / "backup.json") as tmp:

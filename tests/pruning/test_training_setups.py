@@ -257,6 +257,38 @@ def test_backup_and_restore_resumes_a_gradual_fit(tmp_path, end, stop, backup_fi
     assert_pruned_weights_are_zero(fresh, get_masks(fresh))
 
 
+@pytest.mark.parametrize("stop", ["between rounds", "after the last epoch"])
+def test_backup_and_restore_resumes_an_iterative_fit_with_its_masks(tmp_path, stop):
+    """Keras saves no constraint's variables: a fit resumed between IterativePruning's rounds,
+    or after its last epoch, prunes again to the last round's target from the restored zeros,
+    instead of training the pruned weights back or ending with no masks."""
+    data = users_data()
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if stop == "between rounds" and epoch == 1:
+                raise KeyboardInterrupt
+
+        def on_train_end(self, logs=None):
+            if stop == "after the last epoch":
+                raise KeyboardInterrupt
+
+    def fit(extra):
+        model = users_conv_model()
+        compile_(model, keras.optimizers.Adam(0.01))
+        model.fit(*data, batch_size=16, epochs=3, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False),
+            pruning.IterativePruning("layer-sparsity", {0: 0.5, 5: 0.8}), *extra])
+        return model
+
+    with pytest.raises(KeyboardInterrupt):
+        fit([Stop()])
+    resumed = fit([])
+    assert get_masks(resumed)
+    assert all(z == pytest.approx(0.5, abs=0.01) for z in kernel_zeros(resumed).values())
+    assert_pruned_weights_are_zero(resumed, get_masks(resumed))
+
+
 def test_a_users_train_step_loop_holds_the_masks():
     """A custom loop calling optimizer.apply: the constraint runs there too."""
     model = users_conv_model()

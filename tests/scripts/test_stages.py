@@ -323,16 +323,16 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path,
     the same command resumes from it, runs epoch 3 only, records that it resumed, and removes
     the backup."""
     from training import fit
-    finish = fit.EpochLog.on_epoch_end
+    start = fit.EpochLog.on_epoch_begin
 
     def ctrl_c_in_epoch_3(log, epoch, logs=None):
-        finish(log, epoch, logs)
-        if epoch == 1:
+        if epoch == 2:
             raise KeyboardInterrupt
+        start(log, epoch, logs)
 
     command = ("train_network_dense.py", "--quick", "--epochs", "3", "--model-dir", "dense")
     with monkeypatch.context() as m:
-        m.setattr(fit.EpochLog, "on_epoch_end", ctrl_c_in_epoch_3)
+        m.setattr(fit.EpochLog, "on_epoch_begin", ctrl_c_in_epoch_3)
         stopped = run(*command, cwd=tmp_path)
     assert stopped.returncode == 130 and "interrupted (SIGINT)" in stopped.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dense.backup", ".dense.lock"]
@@ -356,17 +356,17 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_masks_rule(pipeline, tmp
     dropout (a copy of the network with its own Adam) resume after Ctrl-C too: the checkpoint
     reaches the schedule's sparsity, its pruned weights are zero, the record says it resumed."""
     from training import fit
-    finish = fit.EpochLog.on_epoch_end
+    start = fit.EpochLog.on_epoch_begin
 
     def ctrl_c_in_epoch_2(log, epoch, logs=None):
-        finish(log, epoch, logs)
-        if epoch == 0:
+        if epoch == 1:
             raise KeyboardInterrupt
+        start(log, epoch, logs)
 
     command = ("prune_network.py", "--quick", "--epochs", "2", "--lr-boundaries", "1",
                "--dense-dir", str(pipeline / "dense"), "--model-dir", "pruned", *schedule)
     with monkeypatch.context() as m:
-        m.setattr(fit.EpochLog, "on_epoch_end", ctrl_c_in_epoch_2)
+        m.setattr(fit.EpochLog, "on_epoch_begin", ctrl_c_in_epoch_2)
         assert run(*command, cwd=tmp_path).returncode == 130
     resumed = run(*command, cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming after epoch 1 of 2" in resumed.stdout, \
@@ -775,4 +775,5 @@ def test_killing_the_papers_comparison_lets_its_running_stage_clean_up(tmp_path)
     _, err = compare.communicate(timeout=120)
     assert compare.returncode == 143, err[-2000:]
     assert "interrupted (SIGTERM)" in err
-    assert not [p.name for p in (tmp_path / "runs/123").iterdir() if ".tmp-" in p.name]
+    assert not list(tmp_path.rglob("*.tmp-*"))  # and runs/123/, made for it, is gone again
+    assert not (tmp_path / "runs").exists()

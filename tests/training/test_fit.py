@@ -85,3 +85,15 @@ def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(monkey
                                          "and 3 classes\\) on 60 images of tiny seed 0 needs "
                                          "about 2.2 GiB of memory, 1.0 GiB available"):
         check_memory(10 ** 8, data, "mlp")
+
+
+def test_a_backup_that_cannot_be_read_back_is_one_line_naming_it(tmp_path):
+    """A weights file cut short as it was written (no earlier one to fall back to): one
+    CheckpointError naming the folder, not h5py's error."""
+    from utils.errors import CheckpointError
+    (tmp_path / "latest.weights.h5").write_bytes(b"\x89HDF\r\n cut short")
+    (tmp_path / "training_metadata.json").write_text('{"epoch": 1}')
+    model, optimizer = tiny_model()
+    with pytest.raises(CheckpointError, match=f"{tmp_path}/ could not be read back .*: it is "
+                                              f"removed; rerun to start afresh"):
+        fit(model, optimizer, TINY, tiny_data(), log=quiet, backup_dir=tmp_path)
