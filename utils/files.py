@@ -369,7 +369,7 @@ def backup(path, stage, config):
     was interrupted resumes when it is run again with the same `config`.
 
     The folder is this project's (its backup.json names the stage and the config's SHA-256).
-    A backup of other settings is refused in one line, before any work: hours of training are
+    A backup of other settings is refused in one line, before any training: hours of it are
     not thrown away by a mistyped flag; a folder of the user's under that name is refused too,
     and one that holds only this project's files but no readable backup.json (a run killed as it
     made it) is removed. It is kept when the block is interrupted (Ctrl-C, SIGTERM) or fails
