@@ -464,19 +464,28 @@ def published(outputs, writer):
     Before the block (so before the work): every folder is checked (`check_publishable`) and
     locked for `writer` (`.<writer>.lock`: one such run at a time, and the folder is writable).
     The block writes the files into the yielded temporary folder; when it succeeds, each folder
-    gets its names (`publish`); when it fails, nothing is published.
+    gets its names (`publish`); when it fails, nothing is published. A full disk, whose error
+    often names no file, is one line naming where the files were going.
     """
     if writer == PUBLISHING:
         raise ValueError(f"{writer!r} names the lock of the record of what was published")
     for flag, (folder, names) in outputs.items():
         check_publishable(names, folder, flag)
-    with contextlib.ExitStack() as stack:
-        locked = {}
-        for flag, (folder, _) in outputs.items():
-            if Path(folder).resolve() not in locked:  # one lock per folder, however many flags
-                locked[Path(folder).resolve()] = flag
-                stack.enter_context(lock(Path(folder) / writer, flag))
-        out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        yield out
-        for flag, (folder, names) in outputs.items():
-            publish(names, out, folder, flag)
+    try:
+        with contextlib.ExitStack() as stack:
+            locked = {}
+            for flag, (folder, _) in outputs.items():
+                if Path(folder).resolve() not in locked:  # one lock per folder, however many
+                    locked[Path(folder).resolve()] = flag
+                    stack.enter_context(lock(Path(folder) / writer, flag))
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            yield out
+            for flag, (folder, names) in outputs.items():
+                publish(names, out, folder, flag)
+    except OSError as e:
+        if e.errno not in FULL or e.filename:
+            raise
+        where = ", ".join(f"{flag} {folder}" for flag, (folder, _) in outputs.items())
+        raise CheckpointError(f"out of disk space writing {where} (or the temporary folder in "
+                              f"{tempfile.gettempdir()}): {e.strerror}; nothing was published "
+                              f"that was not whole") from None

@@ -416,3 +416,12 @@ def test_a_refused_publication_leaves_no_folder_or_lock_behind(tmp_path):
                             "--pics-dir": (tmp_path / "busy", ["a.png"])}, "sweep"):
                 pytest.fail("the block must not run")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_full_disk_while_publishing_names_where_the_files_were_going(tmp_path):
+    with pytest.raises(CheckpointError, match=f"out of disk space writing --pics-dir {tmp_path}"
+                                              f"/pics \\(or the temporary folder in .*\\): No "
+                                              f"space left on device"):
+        with published({"--pics-dir": (tmp_path / "pics", ["a.png"])}, "sweep"):
+            raise OSError(28, "No space left on device")
+    assert not (tmp_path / "pics").exists()
