@@ -141,7 +141,7 @@ def run(args, results_path, plot_path):
     from datasets.images import load as load_data
     from deploy.litert import TFLiteNetwork, convert
     from deploy.saved_model import directory_bytes, saved_model_bytes
-    from networks.builders import weight_layers
+    from networks.builders import multiply_adds, positions
     from training.checkpoints import CUSTOM_OBJECTS, load_checkpoint
     from training.evaluate import logits_function
     from utils.files import write_json
@@ -153,9 +153,7 @@ def run(args, results_path, plot_path):
     if data["sha256"] != args.data_sha256:
         raise ValueError(f"{data['source']} is not the data the checkpoints were trained on "
                          f"(sha256 {data['sha256'][:12]}..., theirs {args.data_sha256[:12]}...)")
-    positions = {l.name: int(np.prod(l.output.shape[1:-1])) for l in weight_layers(model)}
-    dense_macs = sum(int(np.prod(l.kernel.shape)) * positions[l.name]
-                     for l in weight_layers(model))
+    at, dense_macs = positions(model), multiply_adds(model)
     calibration = data["train"][0][:configs.SparseConfig.calibration_images]
     deployments = {  # name: (pixels -> logits, bytes, multiply-adds, kind)
         "dense .tflite": (TFLiteNetwork(convert(model, sparse=False)), None, dense_macs, "dense"),
@@ -175,7 +173,7 @@ def run(args, results_path, plot_path):
         if kind in folders:
             raise ValueError(f"--deployed {folder} and {folders[kind]} are both {kind}: give one")
         folders[kind] = str(folder)
-        macs = sum(n * positions[layer] for layer, n in meta["results"]["nonzeros"].items())
+        macs = sum(n * at[layer] for layer, n in meta["results"]["nonzeros"].items())
         for suffix, file in ((" .tflite", "model.tflite"), (" int8 .tflite", "model_int8.tflite")):
             content = read_artifact(folder / file, lambda p: p.read_bytes(),
                                     "deploy_pruned_model.py")

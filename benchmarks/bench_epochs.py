@@ -53,17 +53,6 @@ def parse():
     return p.parse_args()
 
 
-def multiply_adds(model):
-    """Multiply-adds of one image through every Conv2D and Dense layer of `model`."""
-    import keras
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            positions = int(np.prod(layer.output.shape[1:-1]))  # a conv's output pixels; dense 1
-            total += int(np.prod(layer.kernel.shape)) * positions
-    return total
-
-
 def measure(network, steps):
     """{setting: step seconds} of the dense network and its variational copy on this process's
     backend, and the network's multiply-adds per image."""
@@ -71,7 +60,7 @@ def measure(network, steps):
 
     import pruning
     from benchmarks.timing import EpochTimer
-    from networks.builders import build_network
+    from networks.builders import build_network, multiply_adds
     from training.fit import STEPS_PER_EXECUTION, dataset
     config = configs.dense_config(network)
     rng = np.random.default_rng(0)

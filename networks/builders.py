@@ -117,6 +117,18 @@ def weight_layers(model):
     return prunable_layers(model)
 
 
+def positions(model):
+    """{weight layer's name: the positions its kernel is applied at for one image}: a conv's
+    output pixels, 1 for a Dense layer; a weight's multiply-adds per image are these."""
+    return {l.name: int(np.prod(l.output.shape[1:-1])) for l in weight_layers(model)}
+
+
+def multiply_adds(model):
+    """Multiply-adds of one image through every weight layer, dense."""
+    at = positions(model)
+    return sum(int(np.prod(l.kernel.shape)) * at[l.name] for l in weight_layers(model))
+
+
 def layer_sizes(model):
     """The sizes structured pruning changes, as the papers write them (Louizos et al. 2018):
     every conv's filters, the first Dense layer's input features, every hidden Dense layer's

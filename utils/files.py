@@ -40,7 +40,12 @@ PUBLISHING = "written-by-pruning.json"  # its lock: .written-by-pruning.json.loc
 BACKUP_FILES = {"backup.json", ".backup.json.tmp.json", "history.json", ".history.json.tmp.json",
                 "latest.weights.h5", "latest.weights.h5.bkp", "training_metadata.json",
                 "training_metadata.json.bkp"}
-FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: an OSError that often names no file
+
+
+def _full_disk(error):
+    """Whether `error` is a full disk or quota that does not say which file: the caller says."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) \
+        and not error.filename
 
 
 # Atomic writes
@@ -297,7 +302,7 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
             write_json(tmp / STAGE_FILE, {"stage": stage, "files": contents(tmp)})
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError) and e.errno in FULL and not e.filename:  # say where
+            if _full_disk(e):  # say where
                 raise CheckpointError(f"{flag} {path}: out of disk space writing into "
                                       f"{path.parent} ({e.strerror}): the previous output, if "
                                       f"any, is left as it was") from None
@@ -483,7 +488,7 @@ def published(outputs, writer):
             for flag, (folder, names) in outputs.items():
                 publish(names, out, folder, flag)
     except OSError as e:
-        if e.errno not in FULL or e.filename:
+        if not _full_disk(e):
             raise
         where = ", ".join(f"{flag} {folder}" for flag, (folder, _) in outputs.items())
         raise CheckpointError(f"out of disk space writing {where} (or the temporary folder in "

@@ -318,21 +318,26 @@ def assert_records_what_ran(deployed, pruned_dir, dense_dir):
         assert record["software"]["pruning"] and record["software"]["keras"] == keras.__version__
 
 
+def ctrl_c_at(monkeypatch, stopped_epoch):
+    """Make the next training raise KeyboardInterrupt as epoch `stopped_epoch` (0-based) begins,
+    after the previous one was saved."""
+    from training import fit
+    start = fit.EpochLog.on_epoch_begin
+
+    def on_epoch_begin(log, epoch, logs=None):
+        if epoch == stopped_epoch:
+            raise KeyboardInterrupt
+        start(log, epoch, logs)
+    monkeypatch.setattr(fit.EpochLog, "on_epoch_begin", on_epoch_begin)
+
+
 def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path, monkeypatch):
     """Ctrl-C in epoch 3 of 3 leaves the state of epoch 2 in .dense.backup/ (and no checkpoint);
     the same command resumes from it, runs epoch 3 only, records that it resumed, and removes
     the backup."""
-    from training import fit
-    start = fit.EpochLog.on_epoch_begin
-
-    def ctrl_c_in_epoch_3(log, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        start(log, epoch, logs)
-
     command = ("train_network_dense.py", "--quick", "--epochs", "3", "--model-dir", "dense")
     with monkeypatch.context() as m:
-        m.setattr(fit.EpochLog, "on_epoch_begin", ctrl_c_in_epoch_3)
+        ctrl_c_at(m, 2)
         stopped = run(*command, cwd=tmp_path)
     assert stopped.returncode == 130 and "interrupted (SIGINT)" in stopped.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dense.backup", ".dense.lock"]
@@ -355,18 +360,10 @@ def test_an_interrupted_fine_tuning_resumes_to_the_same_masks_rule(pipeline, tmp
     """Gradual pruning (its masks follow the optimizer's restored step count) and variational
     dropout (a copy of the network with its own Adam) resume after Ctrl-C too: the checkpoint
     reaches the schedule's sparsity, its pruned weights are zero, the record says it resumed."""
-    from training import fit
-    start = fit.EpochLog.on_epoch_begin
-
-    def ctrl_c_in_epoch_2(log, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        start(log, epoch, logs)
-
     command = ("prune_network.py", "--quick", "--epochs", "2", "--lr-boundaries", "1",
                "--dense-dir", str(pipeline / "dense"), "--model-dir", "pruned", *schedule)
     with monkeypatch.context() as m:
-        m.setattr(fit.EpochLog, "on_epoch_begin", ctrl_c_in_epoch_2)
+        ctrl_c_at(m, 1)
         assert run(*command, cwd=tmp_path).returncode == 130
     resumed = run(*command, cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming after epoch 1 of 2" in resumed.stdout, \
@@ -730,8 +727,8 @@ def test_every_benchmark_runs_by_its_path_as_by_module(tmp_path):
 def test_the_epoch_benchmark_counts_the_work_and_the_spread():
     """LeNet-5's multiply-adds an image (those the deployment benchmark counts for its dense
     file), and an epoch's median, range and share of the bound from per-round step times."""
-    from benchmarks.bench_epochs import EPOCH_STEPS, epoch_times, multiply_adds
-    from networks.builders import build_network
+    from benchmarks.bench_epochs import EPOCH_STEPS, epoch_times
+    from networks.builders import build_network, multiply_adds
     assert multiply_adds(build_network(configs.dense_config("lenet-5"))) == 2_293_000
     times = epoch_times([0.04, 0.05, 0.1], bound_s=0.01)
     assert times["epoch_s"] == pytest.approx(0.05 * EPOCH_STEPS)
