@@ -242,8 +242,9 @@ class _JaxCarrier:
     a checkpoint written during the fit (ModelCheckpoint, BackupAndRestore) loads into a model
     that never ran this callback, with the optimizer's state.
 
-    Keras has no public way to add an existing variable to an optimizer's state:
-    `_track_variable` and `_tracker.untrack` are what Keras' own optimizers use."""
+    How, without the optimizer's private methods: a Keras optimizer tracks the variables in
+    any list assigned to one of its attributes (as a layer does), and forgets those removed
+    from that list; the masks ride in `optimizer.pruning_masks` and leave with `clear()`."""
 
     def __init__(self, model, masks):
         self.optimizer, self.saved, self.masks = innermost(model.optimizer), model.optimizer, masks
@@ -252,8 +253,10 @@ class _JaxCarrier:
             left.close()
         self.saved._pruning_carrier = self
         ids = {id(m) for m in masks}
-        for mask in masks:
-            self.optimizer._track_variable(mask)
+        self.optimizer.pruning_masks = list(masks)
+        if not ids <= {id(v) for v in self.optimizer.variables}:  # a Keras that no longer does
+            raise RuntimeError("GradualPruning: this Keras' optimizer does not track the variables "
+                               "of a list attribute; the JAX step cannot carry the masks")
 
         def own():
             return [v for v in self.saved.variables if id(v) not in ids]
@@ -277,8 +280,8 @@ class _JaxCarrier:
         retrace(model)  # the step's state now holds the masks
 
     def close(self):
-        for mask in self.masks:
-            self.optimizer._tracker.untrack(mask)
+        self.optimizer.pruning_masks.clear()
+        del self.optimizer.pruning_masks
         del self.saved.save_own_variables, self.saved.load_own_variables
         del self.saved._pruning_carrier
 

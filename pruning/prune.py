@@ -8,6 +8,7 @@ constraint, and on JAX it holds the masks as constants).
 import numbers
 import re
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -286,6 +287,53 @@ def restore_masks(model):
             restored.append(weight.key)
     retrace(model)
     return restored
+
+
+def lost_masks(model):
+    """The keys of the prunable float weights of `model` without a constraint of which at least
+    10% are exact zeros, not all: what a pruned model loaded by `keras.models.load_model` looks
+    like where Keras rebuilt its layers without their masks (`restore_masks` gives them back).
+    An untrained weight holds only zeros (a zero initializer) or few (float16's and bfloat16's
+    random initial values are exactly 0 about once in 1000 and 100)."""
+    lost = []
+    for weight in prunable_weights(model):
+        variable = weight.variable
+        if variable.constraint is None and "float" in str(variable.dtype):
+            zeros = keras.ops.convert_to_numpy(variable.value) == 0
+            if 0.1 <= zeros.mean() < 1:
+                lost.append(weight.key)
+    return lost
+
+
+_checked = weakref.WeakSet()  # the models whose first fit has been looked at
+
+
+def _warns_of_lost_masks(on_train_begin):
+    """`CallbackList.on_train_begin`, after a warning, at a model's first `fit`, naming the
+    weights `lost_masks` finds: the fit would train their zeros back.
+
+    Why the class: the one moment before training that every `fit` passes through, also for
+    a model loaded without ever meeting this package (a subclassed model's masks are not in
+    its config, and Keras has no hook after `load_model`)."""
+    def wrapped(self, logs=None):
+        model = self.model
+        if model is not None and model not in _checked:
+            _checked.add(model)
+            lost = lost_masks(model)
+            if lost:
+                warnings.warn(f"pruning: {lost} hold exact zeros but no mask, as a pruned model "
+                              f"does after keras.models.load_model rebuilt its layers without "
+                              f"them; this fit trains the zeros back: call "
+                              f"pruning.restore_masks(model) before it (a model you stripped: "
+                              f"ignore this)", stacklevel=2)
+        return on_train_begin(self, logs)
+    wrapped.checks = True
+    return wrapped
+
+
+if not getattr(keras.callbacks.CallbackList.on_train_begin, "checks", False):
+    keras.callbacks.CallbackList.on_train_begin = _warns_of_lost_masks(
+        keras.callbacks.CallbackList.on_train_begin)
 
 
 def strip_pruning(model):

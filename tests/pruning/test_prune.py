@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -88,6 +89,9 @@ def test_save_load_and_clone_keep_the_masks(kind, tmp_path):
                                      custom_objects={"Users": Users})
     if kind == "subclassed":  # Keras rebuilds its layers from __init__: the zeros, not the masks
         assert get_masks(loaded) == {}
+        assert sorted(pruning.prune.lost_masks(loaded)) == sorted(masks)
+        with pytest.warns(UserWarning, match="restore_masks"):  # its first fit says what to call
+            loaded.fit(*users_data(), epochs=0, verbose=0)  # (no epoch: nothing trained back)
         assert sorted(pruning.restore_masks(loaded)) == sorted(masks)
     for key, mask in get_masks(loaded).items():
         np.testing.assert_array_equal(mask, masks[key])
@@ -100,6 +104,27 @@ def test_save_load_and_clone_keep_the_masks(kind, tmp_path):
         compile_(clone, keras.optimizers.Adam(0.01))
         clone.fit(*users_data(), batch_size=16, verbose=0)
         assert_pruned_weights_are_zero(clone, masks)
+
+
+def test_a_first_fit_warns_only_of_zeros_without_masks():
+    """A pruned model with its masks, an untrained one and a zero-initialised kernel fit in
+    silence; the same pruned model stripped of its masks is named, at its first fit only."""
+    zero_init = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(3, kernel_initializer="zeros")])
+    pruned = prune_low_magnitude(users_conv_model(), "layer-sparsity", 0.5)
+    for model in (zero_init, users_conv_model(), pruned):
+        compile_(model, keras.optimizers.SGD(0.01))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", ".*restore_masks")
+            model.fit(*users_data(), epochs=0, verbose=0)
+    stripped = strip_pruning(keras.models.clone_model(pruned))
+    stripped.set_weights(pruned.get_weights())
+    compile_(stripped, keras.optimizers.SGD(0.01))
+    with pytest.warns(UserWarning, match=r"conv1/kernel.*restore_masks"):
+        stripped.fit(*users_data(), epochs=0, verbose=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*restore_masks")
+        stripped.fit(*users_data(), epochs=0, verbose=0)
 
 
 def test_prune_before_compile_and_after_the_optimizer_is_built():
