@@ -34,7 +34,13 @@ import numpy as np
 
 @keras.saving.register_keras_serializable(package="pruning")
 class PruningMask(keras.constraints.Constraint):
-    """Constraint `w -> where(mask, w, 0)` (a NaN under the mask becomes 0 too).
+    """Constraint `w -> w * mask`.
+
+    A product, not `where(mask, w, 0)`: the same zeros, but PyTorch's CPU `where` costs 4-5x a
+    product (measured on a 784x300 kernel: 470 against 100 microseconds a step, which made a
+    pruned LeNet-300-100 step 1.13x an unpruned one), and without XLA TensorFlow's and JAX's
+    cost 2-3x. As in tfmot and `torch.nn.utils.prune`, a weight that training made NaN stays
+    NaN under the mask: the run has diverged, kept weights alike.
 
     The mask is a non-trainable variable, so that a schedule can change it between steps without
     a new constraint, and every replica of a tf.distribute strategy sees the same one
@@ -58,7 +64,7 @@ class PruningMask(keras.constraints.Constraint):
 
     def __call__(self, w):
         w = keras.ops.convert_to_tensor(w)
-        return keras.ops.where(keras.ops.cast(self.mask, "bool"), w, keras.ops.zeros_like(w))
+        return keras.ops.multiply(w, keras.ops.cast(self.mask, w.dtype))
 
     def numpy(self):
         """The mask as a bool array."""

@@ -5,11 +5,13 @@ is one line naming the flag, its allowed range and the value given. Default path
 (`configs.repo_path`), so a script run from another folder finds the checkpoints the README's
 commands made; a path given on the command line resolves against the current folder, as usual.
 """
+import _thread
 import argparse
 import math
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import configs
@@ -169,18 +171,55 @@ class Stopped(BaseException):
     that every `with` block cleans up (working folders removed, locks released)."""
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_ending = []  # the signal that is ending the run, once one has
+
+
 def _stop(signum, frame):
+    """Raise the signal as an exception, once: a second Ctrl-C while the first one's clean-up
+    runs would stop that clean-up half way and print a traceback."""
+    if _ending:
+        return
+    _ending.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Stopped(signal.Signals(signum).name)
+
+
+def _raise_again(unraisable):
+    """An interrupt raised inside a destructor or a generator's clean-up, which Python prints as
+    "Exception ignored in ..." and drops, raised again where the run is (the next bytecode of
+    the main thread), so that the run ends as it was told to."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Stopped)) and _ending:
+        # Raised from a moment later, by a thread: a signal raised in this hook would be handled
+        # in it, and an exception from the hook is dropped too.
+        threading.Timer(0.05, _thread.interrupt_main, (_ending.pop(),)).start()
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def run(main):
     """Call main(); an expected error becomes one 'error: ...' line and exit status 1.
 
     Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP) each end the run with one line,
-    having removed its working folder; exit status 130, 143, 129 as a shell reports them.
+    having removed its working folder; exit status 130, 143, 129 as a shell reports them. The
+    handlers and `sys.unraisablehook` are put back as they were when it returns.
     """
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    handlers, hook = {s: signal.getsignal(s) for s in SIGNALS}, sys.unraisablehook
+    _ending.clear()
+    for signum in SIGNALS:
         signal.signal(signum, _stop)
+    sys.unraisablehook = _raise_again
+    try:
+        _run(main)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = hook
+
+
+def _run(main):
+    """main(), its errors and interrupts each one line and an exit status."""
     try:
         main()
     except EXPECTED_ERRORS as e:

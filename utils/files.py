@@ -42,10 +42,15 @@ BACKUP_FILES = {"backup.json", ".backup.json.tmp.json", "history.json", ".histor
                 "training_metadata.json.bkp"}
 
 
-def _full_disk(error):
-    """Whether `error` is a full disk or quota that does not say which file: the caller says."""
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) \
-        and not error.filename
+def _unnamed(error):
+    """What went wrong, if `error` is an OSError that names no file (a write's "[Errno 28] No
+    space left on device", "[Errno 5] Input/output error", a file too large): the caller says
+    where. None for any other error."""
+    if not isinstance(error, OSError) or error.filename:
+        return None
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"out of disk space ({error.strerror})"
+    return error.strerror or str(error) or type(error).__name__
 
 
 # Atomic writes
@@ -302,10 +307,10 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
             write_json(tmp / STAGE_FILE, {"stage": stage, "files": contents(tmp)})
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if _full_disk(e):  # say where
-                raise CheckpointError(f"{flag} {path}: out of disk space writing into "
-                                      f"{path.parent} ({e.strerror}): the previous output, if "
-                                      f"any, is left as it was") from None
+            failure = _unnamed(e)
+            if failure:  # say where
+                raise CheckpointError(f"{flag} {path}: {failure} writing into {path.parent}: "
+                                      f"the previous output, if any, is left as it was") from None
             raise
         try:
             check_output_dir(path, stage, flag, inputs)  # nothing of a user's appeared meanwhile
@@ -488,9 +493,10 @@ def published(outputs, writer):
             for flag, (folder, names) in outputs.items():
                 publish(names, out, folder, flag)
     except OSError as e:
-        if not _full_disk(e):
+        failure = _unnamed(e)
+        if not failure:
             raise
         where = ", ".join(f"{flag} {folder}" for flag, (folder, _) in outputs.items())
-        raise CheckpointError(f"out of disk space writing {where} (or the temporary folder in "
-                              f"{tempfile.gettempdir()}): {e.strerror}; nothing was published "
-                              f"that was not whole") from None
+        raise CheckpointError(f"{failure} writing {where} (or the temporary folder in "
+                              f"{tempfile.gettempdir()}); nothing was published that was not "
+                              f"whole") from None

@@ -80,3 +80,17 @@ def test_a_nan_weight_is_pruned_first(dtype):
     w = np.array([[np.nan, 0.5], [0.1, -0.2]], dtype)
     (mask,) = criteria.layer_sparsity_masks([w], 0.5)
     assert mask.tolist() == [[False, True], [False, True]]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([0.0, 0.125, 0.5, 1.0, 2.0, np.nan]), min_size=1, max_size=40),
+       st.data())
+def test_the_largest_kept_are_the_first_of_a_stable_descending_sort(values, data):
+    """The partition finds what the readable rule says: sort by magnitude, largest first, ties
+    by position, NaN last; keep the first `keep`."""
+    magnitudes = np.array(values)
+    keep = data.draw(st.integers(0, magnitudes.size))
+    order = np.argsort(-np.where(np.isnan(magnitudes), -1, magnitudes), kind="stable")
+    expected = np.zeros(magnitudes.size, bool)
+    expected[order[:keep]] = True
+    np.testing.assert_array_equal(criteria._keep_largest(magnitudes, keep), expected)

@@ -4,6 +4,7 @@ import argparse
 import os
 import runpy
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def test_flag_types_reject_out_of_range_values_saying_what_is_allowed(parse, tex
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, signum, capsys):
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.getsignal(s) for s in cli.SIGNALS}
 
     def main():
         with files.stage_output(tmp_path / "ckpt", "train_network_dense.py") as out:
@@ -165,17 +166,57 @@ def test_ctrl_c_kill_and_a_closed_terminal_remove_the_working_folder(tmp_path, s
             time.sleep(5)  # the signal arrives here
             pytest.fail("the run went on after the signal")
 
-    try:
-        with pytest.raises(SystemExit) as stop:
-            cli.run(main)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with pytest.raises(SystemExit) as stop:
+        cli.run(main)
+    assert {s: signal.getsignal(s) for s in cli.SIGNALS} == previous  # put back
     name = signal.Signals(signum).name
     assert stop.value.code == 128 + signum
     assert capsys.readouterr().err == (f"interrupted ({name}): the previous output, if any, is "
                                        f"left as it was\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock"]
+
+
+def test_a_second_ctrl_c_does_not_stop_the_first_ones_clean_up(tmp_path, capsys):
+    class CleanUp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *error):
+            os.kill(os.getpid(), signal.SIGINT)  # pressed again while cleaning up
+            time.sleep(0.2)
+            (tmp_path / "cleaned").write_text("")
+
+    def main():
+        with CleanUp():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+            pytest.fail("the run went on after Ctrl-C")
+
+    with pytest.raises(SystemExit) as stop:
+        cli.run(main)
+    assert stop.value.code == 130 and (tmp_path / "cleaned").exists()
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_ctrl_c_inside_a_destructor_still_ends_the_run_with_one_line(capsys):
+    """Python drops an exception raised in a destructor, printing "Exception ignored in": a
+    Ctrl-C that lands there is raised again where the run is."""
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal arrives here, inside __del__
+
+    def main():
+        Finalised()
+        time.sleep(5)
+        pytest.fail("the run went on after Ctrl-C")
+
+    hook = sys.unraisablehook
+    with pytest.raises(SystemExit) as stop:
+        cli.run(main)
+    assert stop.value.code == 130 and sys.unraisablehook is hook
+    assert capsys.readouterr().err == ("interrupted (SIGINT): the previous output, if any, is "
+                                       "left as it was\n")
 
 
 @pytest.mark.parametrize("script, flag, name", [
@@ -307,15 +348,10 @@ def test_tensorflows_out_of_space_error_is_one_line_and_other_errors_stay_traceb
         raise ResourceExhaustedError("out/saved_model/variables/variables.data-00000-of-00001; "
                                      "No space left on device\n\tmore lines")
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            cli.run(full_disk)
-        assert stopped.value.code == ("error: out of disk space or memory: out/saved_model/"
-                                      "variables/variables.data-00000-of-00001; No space left on "
-                                      "device; the previous output, if any, is left as it was")
-        with pytest.raises(KeyError):
-            cli.run(lambda: {}["a bug"])
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(full_disk)
+    assert stopped.value.code == ("error: out of disk space or memory: out/saved_model/"
+                                  "variables/variables.data-00000-of-00001; No space left on "
+                                  "device; the previous output, if any, is left as it was")
+    with pytest.raises(KeyError):
+        cli.run(lambda: {}["a bug"])

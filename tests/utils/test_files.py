@@ -242,10 +242,27 @@ def test_a_full_disk_during_the_work_names_the_output_and_leaves_it_as_it_was(tm
     write_tiny(tmp_path / "ckpt")
     before = snapshot(tmp_path)
     with pytest.raises(CheckpointError, match=f"--model-dir {tmp_path}/ckpt: out of disk space "
-                                              f"writing into {tmp_path} \\(No space left"):
+                                              f"\\(No space left on device\\) writing into "
+                                              f"{tmp_path}: the previous"):
         with stage_output(tmp_path / "ckpt", STAGE):
             raise OSError(28, "No space left on device")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"),
+                                   OSError(27, "File too large"), OSError("no errno")])
+def test_any_write_error_that_names_no_file_names_the_output(tmp_path, error):
+    with pytest.raises(CheckpointError, match=f"--model-dir {tmp_path}/ckpt: "
+                                              f"{error.strerror or error} writing into"):
+        with stage_output(tmp_path / "ckpt", STAGE):
+            raise error
+    with pytest.raises(CheckpointError, match=f"{error.strerror or error} writing --pics-dir "
+                                              f"{tmp_path}/pics"):
+        with published({"--pics-dir": (tmp_path / "pics", ["a.png"])}, "sweep"):
+            raise error
+    with pytest.raises(PermissionError):  # an error that names its file is left as it is
+        with stage_output(tmp_path / "ckpt", STAGE):
+            raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
 
 
 def test_a_full_disk_while_making_the_working_folder_leaves_nothing(tmp_path, monkeypatch):
@@ -419,9 +436,9 @@ def test_a_refused_publication_leaves_no_folder_or_lock_behind(tmp_path):
 
 
 def test_a_full_disk_while_publishing_names_where_the_files_were_going(tmp_path):
-    with pytest.raises(CheckpointError, match=f"out of disk space writing --pics-dir {tmp_path}"
-                                              f"/pics \\(or the temporary folder in .*\\): No "
-                                              f"space left on device"):
+    with pytest.raises(CheckpointError, match=f"out of disk space \\(No space left on device"
+                                              f"\\) writing --pics-dir {tmp_path}/pics \\(or "
+                                              f"the temporary folder in .*\\); nothing"):
         with published({"--pics-dir": (tmp_path / "pics", ["a.png"])}, "sweep"):
             raise OSError(28, "No space left on device")
     assert not (tmp_path / "pics").exists()
