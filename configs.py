@@ -185,6 +185,10 @@ DEPLOYMENT = {
                                "non_negative_int"),
     "codebook_learning_rate": Setting(1e-4, "learning rate of trained quantization", "positive",
                                       flag="--codebook-lr"),
+    "bits_budget": Setting(0.002, "validation accuracy that shared-mixed-huffman's per-layer "
+                           "code widths may lose (each layer the smallest width of 2..8 that "
+                           "loses at most its share alone); trained quantization then fine-tunes "
+                           "them as --codebook-bits'", "fraction"),
     "calibration_images": Setting(500, "training images that set the int8 .tflite's scales",
                                   "positive_int"),
 }

@@ -11,7 +11,9 @@ smaller dense network, saved as <model-dir>/shrunk.keras) and everything below i
 network's; one pruned with --structured-dir is already shrunk (and needs its --structure
 checkpoint too, whose full-size network the compression is measured against). Trained quantization
 first: the 5-bit shared-weight codebooks (--codebook-bits) are fine-tuned for --codebook-epochs,
-codes fixed, and kept if they score better on the validation split. Every storage format
+codes fixed, and kept if they score better on the validation split; and so are those of
+shared-mixed-huffman, each layer at its own width (2..8 bits), the smallest that loses at most its
+share of --bits-budget validation accuracy. Every storage format
 (compression/formats.py) is written to <model-dir>/weights.<format>.npz, read back, decoded into
 the sparse network and evaluated; the one chosen with --format is exported as
 <model-dir>/saved_model/ (`serving_default`: float32 [None, H*W] -> logits). The pruned float32
@@ -124,19 +126,29 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
         shared[config.codebook_bits], quantization = codebooks.quantize(
             deployed, layers, config.codebook_bits, config.codebook_epochs, data,
             config.codebook_learning_rate, config.seed)
-    stored, decoded = write_formats(layers, dict.fromkeys(formats.FORMATS + [chosen]), out, data,
-                                    config.batch_size, shared)
+    widths, mixed = codebooks.choose_bits(deployed, layers, data["validation"],
+                                          config.bits_budget)
+    shared["mixed"] = codebooks.share_weights(layers, widths)
+    if config.codebook_epochs:
+        shared["mixed"], mixed["trained_quantization"] = codebooks.quantize(
+            deployed, layers, widths, config.codebook_epochs, data,
+            config.codebook_learning_rate, config.seed)
+    mixed.update(bits=dict(zip([l["name"] for l in layers], widths)), budget=config.bits_budget)
+    stored, decoded = write_formats(
+        layers, dict.fromkeys(formats.FORMATS + [formats.MIXED, chosen]), out, data,
+        config.batch_size, shared)
     for r in stored.values():
         r["compression"] = dense_bytes / r["bytes"]
     SparseNetwork(decoded[chosen]).save(out / "saved_model")
     saved_disk = directory_bytes(out / "saved_model")
-    lines = report(layers, dense_bytes, dense_disk, stored, quantization, tflite, chosen,
+    lines = report(layers, dense_bytes, dense_disk, stored, quantization, mixed, tflite, chosen,
                    saved_disk, sizes)
     return dict(
         format=chosen, dense_test_accuracy=dense_acc, test_accuracy=sparse_acc,
         test_loss=sparse_loss, max_logit_difference=gap, dense_bytes=dense_bytes,
         compression=stored["coo16"]["compression"], dense_saved_model_bytes=dense_disk,
         sparse_saved_model_bytes=saved_disk, formats=stored, trained_quantization=quantization,
+        mixed_bits=mixed,
         tflite=tflite, nonzeros={l["name"]: len(l["values"]) for l in layers},
         weights={l["name"]: int(np.prod(l["shape"])) for l in layers}), lines
 

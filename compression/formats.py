@@ -235,13 +235,26 @@ def _decode_shared_huffman(arrays):
     return {"values": arrays["codebook"][codes], "indices": indices}
 
 
+def _layer_bits(layer):
+    """The code width of a layer that carries its own codebook (`deploy/codebooks.choose_bits`:
+    each layer's width chosen on the validation split)."""
+    if "codebook" not in layer:
+        raise ValueError(f"format {MIXED!r} stores each layer with its own codebook; layer "
+                         f"{layer.get('name', '?')!r} has none (deploy/codebooks.share_weights)")
+    return max(1, int(np.ceil(np.log2(len(layer["codebook"])))))
+
+
 # --- the registry ---------------------------------------------------------------------------------
 FORMATS = ["coo16", "csr8", "csr8-fp16", "bitmask", "shared-4bit", "shared-5bit", "shared-6bit",
            "shared-5bit-huffman"]
+MIXED = "shared-mixed-huffman"  # as shared-Nbit-huffman, N each layer's own: needs codebooks
 
 
 def codec(fmt):
     """(encoder, decoder) of a format name; ValueError naming the valid ones if unknown."""
+    if fmt == MIXED:
+        return (lambda layer: _encode_shared_huffman(layer, _layer_bits(layer))),  \
+            _decode_shared_huffman
     match = re.fullmatch(r"shared-(\d+)bit(-huffman)?", fmt)
     if match and not 1 <= int(match.group(1)) <= 8:
         raise ValueError(f"format {fmt!r}: shared-Nbit needs N in 1..8 (a code is at most one "
@@ -255,7 +268,7 @@ def codec(fmt):
               "csr8-fp16": (lambda layer: _encode_csr8(layer, np.float16), _decode_csr8),
               "bitmask": (_encode_bitmask, _decode_bitmask)}
     if fmt not in codecs:
-        raise ValueError(f"unknown format {fmt!r}: choose one of {FORMATS} "
+        raise ValueError(f"unknown format {fmt!r}: choose one of {FORMATS + [MIXED]} "
                          f"(shared-Nbit[-huffman]: N=1..8)")
     return codecs[fmt]
 

@@ -23,12 +23,40 @@ from training.fit import check_finite, dataset
 
 def share_weights(layers, bits):
     """`layers` (`to_coo` dicts) with k-means "codebook" and "codes" added, "values" replaced by
-    the centroids they share."""
+    the centroids they share; `bits`: the code width, one for all or a list, one per layer."""
+    widths = [bits] * len(layers) if isinstance(bits, int) else list(bits)
     shared = []
-    for layer in layers:
-        codebook, codes = kmeans_1d(layer["values"], 2 ** bits)
+    for layer, width in zip(layers, widths, strict=True):
+        codebook, codes = kmeans_1d(layer["values"], 2 ** width)
         shared.append(dict(layer, codebook=codebook, codes=codes, values=codebook[codes]))
     return shared
+
+
+def choose_bits(model, layers, validation, budget, widths=range(2, 9)):
+    """Each layer's code width: the smallest of `widths` at which sharing that layer's weights
+    alone (k-means, the others float) keeps `model`'s validation accuracy within budget / L of
+    the float one, L the number of layers, so that the losses, nearly additive, stay within
+    `budget` together (Bayesian Compression sets each layer's width from how precisely its
+    weights must be known; this measures it). Returns (widths, the float and the shared
+    validation accuracy, every width tried: {layer: {bits: accuracy}}); `model`'s kernels are
+    put back as they were."""
+    with kernels_restored(model):
+        logits_fn = logits_function(model)
+        assign_layers(model, layers)
+        full = evaluate(logits_fn, *validation)[0]
+        chosen, tried = [], {}
+        for i, layer in enumerate(layers):
+            tried[layer["name"]] = {}
+            for bits in sorted(widths):
+                assign_layers(model, layers[:i] + share_weights([layer], bits) + layers[i + 1:])
+                accuracy = evaluate(logits_fn, *validation)[0]
+                tried[layer["name"]][bits] = accuracy
+                if full - accuracy <= budget / len(layers):
+                    break
+            chosen.append(bits)
+        assign_layers(model, share_weights(layers, chosen))
+        together = evaluate(logits_fn, *validation)[0]
+    return chosen, dict(float=full, shared=together, tried=tried)
 
 
 def _kernel_rows(l, layer):
@@ -107,8 +135,9 @@ def assign_layers(model, layers):
 
 
 def quantize(model, layers, bits, epochs, data, learning_rate, seed=0):
-    """Trained quantization of `model`'s pruned `layers` at `bits`: (the shared layers to store,
-    results). The trained codebooks are kept only if they beat k-means' on the validation split.
+    """Trained quantization of `model`'s pruned `layers` at `bits` (one width, or one per layer):
+    (the shared layers to store, results). The trained codebooks are kept only if they beat
+    k-means' on the validation split.
 
     `model`'s kernels are used to score both and are put back as they were before it returns.
     """

@@ -4,8 +4,8 @@ import json
 import numpy as np
 
 
-def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deployed, saved_disk,
-           sizes=None):
+def report(layers, dense_bytes, dense_disk, formats, quantization, mixed, tflite, deployed,
+           saved_disk, sizes=None):
     """The report's lines: the layer sizes before and after shrinking (`sizes`, structured
     pruning), the kept weights per layer, every storage format against the dense float32 bytes
     and where the smallest one's bytes go, trained quantization, LiteRT, and the deployed
@@ -34,6 +34,13 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, tflite, deplo
                      f"{q['trained']['test']:.4f} (trained); validation "
                      f"{q['kmeans']['validation']:.4f} -> {q['trained']['validation']:.4f}: "
                      f"{q['stored']} codebooks stored")
+    widths = ", ".join(f"{name} {bits}" for name, bits in mixed["bits"].items())
+    lines.append(f"per-layer code widths of shared-mixed-huffman, each the smallest of 2..8 "
+                 f"within its share of {mixed['budget']:g} validation accuracy: {widths} bits; "
+                 f"validation accuracy {mixed['float']:.4f} (float) -> {mixed['shared']:.4f} "
+                 f"(k-means)" + (f" -> {mixed['trained_quantization']['trained']['validation']:.4f}"
+                                 f" (trained: {mixed['trained_quantization']['stored']} stored)"
+                                 if "trained_quantization" in mixed else ""))
     lines += ["LiteRT (.tflite), run in LiteRT's interpreter on the test set:",
               f"  {'file':18s} {'bytes':>9s} {'vs dense':>9s} {'test acc':>9s} "
               f"{'max |logit diff|':>16s}  weights stored as"]

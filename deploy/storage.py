@@ -12,13 +12,15 @@ def write_formats(layers, names, out, data, batch_size, shared=None):
     validation_accuracy, test_accuracy, parts: {layer: {part: bytes}} (`formats.breakdown`)},
     {format: decoded layers}).
 
-    `shared` ({bits: layers with their trained codebooks}) replaces `layers` for those widths.
+    `shared` ({bits, or "mixed" for formats.MIXED: layers with their trained codebooks})
+    replaces `layers` for those widths.
     """
     results, decoded = {}, {}
     for fmt in names:
         path = out / f"weights.{fmt}.npz"
         bits = re.fullmatch(r"shared-(\d+)bit.*", fmt)
-        encoded = formats.save(path, (shared or {}).get(bits and int(bits.group(1)), layers), fmt)
+        key = "mixed" if fmt == formats.MIXED else bits and int(bits.group(1))
+        encoded = formats.save(path, (shared or {}).get(key, layers), fmt)
         _, decoded[fmt] = formats.load(path)
         network = SparseNetwork(decoded[fmt])
         accuracy = {split: evaluate(network, *data[split], batch_size)[0]

@@ -1,9 +1,10 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from compression import formats
-from deploy.codebooks import share_weights, train_codebooks
+from deploy.codebooks import choose_bits, share_weights, train_codebooks
 from deploy.sparse_graph import sparse_layers
 from networks.builders import weight_layers
 from pruning import prune_low_magnitude
@@ -59,3 +60,34 @@ def test_a_layer_with_its_own_codebook_is_stored_with_it():
     decoded = formats.decode(encoded, "shared-3bit-huffman", [l["name"] for l in moved])
     for layer, back in zip(moved, decoded):
         np.testing.assert_array_equal(back["values"], layer["codebook"][layer["codes"]])
+
+
+def test_each_layer_gets_the_smallest_width_within_its_share_of_the_budget():
+    """A budget of 1 (any loss) gives every layer 2 bits; a budget of 0 a width at which it
+    alone loses nothing, or 8; the kernels are put back; the widths are stored and decoded."""
+    model, _ = tiny_model(TINY_CONV)
+    prune_low_magnitude(model, "global-sparsity", 0.5)
+    layers, before = sparse_layers(model), [l.kernel.numpy() for l in weight_layers(model)]
+    validation = tiny_conv_data()["validation"]
+    loose, _ = choose_bits(model, layers, validation, budget=1.0)
+    assert loose == [2] * len(layers)
+    strict, found = choose_bits(model, layers, validation, budget=0.0)
+    for layer, bits in zip(layers, strict):
+        tried = found["tried"][layer["name"]]
+        assert max(tried) == bits and all(tried[b] < found["float"] for b in tried if b < bits)
+        assert tried[bits] >= found["float"] or bits == 8
+    for layer, kernel in zip(weight_layers(model), before):
+        np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+    shared = share_weights(layers, strict)
+    (arrays, *_), = [formats.encode(shared[:1], formats.MIXED)]
+    assert int(arrays["bits"][0]) == strict[0]
+    for a, b in zip(shared, formats.decode(formats.encode(shared, formats.MIXED), formats.MIXED,
+                                           [l["name"] for l in shared])):
+        np.testing.assert_array_equal(a["values"], b["values"])
+        np.testing.assert_array_equal(a["indices"], b["indices"])
+
+
+def test_the_mixed_format_needs_each_layers_codebook():
+    model, _ = tiny_model(TINY_CONV)
+    with pytest.raises(ValueError, match="shared-mixed-huffman.*has none"):
+        formats.encode(sparse_layers(model), formats.MIXED)

@@ -103,7 +103,13 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
         assert (pipeline / path).stat().st_size > 0, path
     report = (pipeline / "sparse/compression_report.txt").read_text()
     assert "coo16" in report and "shared-5bit" in report and "deployed: coo16" in report
-    assert "where the bytes of shared-5bit-huffman go:" in report and "not counted:" in report
+    results = json.loads((pipeline / "sparse/config.json").read_text())["results"]
+    smallest = min(results["formats"], key=lambda f: results["formats"][f]["bytes"])
+    assert f"where the bytes of {smallest} go:" in report and "not counted:" in report
+    widths = results["mixed_bits"]["bits"]  # each layer's own, chosen on validation, stored
+    assert set(widths) == {"fc1", "fc2", "fc3"} and all(2 <= b <= 8 for b in widths.values())
+    assert "per-layer code widths of shared-mixed-huffman" in report
+    assert results["formats"]["shared-mixed-huffman"]["bytes"] > 0
     tflite = json.loads((pipeline / "sparse/config.json").read_text())["results"]["tflite"]
     slow = [name for name, r in tflite.items() if r.get("xnnpack") is False]  # said in the report
     assert ("XNNPACK could not prepare it" in report) == bool(slow), (slow, report)
