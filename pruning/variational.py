@@ -15,6 +15,7 @@ more matrix product (or convolution).
     vd.compile(keras.optimizers.Adam(1e-3), loss, metrics)      # Adam: sigma's gradients are tiny
     vd.fit(x, y, epochs=20, callbacks=[pruning.KLWarmup(5)])
     pruned = pruning.strip_variational(vd)  # the original layers, log alpha > 3 exactly 0, masked
+    # pattern="units": a noise per unit or filter, which prunes whole ones; then pruning.shrink
 
 Why layers of our own and not a mask: the noise and the KL need theta and log sigma^2 inside the
 forward pass, which a constraint or a callback cannot reach. Why not TensorFlow Probability's
@@ -73,24 +74,36 @@ def _check_train_size(train_size):
                          f"must be an int >= 1, got {train_size!r}")
 
 
+PATTERNS = ("unstructured", "units")  # what one noise multiplies: a weight, or an output unit
+
+
 class _Variational:
     """What the variational layers add to their Keras base class: log sigma^2 per kernel entry,
     the KL weight (raised by `KLWarmup`), the noisy training pass and the pruned inference pass.
-    A subclass says how to multiply an input by a kernel (`_linear`) and how to shape the bias."""
+    A subclass says how to multiply an input by a kernel (`_linear`) and how to shape the bias.
+
+    With pattern="units" (Louizos, Ullrich & Welling 2017's group sparsity, with the log-uniform
+    prior of Molchanov et al.): one multiplicative noise per output unit or filter instead,
+    z ~ N(theta, sigma^2) on its pre-activation, theta a scale per unit, the kernel itself
+    deterministic; a unit with log alpha = log sigma^2 / theta^2 > threshold goes whole, and
+    `shrink` then removes it."""
 
     def __init__(self, *args, train_size, threshold=THRESHOLD, log_sigma2_init=-10.0,
-                 seed=None, **kwargs):
+                 seed=None, pattern="unstructured", **kwargs):
         super().__init__(*args, **kwargs)
         _check_train_size(train_size)
         self.train_size, self.threshold = int(train_size), float(threshold)
-        self.log_sigma2_init, self.seed = float(log_sigma2_init), seed
+        self.log_sigma2_init, self.seed, self.pattern = float(log_sigma2_init), seed, pattern
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
         super().build(input_shape)
+        shape = self.kernel.shape if self.pattern == "unstructured" else self.kernel.shape[-1:]
         self.log_sigma2 = self.add_weight(
-            name="log_sigma2", shape=self.kernel.shape,
+            name="log_sigma2", shape=shape,
             initializer=keras.initializers.Constant(self.log_sigma2_init))
+        if self.pattern == "units":
+            self.unit_scale = self.add_weight(name="unit_scale", shape=shape, initializer="ones")
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), trainable=False,
                                          initializer="ones")
 
@@ -102,20 +115,35 @@ class _Variational:
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
 
+    def _noisy(self):
+        """What the noise multiplies: the kernel, or the units' scales."""
+        return self.kernel if self.pattern == "unstructured" else self.unit_scale
+
     def log_alpha(self):
-        return log_alpha_of(self.kernel, self.log_sigma2)
+        return log_alpha_of(self._noisy(), self.log_sigma2)
+
+    def pruned_kernel(self):
+        """The kernel the plain layer gets: times the units' scales, if any; log alpha >
+        threshold zero."""
+        kept = ops.cast(self.log_alpha() <= self.threshold, self.kernel.dtype)
+        return self.kernel * kept if self.pattern == "unstructured" else \
+            self.kernel * (self.unit_scale * kept)
 
     def call(self, inputs, training=None):
         if training:
-            mean = self._linear(inputs, self.kernel)
-            variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
+            if self.pattern == "unstructured":
+                mean = self._linear(inputs, self.kernel)
+                variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
+            else:  # the pre-activation times one noise per unit
+                product = self._linear(inputs, self.kernel)
+                mean = product * self.unit_scale
+                variance = ops.square(product) * ops.exp(self.log_sigma2)
             noise = _standard_normal(ops.shape(mean), self.seed_generator)
             outputs = mean + ops.sqrt(variance + _EPSILON) * noise
-            self.add_loss(self.kl_weight * kl_divergence(self.kernel, self.log_sigma2)
+            self.add_loss(self.kl_weight * kl_divergence(self._noisy(), self.log_sigma2)
                           / self.train_size)
         else:  # the network as it will be pruned
-            kept = ops.cast(self.log_alpha() <= self.threshold, self.kernel.dtype)
-            outputs = self._linear(inputs, self.kernel * kept)
+            outputs = self._linear(inputs, self.pruned_kernel())
         if self.use_bias:
             outputs = outputs + ops.reshape(self.bias, self._bias_shape())
         return self.activation(outputs) if self.activation is not None else outputs
@@ -123,7 +151,7 @@ class _Variational:
     def get_config(self):
         return {**super().get_config(), "train_size": self.train_size,
                 "threshold": self.threshold, "log_sigma2_init": self.log_sigma2_init,
-                "seed": self.seed}
+                "seed": self.seed, "pattern": self.pattern}
 
 
 @keras.saving.register_keras_serializable(package="pruning")
@@ -167,7 +195,7 @@ class VariationalConv3D(_VariationalConv, keras.layers.Conv3D):
 VARIATIONAL = {keras.layers.Dense: VariationalDense, keras.layers.Conv1D: VariationalConv1D,
                keras.layers.Conv2D: VariationalConv2D, keras.layers.Conv3D: VariationalConv3D}
 _PLAIN = {v: k for k, v in VARIATIONAL.items()}
-_OWN_ARGS = ("train_size", "threshold", "log_sigma2_init", "seed")
+_OWN_ARGS = ("train_size", "threshold", "log_sigma2_init", "seed", "pattern")
 
 
 def _convertible(layer):
@@ -207,9 +235,10 @@ def _copy_weights(target, source, masks=None):
             raise ValueError(f"model {target.name!r} has no layer {path!r}: give the model "
                              f"variational_dropout was called on")
         if isinstance(old, _Variational) or isinstance(new, _Variational):
-            kernel = ops.convert_to_numpy(old.kernel.value)
             if masks is not None and isinstance(old, _Variational):
-                kernel = kernel * masks[f"{path}/kernel"]
+                kernel = ops.convert_to_numpy(old.pruned_kernel()) * masks[f"{path}/kernel"]
+            else:
+                kernel = ops.convert_to_numpy(old.kernel.value)
             new.kernel.assign(kernel)
             if old.use_bias:  # a NumPy copy: on JAX, two variables must not share a buffer
                 new.bias.assign(ops.convert_to_numpy(old.bias.value))
@@ -218,7 +247,7 @@ def _copy_weights(target, source, masks=None):
 
 
 def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
-                        log_sigma2_init=-10.0, seed=None):
+                        log_sigma2_init=-10.0, seed=None, pattern="unstructured"):
     """A copy of `model` whose Dense and Conv1D/2D/3D layers train with sparse variational
     dropout (their weights copied: start from a trained model, as the paper's LeNets did).
 
@@ -232,6 +261,10 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
       threshold: log alpha above which a weight counts as pruned (inference, `strip_variational`).
       log_sigma2_init: the initial log sigma^2 (-10: almost no noise, the trained net unchanged).
       seed: of the noise.
+      pattern: "unstructured" (Molchanov et al.: a noise per weight, sparse kernels) or "units"
+        (Louizos et al.: a noise per output unit or filter, whole units pruned; `strip_variational`
+        masks them with pattern "units", and `pruning.shrink` removes them; the output layer's
+        units are the classes: leave it out with `layers`).
     A weight's existing constraint (a `PruningMask` of an earlier pruning) is kept: its zeros
     stay zero. Compile the copy with Adam (log sigma^2's gradients are ~1/train_size).
     """
@@ -240,6 +273,8 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or \
             not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number (log alpha), got {threshold!r}")
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
     names = {l.name for l, _, _ in registry.walk(model)}
     if layers is not None and (isinstance(layers, str) or not set(layers) <= names):
         raise ValueError(f"layers must be a list of layer names of model {model.name!r}, got "
@@ -250,7 +285,7 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
             return None
         return VARIATIONAL[type(layer)].from_config({
             **layer.get_config(), "train_size": train_size, "threshold": threshold,
-            "log_sigma2_init": log_sigma2_init, "seed": seed})
+            "log_sigma2_init": log_sigma2_init, "seed": seed, "pattern": pattern})
 
     copy = _clone(model, convert)
     # what stays plain: other kinds, and Dense / Conv layers inside wrappers clone_model does
@@ -282,7 +317,7 @@ def variational_masks(model):
     values, the sparsity reached so far)."""
     return {f"{path}/kernel": (ops.convert_to_numpy(l.log_alpha()) <= l.threshold)
             & (ops.convert_to_numpy(l.kernel.value) != 0)  # an earlier pruning's zeros too
-            for path, l in variational_layers(model).items()}
+            for path, l in variational_layers(model).items()}  # (a unit's broadcast on its column)
 
 
 def strip_variational(model, into=None):
@@ -313,9 +348,10 @@ def strip_variational(model, into=None):
     if into is None:
         into = _clone(model, convert)
     _copy_weights(into, model, masks)
+    patterns = {f"{path}/kernel": l.pattern for path, l in variational_layers(model).items()}
     for weight in registry.scan(into)[0]:  # replacing the mask of an earlier pruning, if any
         if weight.key in masks:
-            set_mask(weight, masks[weight.key])
+            set_mask(weight, masks[weight.key], patterns[weight.key])
     retrace(into)
     return into
 

@@ -69,6 +69,60 @@ def test_training_prunes_the_inputs_that_carry_nothing():
     assert accuracy > 0.97
 
 
+def test_group_variational_dropout_prunes_whole_units_that_shrink_removes():
+    """A linear hidden layer of 6 units before a 2-class output needs one unit (the labels are
+    one projection of the inputs): training with a noise per unit prunes some whole; the
+    stripped model masks their columns, and `shrink` removes them, predicting what the
+    variational model's inference pass does."""
+    x, y = logistic_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(6, name="hidden"),
+                              keras.layers.Dense(2, name="out")])
+    compile_(model, keras.optimizers.Adam(0.05))
+    model.fit(x, y, epochs=5, batch_size=100, verbose=0)
+    # train_size 200 for 2000 examples: the prior weighs 10x, so that 30 epochs decide
+    vd = pruning.variational_dropout(model, train_size=200, seed=1, pattern="units",
+                                     layers=["hidden"])
+    assert vd.get_layer("hidden").log_sigma2.shape == (6,)
+    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
+    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
+    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
+    kept = pruning.variational_masks(vd)["hidden/kernel"]
+    units = kept.any(axis=0)
+    assert (kept == units).all()  # whole columns
+    assert 1 <= units.sum() <= 4, units
+    plain = pruning.strip_variational(vd)
+    assert_pruned_weights_are_zero(plain, {"hidden/kernel": kept})
+    assert plain.get_layer("hidden").kernel.constraint.pattern == "units"
+    small = pruning.shrink(plain)
+    assert small.get_layer("hidden").units == units.sum()
+    np.testing.assert_allclose(small.predict(x, verbose=0), vd.predict(x, verbose=0), atol=1e-4)
+    assert np.mean(np.argmax(small.predict(x, verbose=0), 1) == y) > 0.97
+
+
+def test_units_of_a_conv_network_with_a_large_noise_go_whole_and_shrink_removes_them():
+    """Filters and units whose noise is set far above the threshold: the inference pass, the
+    stripped model and the shrunk one (without them) predict the same."""
+    x, y = users_data(64)
+    vd = pruning.variational_dropout(users_conv_model(), train_size=len(x), pattern="units")
+    compile_(vd, keras.optimizers.Adam(1e-3))
+    vd.fit(x, y, epochs=1, batch_size=32, verbose=0)  # the noisy passes run
+    for name, drop in (("conv1", [0, 3]), ("conv2", [1]), ("fc", [2, 5])):
+        layer = vd.get_layer(name)
+        log_sigma2 = values(layer.log_sigma2)
+        log_sigma2[drop] = 10.0
+        layer.log_sigma2.assign(log_sigma2)
+    small = pruning.shrink(pruning.strip_variational(vd))
+    assert [small.get_layer(n).filters for n in ("conv1", "conv2")] == [4, 7]
+    assert small.get_layer("fc").units == vd.get_layer("fc").units - 2
+    np.testing.assert_allclose(small.predict(x, verbose=0), vd.predict(x, verbose=0), atol=1e-4)
+
+
+def test_the_pattern_must_be_unstructured_or_units():
+    with pytest.raises(ValueError, match="pattern must be one of"):
+        pruning.variational_dropout(users_conv_model(), train_size=10, pattern="1x4")
+
+
 def test_the_copy_starts_as_the_trained_network_and_leaves_it_alone():
     model = users_conv_model()
     x, y = users_data()
