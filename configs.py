@@ -111,13 +111,15 @@ PRUNING = {
                          "(the deploy stage exports it shrunk): 'inputs', whole input features "
                          "of every layer (pixels, and the units of the layer before); 'units', "
                          "whole units and conv filters of every layer but the output one; each "
-                         "layer keeps about as many weights as the criterion would",
-                         choices=STRUCTURES, variational="set"),
+                         "layer keeps about as many weights as the criterion would; with "
+                         "--schedule variational, 'units': a noise per unit, the data choose "
+                         "which go", choices=STRUCTURES),
     "norm": Setting("l1", "--structure: score groups by their mean |w| (l1) or root mean square "
-                    "(l2)", choices=NORMS, used_by=("structure", GROUPS)),
+                    "(l2)", choices=NORMS, used_by=("structure", GROUPS), variational="given"),
     "group_lasso": Setting(0.0, "--structure: add a group-lasso penalty of this strength while "
                            "fine-tuning, driving whole groups toward zero (0: none)",
-                           "non_negative", metavar="STRENGTH", used_by=("structure", GROUPS)),
+                           "non_negative", metavar="STRENGTH", used_by=("structure", GROUPS),
+                           variational="given"),
     "allocation": Setting("uniform", "layer-sparsity: 'uniform', every layer at --sparsity; "
                           "'sensitivity', each layer's own sparsity from how much it alone loses "
                           "on the validation split, the total at --sparsity (Han et al. 2015)",

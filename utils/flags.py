@@ -59,8 +59,8 @@ def check_pruned(config, given=()):
         refused = sorted(name for name, s in configs.PRUNING.items() if s.variational and (
             name in given or s.variational == "set" and getattr(config, name) != s.default))
         if refused:
-            raise ValueError(f"--schedule variational learns which single weights to prune (log "
-                             f"alpha > 3, no target): {flag(refused[0])} is not used by it")
+            raise ValueError(f"--schedule variational learns which weights or units to prune "
+                             f"(log alpha > 3, no target): {flag(refused[0])} is not used by it")
     for name in sorted(given):
         used_by = configs.PRUNING[name].used_by if name in configs.PRUNING else None
         if used_by and getattr(config, used_by[0]) not in used_by[1]:
@@ -111,6 +111,12 @@ def _search(config, given):
                 f"0.001%")
 
 
+def _variational_groups(config, given):
+    if config.schedule == "variational" and config.structure == "inputs":
+        return ("--schedule variational --structure learns whole units (a noise per unit or "
+                "filter): 'units', not 'inputs'")
+
+
 def _groups(config, given):
     if config.shrunk_from and config.structure != "none":
         return (f"--structured-dir prunes inside an already shrunk network, --structure "
@@ -144,7 +150,8 @@ def _rounds(config, given):
 
 # The rules between settings, in the order they are checked: each (config, given) -> the error,
 # or None.
-RULES = (_kl_warmup, _sensitivity, _search, _groups, _gradual, _learning_rates, _rounds)
+RULES = (_kl_warmup, _sensitivity, _search, _variational_groups, _groups, _gradual,
+         _learning_rates, _rounds)
 
 
 def settings(argv):

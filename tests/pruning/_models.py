@@ -3,6 +3,7 @@ weights are exactly zero, read from the weights themselves. Only Keras and NumPy
 with nothing but the package and a backend installed."""
 import keras
 import numpy as np
+import pytest
 
 import pruning
 
@@ -30,8 +31,22 @@ def steps(steps_per_execution):
     return 1 if keras.backend.backend() == "torch" else steps_per_execution
 
 
-def compile_(model, optimizer, jit=False, steps_per_execution=1,
+def jit_here(jit):
+    """`jit`, but skipped on PyTorch, where jit_compile is torch.compile (20-80 s a model on 2
+    cores): one test there compiles (test_gradual_pruning_follows_its_schedule_inside_the_
+    compiled_step), the others' eager runs cover the same masks."""
+    if jit and keras.backend.backend() == "torch":
+        pytest.skip("torch.compile: compiled once, in the gradual schedule's test")
+    return jit
+
+
+def compile_(model, optimizer, jit=None, steps_per_execution=1,
              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)):
+    """`model.compile`; `jit` None: compiled on JAX only, where without it every op runs
+    eagerly, 5x slower (an epoch of the layer-kinds model: 26 s against 5 s, compile included);
+    on TensorFlow and PyTorch a compile costs more than these tiny fits."""
+    if jit is None:
+        jit = keras.backend.backend() == "jax"
     model.compile(optimizer, loss, jit_compile=jit, steps_per_execution=steps(steps_per_execution))
 
 

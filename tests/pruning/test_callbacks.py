@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from _models import (assert_pruned_weights_are_zero, steps, users_conv_model, users_data,
-                     weights_of)
+from _models import (assert_pruned_weights_are_zero, jit_here, steps, users_conv_model,
+                     users_data, weights_of)
 from pruning import (GradualPruning, IterativePruning, PolynomialDecay, criteria, get_masks,
                      prune_low_magnitude)
 
@@ -161,6 +161,7 @@ def test_gradual_pruning_refuses_a_bare_number_and_a_criterion_without_sparsity(
 @pytest.mark.parametrize("jit", [False, True])
 def test_gradual_pruning_of_a_trained_unpruned_model_chooses_its_layers(jit):
     """No prune_low_magnitude first: the callback gives the chosen layers dense masks."""
+    jit = jit_here(jit)
     model = users_conv_model()
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit,
@@ -195,6 +196,7 @@ def test_iterative_pruning_waits_for_its_first_epoch_on_an_unpruned_model():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_iterative_pruning_prunes_at_the_chosen_epochs_with_nested_masks(jit):
+    jit = jit_here(jit)
     model = users_conv_model()
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
@@ -223,7 +225,8 @@ def test_a_schedule_that_ended_before_the_fit_is_refused_not_ignored():
 def test_a_second_gradual_fit_prunes_further_from_where_the_first_stopped():
     model = users_conv_model()
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=keras.backend.backend() != "torch")  # (jit_here)
     n_variables = None
     for begin, end, final in ((0, 10, 0.5), (10, 20, 0.8)):
         model.fit(*users_data(), batch_size=16, verbose=0, callbacks=[GradualPruning(

@@ -253,6 +253,28 @@ def test_variational_dropout_prunes_what_it_learnt_and_deploys(pipeline, tmp_pat
     assert sparse["test_accuracy"] == meta["results"]["test_accuracy"]
 
 
+def test_variational_dropout_over_units_learns_a_smaller_network_that_deploys_shrunk(
+        pipeline, tmp_path):
+    """--schedule variational --structure units: a noise per unit, whole units pruned (the
+    output layer's kept), then the deploy stage shrinks the network and deploys it, predicting
+    as the pruned one."""
+    result = run("prune_network.py", "--quick", "--schedule", "variational", "--structure",
+                 "units", "--dense-dir", str(pipeline / "dense"), "--model-dir", "p", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "p/config.json").read_text())
+    assert meta["config"]["structure"] == "units"
+    result = run("deploy_pruned_model.py", "--quick", "--pruned-dir", "p", "--model-dir", "s",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sparse = json.loads((tmp_path / "s/config.json").read_text())["results"]
+    pruned, shrunk = ([int(n) for n in sparse["shrunk_sizes"][k].split("-")]
+                      for k in ("pruned", "shrunk"))
+    assert pruned == [784, 512, 512] and shrunk[0] == 784  # units may go, not the pixels
+    assert all(a <= b for a, b in zip(shrunk, pruned))  # (--quick's 2 epochs may prune none)
+    assert "shrunk (units pruned): 784-512-512 -> " in result.stdout
+    assert sparse["test_accuracy"] == pytest.approx(meta["results"]["test_accuracy"], abs=1e-3)
+
+
 def test_sweep_runs_in_quick_mode(pipeline, tmp_path):
     result = run("sweep_pruning.py", "--quick", "--dense-dir", str(pipeline / "dense"),
                  "--results-dir", "r", "--pics-dir", "p", cwd=tmp_path)
@@ -530,7 +552,12 @@ def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tm
      "--max-accuracy-drop searches the sparsity that --sparsity would set"),
     (["--search-steps", "3"], "--search-steps is not used without --max-accuracy-drop"),
     (["--schedule", "variational", "--criterion", "threshold"], "--schedule variational learns "
-                                                                "which single weights to prune"),
+                                                                "which weights or units to prune"),
+    (["--schedule", "variational", "--structure", "inputs"], "--schedule variational "
+                                                             "--structure learns whole units"),
+    (["--schedule", "variational", "--structure", "units", "--norm", "l2"],
+     "--schedule variational learns which weights or units to prune (log alpha > 3, no target): "
+     "--norm is not used by it"),
 ])
 def test_structured_flags_that_cannot_run_together_are_one_line(flags, match, monkeypatch,
                                                                 tmp_path):
