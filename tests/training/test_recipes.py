@@ -100,8 +100,10 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
     (dict(), {"search_steps"}, "--search-steps is not used without --max-accuracy-drop"),
     (dict(max_accuracy_drop=0.5, search_steps=21), {"search_steps"}, "--search-steps must be at "
                                                                      "most 20, got 21: each step"),
-    (dict(schedule="variational"), {"sparsity"}, "--schedule variational learns which single "
-                                                 "weights to prune .* --sparsity is not used"),
+    (dict(schedule="variational"), {"sparsity"}, "--schedule variational learns which weights "
+                                                 "or units to prune .* --sparsity is not used"),
+    (dict(schedule="variational", structure="inputs"), set(), "--schedule variational "
+                                                              "--structure learns whole units"),
     (dict(schedule="variational", block=(1, 4)), set(), "--block is not used"),
     (dict(schedule="variational", kl_warmup_epochs=9), {"kl_warmup_epochs"},
      "--kl-warmup-epochs must be in \\[1, --epochs 3\\]"),
