@@ -3,10 +3,9 @@
 # own tests again on JAX (not its NumPy criteria, which no backend touches) and its mechanics on
 # PyTorch. Extra arguments go to every pytest run.
 #
-# Two lanes at once, one per core of CI's two: the scripts' tests (tests/scripts), the package's
-# mechanics on PyTorch and the rest of the package on JAX, beside the others on TensorFlow and the
-# mechanics on JAX (docs/tests.md for the times). The second lane's output is shown when both
-# have ended.
+# Two lanes at once, one per core of CI's two: the scripts' tests (tests/scripts), then the
+# package's mechanics on PyTorch, beside the others on TensorFlow, then the package on JAX
+# (docs/tests.md for the times). The second lane's output is shown when both have ended.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 log=$(mktemp)
@@ -14,21 +13,17 @@ numpy_only=(--ignore=tests/pruning/test_criteria.py --ignore=tests/pruning/test_
 # the package's mechanics (masks through every setup, schedules, layouts, the properties), run on
 # all three backends; the rest of tests/pruning on JAX too
 mechanics=(tests/pruning/test_{training_setups,properties,layouts,callbacks,prune}.py)
-beside=(tests/pruning/test_{readme,regularizers}.py)  # on JAX in the first lane, for balance
-rest=("${numpy_only[@]}" "${mechanics[@]/#/--ignore=}" "${beside[@]/#/--ignore=}")
 { python -m pytest -q -p no:cacheprovider tests/scripts "$@" || status=$?
   KERAS_BACKEND=torch OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider \
     "${mechanics[@]}" "$@" || status=$?
-  KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/pruning "${rest[@]}" \
-    "$@" || status=$?
   exit "${status:-0}"; } > "$log" 2>&1 &
 scripts=$!
 trap 'kill "$scripts" 2>/dev/null || true; rm -f "$log"' EXIT
 status=0
 python -m pytest -q tests --ignore=tests/scripts "$@" || status=$?
-KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider "${mechanics[@]}" "${beside[@]}" "$@" \
+KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/pruning "${numpy_only[@]}" "$@" \
   || status=$?
 wait "$scripts" || status=$?
-echo "tests/scripts, then the package on PyTorch and the rest of it on JAX (run beside the above):"
+echo "tests/scripts, then the package's mechanics on PyTorch (run beside the above):"
 cat "$log"
 exit "$status"
