@@ -135,9 +135,10 @@ class _Variational:
                 mean = self._linear(inputs, self.kernel)
                 variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
             else:  # the pre-activation times one noise per unit
-                product = self._linear(inputs, self.kernel)
-                mean = product * self.unit_scale
-                variance = ops.square(product) * ops.exp(self.log_sigma2)
+                product = self._linear(inputs, self.kernel)  # (channels first or last)
+                mean = product * ops.reshape(self.unit_scale, self._bias_shape())
+                variance = ops.square(product) * ops.reshape(ops.exp(self.log_sigma2),
+                                                             self._bias_shape())
             noise = _standard_normal(ops.shape(mean), self.seed_generator)
             outputs = mean + ops.sqrt(variance + _EPSILON) * noise
             self.add_loss(self.kl_weight * kl_divergence(self._noisy(), self.log_sigma2)

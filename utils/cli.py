@@ -193,7 +193,9 @@ def _raise_again(unraisable):
     if isinstance(unraisable.exc_value, (KeyboardInterrupt, Stopped)) and _ending:
         # Raised from a moment later, by a thread: a signal raised in this hook would be handled
         # in it, and an exception from the hook is dropped too.
-        threading.Timer(0.05, _thread.interrupt_main, (_ending.pop(),)).start()
+        timer = threading.Timer(0.05, _thread.interrupt_main, (_ending.pop(),))
+        timer.daemon = True  # a run that ends meanwhile does not wait for it
+        timer.start()
     else:
         sys.__unraisablehook__(unraisable)
 
