@@ -290,15 +290,16 @@ def restore_masks(model):
 
 
 def lost_masks(model):
-    """The keys of the prunable float weights of `model` without a constraint of which at least
-    10% are exact zeros, not all: what a pruned model loaded by `keras.models.load_model` looks
-    like where Keras rebuilt its layers without their masks (`restore_masks` gives them back).
+    """The keys of the prunable, trainable float weights of `model` without a constraint of
+    which at least 10% are exact zeros, not all: what a pruned model loaded by
+    `keras.models.load_model` looks like where Keras rebuilt its layers without their masks
+    (`restore_masks` gives them back); a frozen weight keeps its zeros anyway.
     An untrained weight holds only zeros (a zero initializer) or few (float16's and bfloat16's
     random initial values are exactly 0 about once in 1000 and 100)."""
     lost = []
     for weight in prunable_weights(model):
         variable = weight.variable
-        if variable.constraint is None and "float" in str(variable.dtype):
+        if variable.constraint is None and variable.trainable and "float" in str(variable.dtype):
             zeros = keras.ops.convert_to_numpy(variable.value) == 0
             if 0.1 <= zeros.mean() < 1:
                 lost.append(weight.key)

@@ -125,6 +125,11 @@ def test_a_first_fit_warns_only_of_zeros_without_masks():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", ".*restore_masks")
         stripped.fit(*users_data(), epochs=0, verbose=0)
+    frozen = strip_pruning(keras.models.clone_model(pruned))  # a frozen layer keeps its zeros
+    frozen.set_weights(pruned.get_weights())
+    frozen.get_layer("conv1").trainable = False
+    assert "conv1/kernel" not in pruning.prune.lost_masks(frozen)
+    assert "conv2/kernel" in pruning.prune.lost_masks(frozen)
 
 
 def test_prune_before_compile_and_after_the_optimizer_is_built():
