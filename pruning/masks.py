@@ -116,6 +116,10 @@ def _masked_after(finalize):
     def finalize_variable_values(self, var_list):
         finalize(self, var_list)
         for variable in var_list:
+            if self.use_ema and keras.backend.backend() == "jax":
+                # Keras 3.15 leaves the weight and its average one JAX buffer, which the next
+                # compiled fit donates twice ("Attempt to donate the same buffer twice"): a copy
+                variable.assign(keras.ops.copy(variable.value))
             if isinstance(getattr(variable, "constraint", None), PruningMask):
                 _zero_masked(variable)
     finalize_variable_values.masks = True
