@@ -38,7 +38,8 @@ def parse():
     p = cli.parser(__doc__)
     p.add_argument("--format", default="coo16", type=cli.checked(formats.codec_name),
                    help=f"format of the exported SavedModel's weights: "
-                        f"{', '.join(formats.FORMATS)} or shared-Nbit, N in 1..8 "
+                        f"{', '.join(formats.FORMATS + [formats.MIXED])} or shared-Nbit, N "
+                        f"in 1..8 "
                         f"(default %(default)s)")
     flags.add_flags(p, configs.DEPLOYMENT, configs.sparse_config())
     cli.allow_other_data_flag(p)
@@ -128,11 +129,12 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
             config.codebook_learning_rate, config.seed)
     widths, mixed = codebooks.choose_bits(deployed, layers, data["validation"],
                                           config.bits_budget)
-    shared["mixed"] = codebooks.share_weights(layers, widths)
     if config.codebook_epochs:
         shared["mixed"], mixed["trained_quantization"] = codebooks.quantize(
             deployed, layers, widths, config.codebook_epochs, data,
             config.codebook_learning_rate, config.seed)
+    else:
+        shared["mixed"] = codebooks.share_weights(layers, widths)
     mixed.update(bits=dict(zip([l["name"] for l in layers], widths)), budget=config.bits_budget)
     stored, decoded = write_formats(
         layers, dict.fromkeys(formats.FORMATS + [formats.MIXED, chosen]), out, data,
