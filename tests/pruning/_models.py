@@ -44,9 +44,11 @@ def compile_(model, optimizer, jit=None, steps_per_execution=1,
              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)):
     """`model.compile`; `jit` None: compiled on JAX only, where without it every op runs
     eagerly, 5x slower (an epoch of the layer-kinds model: 26 s against 5 s, compile included);
-    on TensorFlow and PyTorch a compile costs more than these tiny fits."""
+    on TensorFlow and PyTorch a compile costs more than these tiny fits. On PyTorch never
+    compiled (`jit_here`: torch.compile is compiled once, in its own test)."""
     if jit is None:
         jit = keras.backend.backend() == "jax"
+    jit = jit and keras.backend.backend() != "torch"
     model.compile(optimizer, loss, jit_compile=jit, steps_per_execution=steps(steps_per_execution))
 
 

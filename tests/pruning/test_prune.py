@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import pruning
-from _models import (assert_pruned_weights_are_zero, compile_, users_conv_model, users_data,
-                     values, weights_of, zero_fraction)
+from _models import (assert_pruned_weights_are_zero, compile_, jit_here, users_conv_model,
+                     users_data, values, weights_of, zero_fraction)
 from pruning import PruningMask, get_masks, prune_low_magnitude, strip_pruning
 
 TARGETS = {"conv1": 0.5, "conv2": 0.7, "fc": 0.9, "out": 0.3}
@@ -45,6 +45,7 @@ def make(kind):
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "adamw"])
 def test_fit_keeps_a_conv_nets_pruned_weights_exactly_zero(optimizer, jit):
+    jit = jit_here(jit)
     model = users_conv_model()
     masks = get_masks(prune_low_magnitude(model, "layer-sparsity", TARGETS))
     assert {k: m.sum() for k, m in masks.items()} == {  # each layer at its own target
@@ -64,6 +65,7 @@ def test_fit_keeps_a_conv_nets_pruned_weights_exactly_zero(optimizer, jit):
 @pytest.mark.parametrize("jit, steps_per_execution", [(False, 1), (True, 5)])
 def test_train_then_prune_then_fine_tune_without_a_new_compile(kind, jit, steps_per_execution):
     """The most common workflow: the step traced by the first fit must not survive the prune."""
+    jit = jit_here(jit)
     model = make(kind)
     compile_(model, keras.optimizers.Adam(0.01), jit, steps_per_execution)
     model.fit(*users_data(), batch_size=16, verbose=0)
