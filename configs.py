@@ -112,8 +112,8 @@ PRUNING = {
                          "of every layer (pixels, and the units of the layer before); 'units', "
                          "whole units and conv filters of every layer but the output one; each "
                          "layer keeps about as many weights as the criterion would; with "
-                         "--schedule variational, 'units': a noise per unit, the data choose "
-                         "which go", choices=STRUCTURES),
+                         "--schedule variational, a noise per unit or per input feature: the "
+                         "data choose which go", choices=STRUCTURES),
     "norm": Setting("l1", "--structure: score groups by their mean |w| (l1) or root mean square "
                     "(l2)", choices=NORMS, used_by=("structure", GROUPS), variational="given"),
     "group_lasso": Setting(0.0, "--structure: add a group-lasso penalty of this strength while "

@@ -15,7 +15,8 @@ more matrix product (or convolution).
     vd.compile(keras.optimizers.Adam(1e-3), loss, metrics)      # Adam: sigma's gradients are tiny
     vd.fit(x, y, epochs=20, callbacks=[pruning.KLWarmup(5)])
     pruned = pruning.strip_variational(vd)  # the original layers, log alpha > 3 exactly 0, masked
-    # pattern="units": a noise per unit or filter, which prunes whole ones; then pruning.shrink
+    # pattern="units" or "inputs": a noise per unit or filter, or per input feature or channel,
+    # which prunes whole ones; then pruning.shrink
 
 Why layers of our own and not a mask: the noise and the KL need theta and log sigma^2 inside the
 forward pass, which a constraint or a callback cannot reach. Why not TensorFlow Probability's
@@ -74,19 +75,24 @@ def _check_train_size(train_size):
                          f"must be an int >= 1, got {train_size!r}")
 
 
-PATTERNS = ("unstructured", "units")  # what one noise multiplies: a weight, or an output unit
+# what one noise multiplies: a weight, an output unit (filter), or an input feature (channel)
+PATTERNS = ("unstructured", "units", "inputs")
 
 
 class _Variational:
     """What the variational layers add to their Keras base class: log sigma^2 per kernel entry,
     the KL weight (raised by `KLWarmup`), the noisy training pass and the pruned inference pass.
-    A subclass says how to multiply an input by a kernel (`_linear`) and how to shape the bias.
+    A subclass says how to multiply an input by a kernel (`_linear`) and how to shape a vector of
+    its input channels or its units to broadcast over an input or an output (`_feature_shape`).
 
-    With pattern="units" (Louizos, Ullrich & Welling 2017's group sparsity, with the log-uniform
-    prior of Molchanov et al.): one multiplicative noise per output unit or filter instead,
-    z ~ N(theta, sigma^2) on its pre-activation, theta a scale per unit, the kernel itself
-    deterministic; a unit with log alpha = log sigma^2 / theta^2 > threshold goes whole, and
-    `shrink` then removes it."""
+    With pattern="units" or "inputs" (Louizos, Ullrich & Welling 2017's group sparsity, with the
+    log-uniform prior of Molchanov et al.): one multiplicative noise per output unit or filter, or
+    per input feature or channel, instead, z ~ N(theta, sigma^2), theta a scale per group, the
+    kernel itself deterministic: on a unit's pre-activation, or on an input before the product
+    (local reparameterisation: mean (x theta) @ W, variance (x^2 sigma^2) @ W^2). A group with
+    log alpha = log sigma^2 / theta^2 > threshold goes whole, and `shrink` then removes it: input
+    features are what Bayesian Compression prunes in fully connected layers (pixels of the first,
+    and through the coupling the units of the layer before each other one)."""
 
     def __init__(self, *args, train_size, threshold=THRESHOLD, log_sigma2_init=-10.0,
                  seed=None, pattern="unstructured", **kwargs):
@@ -98,12 +104,14 @@ class _Variational:
 
     def build(self, input_shape):
         super().build(input_shape)
-        shape = self.kernel.shape if self.pattern == "unstructured" else self.kernel.shape[-1:]
+        shape = self.kernel.shape if self.pattern == "unstructured" else \
+            (self.kernel.shape[self._group_axis()],)
         self.log_sigma2 = self.add_weight(
             name="log_sigma2", shape=shape,
             initializer=keras.initializers.Constant(self.log_sigma2_init))
-        if self.pattern == "units":
-            self.unit_scale = self.add_weight(name="unit_scale", shape=shape, initializer="ones")
+        if self.pattern != "unstructured":  # (saved by position: the names are for reading)
+            self.scale = self.add_weight(name=f"{self.pattern[:-1]}_scale", shape=shape,
+                                         initializer="ones")
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), trainable=False,
                                          initializer="ones")
 
@@ -115,30 +123,53 @@ class _Variational:
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
 
+    def _group_axis(self):
+        """The kernel axis along which one group noise runs: the layer table's output axis
+        ("units") or input axis ("inputs") of the kind (`pruning.registry`)."""
+        layout = registry.layout_of(self, "kernel")
+        (axis,) = layout.outputs if self.pattern == "units" else layout.inputs
+        return axis % len(self.kernel.shape)
+
+    def _along_kernel(self, groups):
+        """A vector of the groups reshaped to broadcast along the kernel's group axis."""
+        shape = [1] * len(self.kernel.shape)
+        shape[self._group_axis()] = -1
+        return ops.reshape(groups, shape)
+
     def _noisy(self):
-        """What the noise multiplies: the kernel, or the units' scales."""
-        return self.kernel if self.pattern == "unstructured" else self.unit_scale
+        """What the noise multiplies: the kernel, or the groups' scales."""
+        return self.kernel if self.pattern == "unstructured" else self.scale
 
     def log_alpha(self):
         return log_alpha_of(self._noisy(), self.log_sigma2)
 
-    def pruned_kernel(self):
-        """The kernel the plain layer gets: times the units' scales, if any; log alpha >
-        threshold zero."""
+    def kept(self):
+        """Where log alpha <= threshold, as the kernel's dtype, shaped to multiply the kernel."""
         kept = ops.cast(self.log_alpha() <= self.threshold, self.kernel.dtype)
-        return self.kernel * kept if self.pattern == "unstructured" else \
-            self.kernel * (self.unit_scale * kept)
+        return kept if self.pattern == "unstructured" else self._along_kernel(kept)
+
+    def pruned_kernel(self):
+        """The kernel the plain layer gets: times the groups' scales, if any; log alpha >
+        threshold zero."""
+        scale = 1.0 if self.pattern == "unstructured" else self._along_kernel(self.scale)
+        return self.kernel * scale * self.kept()
 
     def call(self, inputs, training=None):
         if training:
             if self.pattern == "unstructured":
                 mean = self._linear(inputs, self.kernel)
                 variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
-            else:  # the pre-activation times one noise per unit
+            elif self.pattern == "units":  # the pre-activation times one noise per unit
                 product = self._linear(inputs, self.kernel)  # (channels first or last)
-                mean = product * ops.reshape(self.unit_scale, self._bias_shape())
-                variance = ops.square(product) * ops.reshape(ops.exp(self.log_sigma2),
-                                                             self._bias_shape())
+                shape = self._feature_shape(self.kernel.shape[-1])
+                mean = product * ops.reshape(self.scale, shape)
+                variance = ops.square(product) * ops.reshape(ops.exp(self.log_sigma2), shape)
+            else:  # each input feature times its noise, then the product
+                shape = self._feature_shape(self.kernel.shape[self._group_axis()])
+                mean = self._linear(inputs * ops.reshape(self.scale, shape), self.kernel)
+                variance = self._linear(
+                    ops.square(inputs) * ops.reshape(ops.exp(self.log_sigma2), shape),
+                    ops.square(self.kernel))
             noise = _standard_normal(ops.shape(mean), self.seed_generator)
             outputs = mean + ops.sqrt(variance + _EPSILON) * noise
             self.add_loss(self.kl_weight * kl_divergence(self._noisy(), self.log_sigma2)
@@ -146,7 +177,7 @@ class _Variational:
         else:  # the network as it will be pruned
             outputs = self._linear(inputs, self.pruned_kernel())
         if self.use_bias:
-            outputs = outputs + ops.reshape(self.bias, self._bias_shape())
+            outputs = outputs + ops.reshape(self.bias, self._feature_shape(self.kernel.shape[-1]))
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
@@ -162,18 +193,18 @@ class VariationalDense(_Variational, keras.layers.Dense):
     def _linear(self, inputs, kernel):
         return ops.matmul(inputs, kernel)
 
-    def _bias_shape(self):
-        return (self.units,)
+    def _feature_shape(self, n):
+        return (n,)
 
 
 class _VariationalConv(_Variational):
     def _linear(self, inputs, kernel):
         return self.convolution_op(inputs, kernel)
 
-    def _bias_shape(self):
+    def _feature_shape(self, n):
         if self.data_format == "channels_last":
-            return (1,) * (self.rank + 1) + (self.filters,)
-        return (1, self.filters) + (1,) * self.rank
+            return (1,) * (self.rank + 1) + (n,)
+        return (1, n) + (1,) * self.rank
 
 
 @keras.saving.register_keras_serializable(package="pruning")
@@ -262,10 +293,12 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
       threshold: log alpha above which a weight counts as pruned (inference, `strip_variational`).
       log_sigma2_init: the initial log sigma^2 (-10: almost no noise, the trained net unchanged).
       seed: of the noise.
-      pattern: "unstructured" (Molchanov et al.: a noise per weight, sparse kernels) or "units"
-        (Louizos et al.: a noise per output unit or filter, whole units pruned; `strip_variational`
-        masks them with pattern "units", and `pruning.shrink` removes them; the output layer's
-        units are the classes: leave it out with `layers`).
+      pattern: "unstructured" (Molchanov et al.: a noise per weight, sparse kernels), "units"
+        (Louizos et al.: a noise per output unit or filter, whole units pruned; the output
+        layer's units are the classes: leave it out with `layers`) or "inputs" (a noise per
+        input feature or channel: whole rows of each kernel; not for grouped convolutions).
+        `strip_variational` masks the groups with that pattern, and `pruning.shrink` removes
+        them.
     A weight's existing constraint (a `PruningMask` of an earlier pruning) is kept: its zeros
     stay zero. Compile the copy with Adam (log sigma^2's gradients are ~1/train_size).
     """
@@ -284,6 +317,10 @@ def variational_dropout(model, train_size, layers=None, threshold=THRESHOLD,
     def convert(layer):
         if not _convertible(layer) or layers is not None and layer.name not in layers:
             return None
+        if pattern == "inputs" and getattr(layer, "groups", 1) != 1:
+            raise ValueError(f"pattern='inputs': {layer.name!r} is a grouped convolution (groups="
+                             f"{layer.groups}), whose kernel holds a group's channels, not the "
+                             f"input's; leave it out with `layers`, or use pattern='units'")
         return VARIATIONAL[type(layer)].from_config({
             **layer.get_config(), "train_size": train_size, "threshold": threshold,
             "log_sigma2_init": log_sigma2_init, "seed": seed, "pattern": pattern})
@@ -316,9 +353,9 @@ def variational_masks(model):
     """{weight key ("fc1/kernel"): bool mask, True where log alpha <= the layer's threshold} of
     every variational layer: what `strip_variational` will keep (and `pruning.sparsity` of its
     values, the sparsity reached so far)."""
-    return {f"{path}/kernel": (ops.convert_to_numpy(l.log_alpha()) <= l.threshold)
+    return {f"{path}/kernel": (ops.convert_to_numpy(l.kept()) != 0)  # a group's: along its axis
             & (ops.convert_to_numpy(l.kernel.value) != 0)  # an earlier pruning's zeros too
-            for path, l in variational_layers(model).items()}  # (a unit's broadcast on its column)
+            for path, l in variational_layers(model).items()}
 
 
 def strip_variational(model, into=None):

@@ -148,12 +148,14 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
 
 def variational(model, config, data, log=print, backup_dir=None):
     """--schedule variational: train a sparse-variational-dropout copy of `model` (every weight
-    layer; with --structure units a noise per unit of every layer but the output one) with Adam, then write its pruned weights back into `model`, masked; (masks, history).
+    layer; with --structure units a noise per unit of every layer but the output one, with
+    --structure inputs per input feature of every layer) with Adam, then write its pruned weights
+    back into `model`, masked; (masks, history).
     The stage's SGD optimizer is left unused: log sigma^2's gradients are ~1/N, which SGD would
     barely move."""
     copy = variational_dropout(model, train_size=len(data["train"][1]),
                                layers=pruned_layers(model, config), seed=config.seed,
-                               pattern="units" if config.structure == "units" else "unstructured")
+                               pattern="unstructured" if config.structure == "none" else config.structure)
     history = fit(copy, keras.optimizers.Adam(), config, data,
                   [KLWarmup(min(config.kl_warmup_epochs, config.epochs)), StopOnEmptyLayer()],
                   log=log, backup_dir=backup_dir)

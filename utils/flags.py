@@ -111,12 +111,6 @@ def _search(config, given):
                 f"0.001%")
 
 
-def _variational_groups(config, given):
-    if config.schedule == "variational" and config.structure == "inputs":
-        return ("--schedule variational --structure learns whole units (a noise per unit or "
-                "filter): 'units', not 'inputs'")
-
-
 def _groups(config, given):
     if config.shrunk_from and config.structure != "none":
         return (f"--structured-dir prunes inside an already shrunk network, --structure "
@@ -150,7 +144,7 @@ def _rounds(config, given):
 
 # The rules between settings, in the order they are checked: each (config, given) -> the error,
 # or None.
-RULES = (_kl_warmup, _sensitivity, _search, _variational_groups, _groups, _gradual,
+RULES = (_kl_warmup, _sensitivity, _search, _groups, _gradual,
          _learning_rates, _rounds)
 
 

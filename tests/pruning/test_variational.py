@@ -118,9 +118,79 @@ def test_units_of_a_conv_network_with_a_large_noise_go_whole_and_shrink_removes_
     np.testing.assert_allclose(small.predict(x, verbose=0), vd.predict(x, verbose=0), atol=1e-4)
 
 
-def test_the_pattern_must_be_unstructured_or_units():
+def test_input_noise_prunes_the_input_features_that_carry_nothing_and_shrink_removes_them():
+    """Labels from 3 of 20 inputs: a noise per input feature drops whole rows of the kernel,
+    the 3 stay; the stripped model masks the rows, and `shrink` gathers the kept inputs only,
+    predicting what the variational model's inference pass does."""
+    x, y = logistic_data()
+    model = trained_logistic(x, y)
+    # train_size 200 for 2000 examples: the prior weighs 10x (20 noises, not 40)
+    vd = pruning.variational_dropout(model, train_size=200, seed=1, pattern="inputs")
+    assert vd.get_layer("linear").log_sigma2.shape == (20,)
+    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
+    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
+    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
+    kept = pruning.variational_masks(vd)["linear/kernel"]
+    inputs = kept.any(axis=1)
+    assert (kept == inputs[:, None]).all()  # whole rows
+    assert inputs[:3].all() and inputs[3:].sum() <= 3, inputs
+    plain = pruning.strip_variational(vd)
+    assert_pruned_weights_are_zero(plain, {"linear/kernel": kept})
+    assert plain.get_layer("linear").kernel.constraint.pattern == "inputs"
+    small = pruning.shrink(plain)
+    assert pruning.prunable_layers(small)[0].kernel.shape == (inputs.sum(), 2)
+    np.testing.assert_allclose(small.predict(x, verbose=0), vd.predict(x, verbose=0), atol=1e-4)
+    assert np.mean(np.argmax(small.predict(x, verbose=0), 1) == y) > 0.97
+
+
+def test_input_noise_has_the_local_reparameterisations_mean_and_variance():
+    """One input row, 100,000 times, through the noisy pass: each output's sample mean is
+    (x theta) @ W and its variance (x^2 sigma^2) @ W^2 (the noises independent per feature)."""
+    layer = pruning.variational_dropout(
+        keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False, name="d")]),
+        train_size=10, seed=2, pattern="inputs").get_layer("d")
+    w = np.array([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]], np.float32)
+    theta, log_sigma2 = np.array([1.0, 2.0, 0.5], np.float32), np.log([0.25, 1.0, 4.0])
+    layer.kernel.assign(w)
+    layer.scale.assign(theta)
+    layer.log_sigma2.assign(log_sigma2.astype(np.float32))
+    x = np.array([[2.0, -1.0, 1.0]], np.float32)
+    n, variance = 100_000, ((x ** 2 * np.exp(log_sigma2)) @ w ** 2)[0]  # [37.25, 20.25]
+    out = keras.ops.convert_to_numpy(layer(np.repeat(x, n, 0), training=True))
+    assert (abs(out.mean(0) - ((x * theta) @ w)[0]) < 5 * np.sqrt(variance / n)).all()
+    np.testing.assert_allclose(out.var(0), variance, rtol=0.03)  # (its relative error: 0.45%)
+    # the inference pass: the scales times the kernel, a feature of log alpha > 3 dropped
+    layer.log_sigma2.assign(np.log([0.25, 1.0, 50.0]).astype(np.float32))  # log alpha 5.3
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)),
+                               (x * theta * [1, 1, 0]) @ w, rtol=1e-5)
+
+
+def test_input_channels_with_a_large_noise_go_and_shrink_removes_what_fed_them():
+    """conv2's input channels 1 and 4 are conv1's filters 1 and 4, out's inputs 2 and 5 are
+    fc's units: dropped, `shrink` removes those filters and units, predicting the same."""
+    x, y = users_data(64)
+    vd = pruning.variational_dropout(users_conv_model(), train_size=len(x), pattern="inputs")
+    compile_(vd, keras.optimizers.Adam(1e-3))
+    vd.fit(x, y, epochs=1, batch_size=32, verbose=0)  # the noisy passes run
+    assert vd.get_layer("conv2").log_sigma2.shape == (6,)
+    for name, drop in (("conv2", [1, 4]), ("out", [2, 5])):
+        layer = vd.get_layer(name)
+        log_sigma2 = values(layer.log_sigma2)
+        log_sigma2[drop] = 10.0
+        layer.log_sigma2.assign(log_sigma2)
+    small = pruning.shrink(pruning.strip_variational(vd))
+    assert small.get_layer("conv1").filters == 4 and small.get_layer("fc").units == 14
+    np.testing.assert_allclose(small.predict(x, verbose=0), vd.predict(x, verbose=0), atol=1e-4)
+
+
+def test_the_pattern_must_be_a_weight_a_unit_or_an_input_and_not_of_a_grouped_conv():
     with pytest.raises(ValueError, match="pattern must be one of"):
         pruning.variational_dropout(users_conv_model(), train_size=10, pattern="1x4")
+    grouped = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, groups=2,
+                                                                           name="g")])
+    with pytest.raises(ValueError, match="pattern='inputs': 'g' is a grouped convolution"):
+        pruning.variational_dropout(grouped, train_size=10, pattern="inputs")
+    assert pruning.variational_dropout(grouped, train_size=10, pattern="units")
 
 
 def test_the_copy_starts_as_the_trained_network_and_leaves_it_alone():

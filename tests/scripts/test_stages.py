@@ -553,8 +553,6 @@ def test_structured_units_prune_gradually_and_shrink_lenet5(network_pipeline, tm
     (["--search-steps", "3"], "--search-steps is not used without --max-accuracy-drop"),
     (["--schedule", "variational", "--criterion", "threshold"], "--schedule variational learns "
                                                                 "which weights or units to prune"),
-    (["--schedule", "variational", "--structure", "inputs"], "--schedule variational "
-                                                             "--structure learns whole units"),
     (["--schedule", "variational", "--structure", "units", "--norm", "l2"],
      "--schedule variational learns which weights or units to prune (log alpha > 3, no target): "
      "--norm is not used by it"),

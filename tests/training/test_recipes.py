@@ -55,8 +55,10 @@ def test_one_shot_prunes_once_and_gradual_never_discretely():
     assert pruned == [] and kept(masks) == pytest.approx(0.2, abs=0.01)
 
 
-def test_variational_writes_what_it_learnt_to_drop_into_the_model_masked():
-    config = configs.override(BASE, schedule="variational", lr_values=(1e-2,), epochs=3)
+@pytest.mark.parametrize("structure", ["none", "inputs"])
+def test_variational_writes_what_it_learnt_to_drop_into_the_model_masked(structure):
+    config = configs.override(BASE, schedule="variational", lr_values=(1e-2,), epochs=3,
+                              structure=structure)
     model, _ = tiny_model(config)
     masks, history = prune_and_fine_tune(model, keras.optimizers.SGD(0.05), config, tiny_data(),
                                          log=lambda *_: None)
@@ -66,6 +68,9 @@ def test_variational_writes_what_it_learnt_to_drop_into_the_model_masked():
         if layer.weights:
             mask = masks[f"{layer.name}/kernel"]
             assert not layer.kernel.numpy()[~mask].any() and layer.kernel.numpy()[mask].all()
+            if structure == "inputs":  # whole input features (rows), every layer
+                assert (mask == mask.any(axis=1, keepdims=True)).all()
+                assert layer.kernel.constraint.pattern == "inputs"
     assert len(history) == 3 and history[-1]["sparsity"] == pytest.approx(1 - kept(masks))
 
 
@@ -102,8 +107,6 @@ def test_settings_the_criterion_and_schedule_use_are_accepted(changes, given):
                                                                      "most 20, got 21: each step"),
     (dict(schedule="variational"), {"sparsity"}, "--schedule variational learns which weights "
                                                  "or units to prune .* --sparsity is not used"),
-    (dict(schedule="variational", structure="inputs"), set(), "--schedule variational "
-                                                              "--structure learns whole units"),
     (dict(schedule="variational", block=(1, 4)), set(), "--block is not used"),
     (dict(schedule="variational", kl_warmup_epochs=9), {"kl_warmup_epochs"},
      "--kl-warmup-epochs must be in \\[1, --epochs 3\\]"),
