@@ -51,15 +51,20 @@ def trained_logistic(x, y):
     return model
 
 
+def train_30_epochs(vd, x, y):
+    """Train `vd` 30 epochs with Adam, the KL warmed up over 5; its masks (variational_masks).
+    The rate decays to 0, so that Adam's steps stop jittering the unneeded weights around 0."""
+    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
+    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
+    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
+    return pruning.variational_masks(vd)
+
+
 def test_training_prunes_the_inputs_that_carry_nothing():
     x, y = logistic_data()
     model = trained_logistic(x, y)
     vd = pruning.variational_dropout(model, train_size=len(x), seed=1)
-    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
-    # the rate decays to 0, so that Adam's steps stop jittering the unneeded weights around 0
-    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
-    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
-    kept = pruning.variational_masks(vd)["linear/kernel"]
+    kept = train_30_epochs(vd, x, y)["linear/kernel"]
     assert kept[:3].all(), kept                   # what the labels come from stays
     assert kept[3:].sum() <= 4, kept[3:]          # of 34 noise weights, at most 4 survive
     plain = pruning.strip_variational(vd)
@@ -84,10 +89,7 @@ def test_group_variational_dropout_prunes_whole_units_that_shrink_removes():
     vd = pruning.variational_dropout(model, train_size=200, seed=1, pattern="units",
                                      layers=["hidden"])
     assert vd.get_layer("hidden").log_sigma2.shape == (6,)
-    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
-    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
-    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
-    kept = pruning.variational_masks(vd)["hidden/kernel"]
+    kept = train_30_epochs(vd, x, y)["hidden/kernel"]
     units = kept.any(axis=0)
     assert (kept == units).all()  # whole columns
     assert 1 <= units.sum() <= 4, units
@@ -127,10 +129,7 @@ def test_input_noise_prunes_the_input_features_that_carry_nothing_and_shrink_rem
     # train_size 200 for 2000 examples: the prior weighs 10x (20 noises, not 40)
     vd = pruning.variational_dropout(model, train_size=200, seed=1, pattern="inputs")
     assert vd.get_layer("linear").log_sigma2.shape == (20,)
-    compile_(vd, keras.optimizers.Adam(0.02), jit=True)
-    decay = keras.callbacks.LearningRateScheduler(lambda epoch: 0.02 * (1 - epoch / 30))
-    vd.fit(x, y, epochs=30, batch_size=100, verbose=0, callbacks=[pruning.KLWarmup(5), decay])
-    kept = pruning.variational_masks(vd)["linear/kernel"]
+    kept = train_30_epochs(vd, x, y)["linear/kernel"]
     inputs = kept.any(axis=1)
     assert (kept == inputs[:, None]).all()  # whole rows
     assert inputs[:3].all() and inputs[3:].sum() <= 3, inputs
