@@ -8,13 +8,16 @@ An operating point is one pruning recipe (experiments/papers.py POINTS: "recipe"
 network's own, and others such as a higher sparsity or sparse variational dropout). For every
 seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense, then prune_network.py ->
 deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the recipe) or
-{pruned,sparse}-<point>; a stage whose output is already there is read, not rerun (delete its
+{pruned,sparse}-<point>; a point that prunes twice (papers.INSIDE: the compound recipe) runs
+its first prune_network.py into pruned-<point>-groups and its second inside that one's shrunk
+network (--structured-dir); a stage whose output is already there is read, not rerun (delete its
 folder to rerun it); a stage whose record is of another network, seed, data, --quick or point's
 flags, or damaged, is one error line, never read as this one's. Then reports:
   1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
-     pruned one (float32) and of the stored one (shared-5bit-huffman after trained quantization),
-     the parameter reduction (weights / non-zeros, Han et al. 2015's measure) and the
-     compression (dense float32 bytes / stored bytes, Deep Compression's);
+     pruned one (float32) and of the stored one (shared-mixed-huffman: each layer's code width
+     chosen on the validation split, then trained quantization), the parameter reduction (the
+     unpruned network's weights / non-zeros, Han et al. 2015's measure) and the compression
+     (dense float32 bytes / stored bytes, Deep Compression's);
   2. each published row (configs.NETWORKS) beside our point *at its error* (the most reduced
      point whose mean validation error is at most the row's) and *at its reduction* (the point
      of lowest mean validation error that reduces at least as much): chosen on the validation
@@ -30,6 +33,7 @@ import subprocess
 import sys
 
 import configs
+from compression.formats import MIXED as STORED
 from experiments import papers
 from utils import cli, flags
 from utils.errors import CheckpointError
@@ -75,6 +79,10 @@ def read_results(out, script, expected):
         config, results = record["config"], record.get("results")
         if not isinstance(results, dict) or "test_accuracy" not in results:
             raise CheckpointError(f"{out}/config.json holds no results of {script}")
+        if script == "deploy_pruned_model.py" and ("unpruned_weights" not in results or
+                                                   STORED not in results.get("formats", {})):
+            raise CheckpointError(f"{out}/config.json was written by an older version of "
+                                  f"{script}, without {STORED} or the unpruned weights' count")
     except CheckpointError as e:
         raise CheckpointError(f"{e} (here: delete {out}/, and this script reruns the "
                               f"stage)") from None
@@ -95,9 +103,18 @@ def run_seed(network, seed, folder, data_flags, points):
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
         point_flags = papers.POINTS[network][point]
-        pruned = run_stage("prune_network.py", seed, network, pruned_dir, [
+        inside = papers.INSIDE.get(network, {}).get(point)
+        first_dir = folder / f"pruned-{point}-groups" if inside else pruned_dir
+        pruned = run_stage("prune_network.py", seed, network, first_dir, [
             *data_flags, *point_flags, "--dense-dir", str(folder / "dense"), "--pics-dir",
             str(folder / "pics" / point)], expected=flags.settings(point_flags))
+        if inside:  # pruned again, inside the first run's shrunk network; both runs' time
+            second = run_stage("prune_network.py", seed, network, pruned_dir, [
+                *data_flags, *inside, "--structured-dir", str(first_dir), "--pics-dir",
+                str(folder / "pics" / f"{point}-inside")], expected=dict(
+                    flags.settings(inside), shrunk_from=str(first_dir.resolve())))
+            pruned = dict(second, fine_tune_seconds=pruned["fine_tune_seconds"]
+                          + second["fine_tune_seconds"])
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
         rows[point] = seed_row(seed, dense, pruned, sparse)
@@ -105,8 +122,8 @@ def run_seed(network, seed, folder, data_flags, points):
 
 
 def seed_row(seed, dense, pruned, sparse):
-    stored = sparse["formats"][configs.BEST_FORMAT]
-    weights = sum(sparse["weights"].values())
+    stored = sparse["formats"][STORED]
+    weights = sparse["unpruned_weights"]  # the shrunk network's would flatter a compound point
     return dict(seed=seed, dense_error=100 * (1 - dense["test_accuracy"]),
                 pruned_error=100 * (1 - pruned["test_accuracy"]),
                 pruned_validation_error=100 * (1 - pruned["history"][-1]["val_accuracy"]),
@@ -157,7 +174,7 @@ def describe(points, point, measure):
 def tables(network, points):
     """Markdown: every point's seeds and mean, the published rows beside ours, the goals."""
     lines = [f"| {network} point | seed | dense error | pruned error | stored error "
-             f"({configs.BEST_FORMAT}) | params | bytes | fine-tuning |", "|" + "---|" * 8]
+             f"({STORED}) | params | bytes | fine-tuning |", "|" + "---|" * 8]
     for point, rows in points.items():
         for r in rows:
             lines.append(f"| {point} | {r['seed']} | {r['dense_error']:.2f}% | "

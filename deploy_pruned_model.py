@@ -113,7 +113,8 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
     dense_acc, dense_loss = evaluate(dense_fn, x_test, y_test, config.batch_size)
     print(f"pruned model as a dense network: test accuracy {dense_acc:.4f}  loss {dense_loss:.4f}")
     dense_logits = predict(dense_fn, x_test)
-    dense_bytes, dense_disk = coo.dense_bytes(sparse_layers(full)), saved_model_bytes(full)
+    unpruned = sparse_layers(full)
+    dense_bytes, dense_disk = coo.dense_bytes(unpruned), saved_model_bytes(full)
     layers = sparse_layers(deployed)
     sparse_acc, sparse_loss, gap = check_sparse(layers, x_test, y_test, dense_logits,
                                                 config.batch_size, config.logits_tolerance)
@@ -152,7 +153,8 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
         sparse_saved_model_bytes=saved_disk, formats=stored, trained_quantization=quantization,
         mixed_bits=mixed,
         tflite=tflite, nonzeros={l["name"]: len(l["values"]) for l in layers},
-        weights={l["name"]: int(np.prod(l["shape"])) for l in layers}), lines
+        weights={l["name"]: int(np.prod(l["shape"])) for l in layers},
+        unpruned_weights=sum(int(np.prod(l["shape"])) for l in unpruned)), lines
 
 
 if __name__ == "__main__":

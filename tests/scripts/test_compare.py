@@ -40,5 +40,5 @@ def test_goals_are_met_only_by_the_test_error_of_the_point_validation_chose():
     lines = tables("lenet-5", points)
     (deep_compression,) = [l for l in lines if l.startswith("| <= 0.74% at >= 39x bytes")]
     assert "*recipe*" in deep_compression and deep_compression.endswith("| missed |")
-    (vd,) = [l for l in lines if l.startswith("| <= 0.75% at >= 100x params")]
-    assert "no point reaches >= 100x params" in vd
+    (bayesian,) = [l for l in lines if l.startswith("| <= 1.0% at >= 771x bytes")]
+    assert "no point reaches >= 771x bytes" in bayesian

@@ -703,6 +703,40 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert line.startswith("error: --points: ['magic'] are not points of")
 
 
+@pytest.mark.parametrize("network_pipeline", ["lenet-300-100"], indirect=True)
+def test_a_compound_point_prunes_again_inside_its_first_runs_shrunk_network(network_pipeline,
+                                                                            tmp_path):
+    """The compound recipe: variational dropout over input features from the dense network,
+    then per weight inside the shrunk one, deployed; its parameter reduction counts the
+    unpruned network's weights. A deploy record without them (an older version's) is refused."""
+    network, cwd, *_ = network_pipeline
+    shutil.copytree(cwd / "dense", tmp_path / "runs/7/dense")
+    record = json.loads((cwd / "dense/config.json").read_text())
+    record["config"]["seed"] = 7
+    (tmp_path / "runs/7/dense/config.json").write_text(json.dumps(record))
+    compare = ["compare_with_papers.py", "--quick", "--network", network, "--seeds", "7",
+               "--points", "compound", "--runs-dir", "runs", "--results-dir", "out"]
+    result = run(*compare, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = tmp_path / "runs/7"
+    first, second = (json.loads((runs / f / "config.json").read_text())
+                     for f in ("pruned-compound-groups", "pruned-compound"))
+    assert first["config"]["structure"] == "inputs" and first["config"]["schedule"] == \
+        second["config"]["schedule"] == "variational"
+    assert second["config"]["shrunk_from"] == str((runs / "pruned-compound-groups").resolve())
+    sparse = json.loads((runs / "sparse-compound/config.json").read_text())["results"]
+    assert sparse["unpruned_weights"] == 784 * 300 + 300 * 100 + 100 * 10
+    params = sparse["unpruned_weights"] / second["results"]["nonzero_weights"]
+    table = (tmp_path / "out/papers_comparison.md").read_text()
+    assert f"| compound | 7 |" in table and f"| {params:.1f}x |" in table
+    del sparse["unpruned_weights"]
+    (runs / "sparse-compound/config.json").write_text(json.dumps(dict(
+        json.loads((runs / "sparse-compound/config.json").read_text()), results=sparse)))
+    line = one_error_line(run(*compare, cwd=tmp_path))
+    assert "sparse-compound/config.json was written by an older version of " \
+           "deploy_pruned_model.py" in line
+
+
 def test_the_papers_table_never_reads_another_networks_or_a_damaged_run(pipeline, tmp_path):
     """An MLP run where LeNet-300-100's should be, a point's folder holding another sparsity, a
     damaged record: one line each, nothing written."""
