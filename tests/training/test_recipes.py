@@ -164,6 +164,19 @@ def test_a_search_stops_when_its_next_probe_was_run_already(monkeypatch):
     assert 0.8999 <= chosen.sparsity <= 0.9  # the boundary, to 5 decimals
 
 
+@pytest.mark.parametrize("shrunk_from, label", [("", "dense"), ("p", "starting network's")])
+def test_a_search_names_the_network_its_budget_is_measured_from(monkeypatch, shrunk_from, label):
+    """Inside a shrunk network (--structured-dir) the budget is the shrunk one's accuracy, never
+    called "dense"."""
+    fake_runs(monkeypatch, lambda s: 0.98 if s <= 0.9 else 0.97)
+    lines = []
+    search_sparsity(lambda c: (None, None), configs.override(
+        BASE, max_accuracy_drop=0.5, search_steps=2, shrunk_from=shrunk_from), {}, 0.98,
+        log=lines.append)
+    assert f"({label} 0.9800)" in "\n".join(lines)
+    assert shrunk_from or "starting network" not in "\n".join(lines)
+
+
 def test_a_search_stops_at_the_first_diverged_run_and_says_why_when_none_could_run(monkeypatch):
     """A diverged fine-tuning is not "too sparse": the search ends there, not after five more
     runs; a search where no probe could run is one error, not a TypeError."""
