@@ -14,10 +14,12 @@ network (--structured-dir); a stage whose output is already there is read, not r
 folder to rerun it); a stage whose record is of another network, seed, data, --quick or point's
 flags, or damaged, is one error line, never read as this one's. Then reports:
   1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
-     pruned one (float32) and of the stored one (shared-mixed-huffman: each layer's code width
-     chosen on the validation split, then trained quantization), the parameter reduction (the
-     unpruned network's weights / non-zeros, Han et al. 2015's measure) and the compression
-     (dense float32 bytes / stored bytes, Deep Compression's);
+     pruned one (float32) and of the stored one, after trained quantization, as
+     shared-5bit-huffman (Deep Compression's format) and, in the rows "<point>, mixed", as
+     shared-mixed-huffman (each layer's code width chosen on the validation split: fewer bytes,
+     some accuracy): every point in both, the choices below made among them on validation;
+     the parameter reduction (the unpruned network's weights / non-zeros, Han et al. 2015's
+     measure) and the compression (dense float32 bytes / stored bytes, Deep Compression's);
   2. each published row (configs.NETWORKS) beside our point *at its error* (the most reduced
      point whose mean validation error is at most the row's) and *at its reduction* (the point
      of lowest mean validation error that reduces at least as much): chosen on the validation
@@ -33,7 +35,7 @@ import subprocess
 import sys
 
 import configs
-from compression.formats import MIXED as STORED
+from compression.formats import MIXED
 from experiments import papers
 from utils import cli, flags
 from utils.errors import CheckpointError
@@ -42,6 +44,7 @@ from utils.records import read_record, record_facts
 
 TABLE = "papers_comparison.md"  # into --results-dir
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
+STORED = {configs.BEST_FORMAT: "", MIXED: ", mixed"}  # the stored formats, each point's name's tail
 
 
 def folders(point):
@@ -80,9 +83,9 @@ def read_results(out, script, expected):
         if not isinstance(results, dict) or "test_accuracy" not in results:
             raise CheckpointError(f"{out}/config.json holds no results of {script}")
         if script == "deploy_pruned_model.py" and ("unpruned_weights" not in results or
-                                                   STORED not in results.get("formats", {})):
+                                                   MIXED not in results.get("formats", {})):
             raise CheckpointError(f"{out}/config.json was written by an older version of "
-                                  f"{script}, without {STORED} or the unpruned weights' count")
+                                  f"{script}, without {MIXED} or the unpruned weights' count")
     except CheckpointError as e:
         raise CheckpointError(f"{e} (here: delete {out}/, and this script reruns the "
                               f"stage)") from None
@@ -97,7 +100,8 @@ def read_results(out, script, expected):
 
 
 def run_seed(network, seed, folder, data_flags, points):
-    """The dense stage once, then prune and deploy for each point; {point: a row of numbers}."""
+    """The dense stage once, then prune and deploy for each point; {point, or "<point>, mixed"
+    (stored as shared-mixed-huffman): a row of numbers}."""
     dense = run_stage("train_network_dense.py", seed, network, folder / "dense", data_flags)
     rows = {}
     for point in points:
@@ -117,12 +121,13 @@ def run_seed(network, seed, folder, data_flags, points):
                           + second["fine_tune_seconds"])
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
-        rows[point] = seed_row(seed, dense, pruned, sparse)
+        for fmt, tail in STORED.items():
+            rows[point + tail] = seed_row(seed, dense, pruned, sparse, fmt)
     return rows
 
 
-def seed_row(seed, dense, pruned, sparse):
-    stored = sparse["formats"][STORED]
+def seed_row(seed, dense, pruned, sparse, fmt):
+    stored = sparse["formats"][fmt]
     weights = sparse["unpruned_weights"]  # the shrunk network's would flatter a compound point
     return dict(seed=seed, dense_error=100 * (1 - dense["test_accuracy"]),
                 pruned_error=100 * (1 - pruned["test_accuracy"]),
@@ -174,7 +179,8 @@ def describe(points, point, measure):
 def tables(network, points):
     """Markdown: every point's seeds and mean, the published rows beside ours, the goals."""
     lines = [f"| {network} point | seed | dense error | pruned error | stored error "
-             f"({STORED}) | params | bytes | fine-tuning |", "|" + "---|" * 8]
+             f"({configs.BEST_FORMAT}; *, mixed*: {MIXED}) | params | bytes | fine-tuning |",
+             "|" + "---|" * 8]
     for point, rows in points.items():
         for r in rows:
             lines.append(f"| {point} | {r['seed']} | {r['dense_error']:.2f}% | "
@@ -247,7 +253,7 @@ def main():
                                              else [])
 
     with published({"--results-dir": (results, [TABLE])}, "papers_comparison") as out:
-        points = {q: [] for q in chosen}
+        points = {q + tail: [] for q in chosen for tail in STORED.values()}
         for seed in args.seeds:
             for point, row in run_seed(args.network, seed, runs / str(seed), data_flags,
                                        chosen).items():
