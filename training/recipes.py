@@ -155,7 +155,8 @@ def variational(model, config, data, log=print, backup_dir=None):
     barely move."""
     copy = variational_dropout(model, train_size=len(data["train"][1]),
                                layers=pruned_layers(model, config), seed=config.seed,
-                               pattern="unstructured" if config.structure == "none" else config.structure)
+                               pattern={"none": "unstructured"}.get(config.structure,
+                                                                     config.structure))
     history = fit(copy, keras.optimizers.Adam(), config, data,
                   [KLWarmup(min(config.kl_warmup_epochs, config.epochs)), StopOnEmptyLayer()],
                   log=log, backup_dir=backup_dir)

@@ -728,7 +728,7 @@ def test_a_compound_point_prunes_again_inside_its_first_runs_shrunk_network(netw
     assert sparse["unpruned_weights"] == 784 * 300 + 300 * 100 + 100 * 10
     params = sparse["unpruned_weights"] / second["results"]["nonzero_weights"]
     table = (tmp_path / "out/papers_comparison.md").read_text()
-    assert f"| compound | 7 |" in table and f"| {params:.1f}x |" in table
+    assert "| compound | 7 |" in table and f"| {params:.1f}x |" in table
     del sparse["unpruned_weights"]
     (runs / "sparse-compound/config.json").write_text(json.dumps(dict(
         json.loads((runs / "sparse-compound/config.json").read_text()), results=sparse)))
