@@ -12,7 +12,11 @@ deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the
 its first prune_network.py into pruned-<point>-groups and its second inside that one's shrunk
 network (--structured-dir); a stage whose output is already there is read, not rerun (delete its
 folder to rerun it); a stage whose record is of another network, seed, data, --quick or point's
-flags, or damaged, is one error line, never read as this one's. Then reports:
+flags, or damaged, is one error line, never read as this one's. Each point's rows are kept, as
+each completes, in <results-dir>/papers_comparison_seeds.json, committed with the table: a point
+of a seed whose folders are all gone (a new checkout) is read from there if it was run with the
+point's flags of today, so that the seeds of a long comparison can run in different sittings
+(--fresh: rerun it instead). Then reports:
   1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
      pruned one (float32) and of the stored one, after trained quantization, as
      shared-5bit-huffman (Deep Compression's format) and, in the rows "<point>, mixed", as
@@ -29,6 +33,7 @@ flags, or damaged, is one error line, never read as this one's. Then reports:
 Writes results/<network>/papers_comparison.md at the end (--quick: into the runs' folder,
 saved_models/<network>/seeds-quick/, never results/).
 """
+import json
 import signal
 import statistics
 import subprocess
@@ -39,10 +44,14 @@ from compression.formats import MIXED
 from experiments import papers
 from utils import cli, flags
 from utils.errors import CheckpointError
-from utils.files import published
+from utils.files import publish, published, write_json
 from utils.records import read_record, record_facts
 
 TABLE = "papers_comparison.md"  # into --results-dir
+SEEDS = "papers_comparison_seeds.json"  # into --results-dir: {seed: {point: its entry}}
+ENTRY = {"flags", "inside", "rows"}  # a point's entry in SEEDS: what ran, and its rows
+ROW = {"seed", "dense_error", "pruned_error", "pruned_validation_error", "stored_error",
+       "stored_validation_error", "params", "bytes", "stored_bytes", "fine_tune_seconds"}
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
 STORED = {configs.BEST_FORMAT: "", MIXED: ", mixed"}  # the stored formats, each point's name's tail
 
@@ -99,16 +108,50 @@ def read_results(out, script, expected):
     return results
 
 
-def run_seed(network, seed, folder, data_flags, points):
-    """The dense stage once, then prune and deploy for each point; {point, or "<point>, mixed"
-    (stored as shared-mixed-huffman): a row of numbers}."""
-    dense = run_stage("train_network_dense.py", seed, network, folder / "dense", data_flags)
-    rows = {}
+def read_seeds(path, network, quick):
+    """{seed: {point: {"flags", "inside", "rows"}}} kept in `path` ({} without it), refused in one
+    line unless it is whole and of this network and --quick."""
+    if not path.is_file():
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+        facts = {k: kept[k] for k in ("network", "quick")}
+        seeds = kept["seeds"]
+        if not all(set(e) == ENTRY and all(set(r) == ROW for r in e["rows"].values())
+                   for p in seeds.values() for e in p.values()):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path} is damaged or unreadable: move it away (its points are "
+                              f"then rerun, or read from their folders)") from None
+    if facts != dict(network=network, quick=quick):
+        raise CheckpointError(f"{path} holds rows of {facts}, not of "
+                              f"{dict(network=network, quick=quick)}: choose another "
+                              f"--results-dir")
+    return seeds
+
+
+def run_seed(network, seed, folder, data_flags, points, kept, keep):
+    """The dense stage once (if a point runs), then prune and deploy for each point, or its
+    rows from `kept` ({point: entry} of SEEDS) where its folders are all gone and it ran with
+    the flags of today; each point's entry passed to `keep(point, entry)` as it completes.
+    {point, or "<point>, mixed" (stored as shared-mixed-huffman): a row of numbers}."""
+    rows, dense = {}, None
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
         point_flags = papers.POINTS[network][point]
         inside = papers.INSIDE.get(network, {}).get(point)
         first_dir = folder / f"pruned-{point}-groups" if inside else pruned_dir
+        entry = dict(flags=point_flags, inside=inside)
+        earlier = kept.get(point, {})
+        if not any(f.exists() for f in (first_dir, pruned_dir, sparse_dir)) and \
+                {k: earlier.get(k) for k in entry} == entry and \
+                {n: r["seed"] for n, r in earlier["rows"].items()} == {
+                    point + tail: seed for tail in STORED.values()}:
+            print(f"seed {seed}: {point}: its rows as kept in {SEEDS} (its folders are gone)")
+            rows.update(earlier["rows"])
+            continue
+        dense = dense or run_stage("train_network_dense.py", seed, network, folder / "dense",
+                                   data_flags)
         pruned = run_stage("prune_network.py", seed, network, first_dir, [
             *data_flags, *point_flags, "--dense-dir", str(folder / "dense"), "--pics-dir",
             str(folder / "pics" / point)], expected=flags.settings(point_flags))
@@ -121,8 +164,10 @@ def run_seed(network, seed, folder, data_flags, points):
                           + second["fine_tune_seconds"])
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
-        for fmt, tail in STORED.items():
-            rows[point + tail] = seed_row(seed, dense, pruned, sparse, fmt)
+        entry["rows"] = {point + tail: seed_row(seed, dense, pruned, sparse, fmt)
+                         for fmt, tail in STORED.items()}
+        keep(point, entry)
+        rows.update(entry["rows"])
     return rows
 
 
@@ -187,7 +232,8 @@ def tables(network, points):
                          f"{r['pruned_error']:.2f}% | {r['stored_error']:.2f}% | "
                          f"{r['params']:.1f}x | {r['bytes']:.1f}x | "
                          f"{r['fine_tune_seconds']:.0f} s |")
-        lines.append(f"| **{point}** | **mean +- std** | {mean_std(rows, 'dense_error')}% | "
+        label = "mean +- std" if len(rows) > 1 else "one seed"
+        lines.append(f"| **{point}** | **{label}** | {mean_std(rows, 'dense_error')}% | "
                      f"{mean_std(rows, 'pruned_error')}% | **{mean_std(rows, 'stored_error')}%** | "
                      f"{mean_std(rows, 'params', 1)}x | **{mean_std(rows, 'bytes', 1)}x** | |")
     lines += ["", "| published | its error at its reduction | ours at its error | ours at its "
@@ -239,6 +285,9 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="smoke test: every stage --quick (into saved_models/<network>/"
                         "seeds-quick, the table there too); never writes results/")
+    p.add_argument("--fresh", action="store_true",
+                   help=f"rerun a point whose folders are gone instead of reading its rows "
+                        f"from <results-dir>/{SEEDS}")
     args = p.parse_args()
     known = list(papers.POINTS[args.network])
     chosen = args.points or known
@@ -252,11 +301,21 @@ def main():
     data_flags = ["--quick"] * args.quick + (["--data-dir", str(args.data_dir)] if args.data_dir
                                              else [])
 
-    with published({"--results-dir": (results, [TABLE])}, "papers_comparison") as out:
+    with published({"--results-dir": (results, [TABLE, SEEDS])}, "papers_comparison") as out:
+        kept = read_seeds(results / SEEDS, args.network, args.quick)  # under the lock
+        def keep(seed, point, entry):  # published at once: nothing lost to an interruption
+            kept.setdefault(str(seed), {})[point] = entry
+            write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
+            publish([SEEDS], out, results, "--results-dir")
+
+        if kept:
+            write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
         points = {q + tail: [] for q in chosen for tail in STORED.values()}
         for seed in args.seeds:
-            for point, row in run_seed(args.network, seed, runs / str(seed), data_flags,
-                                       chosen).items():
+            for point, row in run_seed(
+                    args.network, seed, runs / str(seed), data_flags, chosen,
+                    {} if args.fresh else kept.get(str(seed), {}),
+                    lambda point, entry: keep(seed, point, entry)).items():
                 points[point].append(row)
         lines = tables(args.network, points)
         (out / TABLE).write_text("\n".join(lines) + "\n")

@@ -26,6 +26,7 @@ import configs
 from experiments import papers
 from tests.conftest import REPO
 from tests.helpers import run_script
+from utils.errors import CheckpointError
 
 
 def run(script, *args, cwd, fresh=False):
@@ -698,6 +699,29 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     for name, error, measure, reduction in papers.PUBLISHED[network]:
         assert f"| {name} | {error}% at {reduction}x {measure} | " in table
     assert table.count("| <= ") == len(papers.GOALS[network])
+    # Each point's rows are kept as it completes: a new checkout (no folders) reads them
+    kept = json.loads((tmp_path / "out/papers_comparison_seeds.json").read_text())
+    assert kept["network"] == network and set(kept["seeds"]) == {"7", "8"}
+    assert kept["seeds"]["8"]["recipe"]["flags"] == papers.POINTS[network]["recipe"]
+    shutil.rmtree(tmp_path / "runs")
+    result = run(*compare, "--quick", "--results-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("its rows as kept in papers_comparison_seeds.json") == 2
+    assert (tmp_path / "out/papers_comparison.md").read_text() == table
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    (tmp_path / "out/papers_comparison_seeds.json").write_text(json.dumps(kept))  # edited:
+    line = one_error_line(run(*compare, "--quick", "--results-dir", "out", cwd=tmp_path))
+    assert "papers_comparison_seeds.json: not written by this project (or changed since)" in line
+    from compare_with_papers import read_seeds  # one of another run, one damaged
+    seeds = tmp_path / "seeds.json"
+    seeds.write_text(json.dumps(dict(kept, quick=False)))
+    with pytest.raises(CheckpointError, match=r"holds rows of \{'network': '[-\w]+', 'quick': "
+                       r"False\}, not of \{'network': '[-\w]+', 'quick': True\}"):
+        read_seeds(seeds, network, quick=True)
+    del kept["seeds"]["7"]["recipe"]["rows"]["recipe"]["bytes"]
+    seeds.write_text(json.dumps(kept))
+    with pytest.raises(CheckpointError, match="seeds.json is damaged or unreadable"):
+        read_seeds(seeds, network, quick=True)
     line = one_error_line(run("compare_with_papers.py", "--network", network, "--points",
                               "magic", "--runs-dir", "runs", cwd=tmp_path))
     assert line.startswith("error: --points: ['magic'] are not points of")
