@@ -58,9 +58,11 @@ POINTS = {
                       "variational": variational_point(100, (50, 80)),
                       "compound": [*variational_point(30, (15, 25)), "--structure", "inputs"]},
     "lenet-5": {"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # variational: 30 epochs,
-                "variational": variational_point(30, (15, 25))},  # ~1 min each on 2 cores
+                "variational": variational_point(30, (15, 25)),  # ~1 min each on 2 cores
+                "compound": [*variational_point(30, (15, 25)), "--structure", "inputs"]},
 }
-INSIDE = {"lenet-300-100": {"compound": variational_point(30, (15, 25))}}
+INSIDE = {network: {"compound": variational_point(30, (15, 25))}
+          for network in ("lenet-300-100", "lenet-5")}
 GOALS = {
     "lenet-300-100": [(1.58, {"params": 68}), (1.6, {"bytes": 200})],
     "lenet-5": [(1.0, {"bytes": 771}), (0.96, {"bytes": 1110}), (0.74, {"bytes": 39})],
