@@ -9,6 +9,9 @@ folders (deploy_pruned_model.py: unstructured, --block 1x4, --structure ...). Ev
   dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates): the fastest
                         dense file, the baseline of every speed-up
   dense TF              the dense Keras model as a tf.function
+and, timed beside them but neither scored nor chosen, the floor: an int8 .tflite that reads the
+same float32 pixels and does the least a classifier can (one fully-connected layer to the
+logits, untrained): how far any int8 deployment of this input could go ("floor" in the JSON).
 and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks", "shrunk
 266-88-33" for a structured one, whose network is the smaller dense one, "shrunk 266-88-33 + 1x4
 blocks" for one pruned further inside it, prune_network.py --structured-dir):
@@ -44,6 +47,7 @@ from utils import cli
 
 PLOT = "deployments.png"
 BASELINE, FLOAT_BASELINE = "dense int8 .tflite", "dense .tflite"  # the speed-ups' denominators
+FLOOR = "floor"  # timed beside the deployments, not one of them (see the docstring)
 
 
 def parse():
@@ -106,6 +110,16 @@ def check_inputs(args):
     if quick and committed:
         raise ValueError(f"{quick[0]}/ is a --quick run: a smoke benchmark never replaces the "
                          f"committed results; give {' and '.join(committed)} (another folder)")
+
+
+def floor_network(inputs, classes, calibration):
+    """The floor's int8 .tflite: float32 pixels quantized, one product to the logits, dequantized:
+    what no int8 file reading these pixels skips. Its weights do not change its time (untrained)."""
+    import keras
+
+    from deploy.litert import TFLiteNetwork, convert
+    model = keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(classes)])
+    return TFLiteNetwork(convert(model, sparse=False, representative=calibration))
 
 
 def label(meta):
@@ -186,7 +200,8 @@ def run(args, results_path, plot_path):
             stored[f"{kind} {fmt}"] = dict(
                 kind=kind, bytes=r["bytes"], file_bytes=r["file_bytes"], multiply_adds=macs,
                 validation_accuracy=r.get("validation_accuracy"), test_accuracy=r["test_accuracy"])
-    rows = {}
+    floor = floor_network(data["test"][0].shape[1], model.output_shape[-1], calibration)
+    rows, floor_row = {}, dict(latency_s={}, speedup={}, speedup_range={})
     for name, (fn, nbytes, macs, kind) in deployments.items():
         accuracy = {}
         for split in ("validation", "test"):
@@ -203,22 +218,27 @@ def run(args, results_path, plot_path):
         x = np.resize(x_test, (batch, x_test.shape[1]))
         calls = {name: (lambda fn=fn, x=x if ".tflite" in name else tf.constant(x):
                         np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
-        timings = time_calls(calls, args.repeats)
+        timings = time_calls({**calls, FLOOR: lambda x=x: floor(x)}, args.repeats)
         for name, t in timings.items():
-            row, b = rows[name], str(batch)
+            row, b = rows.get(name, floor_row), str(batch)
             ratios = {base: [u / v for u, v in zip(timings[base]["times_s"], t["times_s"])]
                       for base in (BASELINE, FLOAT_BASELINE)}
             row["latency_s"][b] = t
             row["speedup"][b] = float(np.median(ratios[BASELINE]))
             row["speedup_range"][b] = [min(ratios[BASELINE]), max(ratios[BASELINE])]
+            if row is floor_row:
+                continue
             row["speedup_vs_float"][b] = float(np.median(ratios[FLOAT_BASELINE]))
             row["useful_gflops"][b] = 2 * row["multiply_adds"] * batch / t["median_s"] / 1e9
     chosen = choose(rows, stored, args.network, args.batches)
     results = dict(machine=machine_facts(), network=args.network, baseline=BASELINE,
                    float_baseline=FLOAT_BASELINE,
-                   batches=args.batches, deployments=rows, stored=stored, chosen=chosen,
-                   folders=folders)
+                   batches=args.batches, deployments=rows, floor=floor_row, stored=stored,
+                   chosen=chosen, folders=folders)
     print_table(rows, stored, chosen, args.batches)
+    print(f"  the floor (quantize, one product, dequantize): "
+          + " / ".join(f"{floor_row['speedup'][str(b)]:.2f}x" for b in args.batches)
+          + f" the {BASELINE} at batch " + " / ".join(map(str, args.batches)))
     write_json(results_path, results)
     plot_deployments(rows, stored, chosen, args.network, plot_path)
 

@@ -518,6 +518,9 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
         written["deployments"]["dense .tflite"]["speedup_vs_float"] == {"1": 1.0, "3": 1.0}
     assert row["speedup_range"]["1"][0] <= row["speedup"]["1"] <= row["speedup_range"]["1"][1]
     assert set(row["latency_s"]) == set(row["useful_gflops"]) == {"1", "3"}
+    floor = written["floor"]  # timed beside them, neither scored nor chosen
+    assert set(floor["speedup"]) == set(floor["latency_s"]) == {"1", "3"} and \
+        "floor" not in written["deployments"] and "the floor (quantize" in result.stdout
     assert set(written["chosen"]) == {"goal", "fastest", "smallest", "smallest_stored"}
     assert written["stored"][f"{shrunk} coo16"]["bytes"] == results["formats"]["coo16"]["bytes"]
     assert (tmp_path / "pics/deployments.png").stat().st_size > 10_000
