@@ -131,12 +131,14 @@ def _save(fig, ax, path):
 
 def plot_deployments(rows, stored, chosen, network, path):
     """The Pareto plots of `benchmarks/bench_deployments.py`: test accuracy of every deployment
-    against its latency at batch 1 and at batch 1000 (log scales, the dense .tflite's marked by
-    a line) and against its bytes (the `stored` formats there too, as crosses); one colour per
-    pruning, one marker per runtime; the points chosen on the validation split circled."""
+    against its latency at batch 1 and at batch 1000 (log scales, dotted: the dense int8
+    .tflite's, the speed-ups' baseline) and against its bytes (the `stored` formats there too,
+    as crosses; dotted: the dense float32 .tflite's, the compression's reference); one colour
+    per pruning, one marker per runtime; the points chosen on the validation split circled."""
     rows = {**rows, **{f"{name} (stored)": r for name, r in stored.items()}}
     kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
-    colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    palette = plt.get_cmap("tab20").colors  # the default cycle has 10: a benchmark has more
+    colours = {k: palette[i % len(palette)] for i, k in enumerate(kinds)}
     markers = {"int8 .tflite": "s", ".tflite": "o", "SavedModel": "^", "TF": "D",
                "(stored)": "x"}
     picked = {c["name"] for c in chosen["fastest"].values()} | {
@@ -145,11 +147,11 @@ def plot_deployments(rows, stored, chosen, network, path):
     def latency(batch):
         return lambda r: r.get("latency_s", {}).get(batch, {}).get("median_s")
 
-    panels = [("latency at batch 1 (s)", latency("1")),
-              ("latency at batch 1000 (s)", latency("1000")),
-              ("bytes (files; stored formats as counted)", lambda r: r["bytes"])]
+    panels = [("latency at batch 1 (s)", latency("1"), "dense int8 .tflite"),
+              ("latency at batch 1000 (s)", latency("1000"), "dense int8 .tflite"),
+              ("bytes (files; stored formats as counted)", lambda r: r["bytes"], "dense .tflite")]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), sharey=True)
-    for ax, (xlabel, x_of) in zip(axes, panels):
+    for ax, (xlabel, x_of, reference) in zip(axes, panels):
         for name, r in rows.items():
             x = x_of(r)
             if x is None:
@@ -160,7 +162,7 @@ def plot_deployments(rows, stored, chosen, network, path):
             if name in picked:
                 ax.scatter(x, 100 * r["test_accuracy"], facecolors="none", edgecolors="black",
                            s=220, linewidths=1.5, zorder=4)
-        base = x_of(rows["dense .tflite"])
+        base = x_of(rows[reference])
         if base is not None:
             ax.axvline(base, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
@@ -176,5 +178,5 @@ def plot_deployments(rows, stored, chosen, network, path):
                               label="chosen on the validation split"))
     axes[2].legend(handles=handles, fontsize=8, loc="lower right")
     fig.suptitle(f"{network}: every deployment, test accuracy against speed and size "
-                 f"(dotted: the dense .tflite with XNNPACK)")
+                 f"(dotted: the dense int8 .tflite for speed, the float32 one for size; XNNPACK)")
     _write(fig, path)
