@@ -303,6 +303,7 @@ def main():
 
     with published({"--results-dir": (results, [TABLE, SEEDS])}, "papers_comparison") as out:
         kept = read_seeds(results / SEEDS, args.network, args.quick)  # under the lock
+
         def keep(seed, point, entry):  # published at once: nothing lost to an interruption
             kept.setdefault(str(seed), {})[point] = entry
             write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
