@@ -304,13 +304,15 @@ def main():
     with published({"--results-dir": (results, [TABLE, SEEDS])}, "papers_comparison") as out:
         kept = read_seeds(results / SEEDS, args.network, args.quick)  # under the lock
 
+        def write():  # the file the end publishes too: without it, publishing would remove it
+            write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
+
         def keep(seed, point, entry):  # published at once: nothing lost to an interruption
             kept.setdefault(str(seed), {})[point] = entry
-            write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
+            write()
             publish([SEEDS], out, results, "--results-dir")
 
-        if kept:
-            write_json(out / SEEDS, dict(network=args.network, quick=args.quick, seeds=kept))
+        write()
         points = {q + tail: [] for q in chosen for tail in STORED.values()}
         for seed in args.seeds:
             for point, row in run_seed(
