@@ -51,7 +51,8 @@ TABLE = "papers_comparison.md"  # into --results-dir
 SEEDS = "papers_comparison_seeds.json"  # into --results-dir: {seed: {point: its entry}}
 ENTRY = {"flags", "inside", "rows"}  # a point's entry in SEEDS: what ran, and its rows
 ROW = {"seed", "dense_error", "pruned_error", "pruned_validation_error", "stored_error",
-       "stored_validation_error", "params", "bytes", "stored_bytes", "fine_tune_seconds"}
+       "stored_validation_error", "params", "bytes", "stored_bytes", "stored_units",
+       "fine_tune_seconds"}
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
 STORED = {configs.BEST_FORMAT: "", MIXED: ", mixed"}  # the stored formats, each point's name's tail
 
@@ -92,9 +93,11 @@ def read_results(out, script, expected):
         if not isinstance(results, dict) or "test_accuracy" not in results:
             raise CheckpointError(f"{out}/config.json holds no results of {script}")
         if script == "deploy_pruned_model.py" and ("unpruned_weights" not in results or
-                                                   MIXED not in results.get("formats", {})):
+                                                   "units" not in results.get("formats", {})
+                                                   .get(MIXED, {})):
             raise CheckpointError(f"{out}/config.json was written by an older version of "
-                                  f"{script}, without {MIXED} or the unpruned weights' count")
+                                  f"{script}, without {MIXED}, the unpruned weights' count or "
+                                  f"the units stored (its dead units were stored)")
     except CheckpointError as e:
         raise CheckpointError(f"{e} (here: delete {out}/, and this script reruns the "
                               f"stage)") from None
@@ -180,7 +183,8 @@ def seed_row(seed, dense, pruned, sparse, fmt):
                 stored_error=100 * (1 - stored["test_accuracy"]),
                 stored_validation_error=100 * (1 - stored["validation_accuracy"]),
                 params=weights / pruned["nonzero_weights"], bytes=stored["compression"],
-                stored_bytes=stored["bytes"], fine_tune_seconds=pruned["fine_tune_seconds"])
+                stored_bytes=stored["bytes"], stored_units=stored["units"],
+                fine_tune_seconds=pruned["fine_tune_seconds"])
 
 
 def mean(rows, key):

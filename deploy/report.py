@@ -18,6 +18,10 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, mixed, tflite
         shape = l["spec"].get("kernel_shape", l["shape"])
         lines.append(f"{l['name']:6s} {'x'.join(map(str, shape)):>14s} {nnz:10,d} "
                      f"{nnz / size:8.2%}")
+    units = formats[deployed]["units"]
+    lines.append("stored without their dead units (nothing reads them, or nothing feeds them: "
+                 "deploy/dead_units.py): " + ", ".join(
+                     f"{l['name']} {l['shape'][1]} -> {units[l['name']]}" for l in layers))
     lines += [f"dense model: {dense_bytes:,d} bytes (float32 weights + biases); "
               f"SavedModel {dense_disk:,d} bytes on disk",
               f"{'format':20s} {'bytes':>9s} {'compression':>11s} {'file bytes':>10s} "
