@@ -11,13 +11,15 @@ arrays whose total `nbytes` is the format's size, and back. Formats:
   csr8-fp16   csr8 with float16 values (lossy: float16 rounding);
   bitmask     one bit per weight position (packed) + the kept values in row-major order;
   shared-Nbit csr8's index layout, with each value replaced by an N-bit code into a per-layer
-              float32 codebook of 2^N centroids (k-means, linear initialisation; lossy: the error
-              is at most half the gap between neighbouring centroids), codes bit-packed;
+              codebook of 2^N centroids (k-means, linear initialisation; lossy: the error is at
+              most half the gap between neighbouring centroids, plus float16 rounding: the
+              codebook and the biases are stored as float16, half the bytes of float32, which
+              matters in a small network), codes bit-packed;
   shared-Nbit-huffman
               shared-Nbit with the gap bytes, the codes and the row lengths (entries per row, in
               place of the int32 row pointers) each Huffman-coded (canonical codes: only the code
               length of every symbol is stored), as Deep Compression's last stage.
-Biases stay float32 and shapes int32 in every format; both are counted.
+Biases are float32 (float16 in shared-*) and shapes int32 in every format; both are counted.
 """
 import heapq
 import json
@@ -38,8 +40,8 @@ def _rows_cols(layer):
     return rows, cols
 
 
-def _common(layer):
-    return {"shape": np.asarray(layer["shape"], np.int32), "bias": layer["bias"].astype(np.float32)}
+def _common(layer, floats=np.float32):
+    return {"shape": np.asarray(layer["shape"], np.int32), "bias": layer["bias"].astype(floats)}
 
 
 # --- coo16 ---------------------------------------------------------------------------------------
@@ -110,10 +112,19 @@ def _decode_bitmask(arrays):
 
 
 # --- shared-Nbit ----------------------------------------------------------------------------------
+SHARED_FLOATS = np.float16  # the codebooks and biases of the shared-* formats
+
+
+def as_stored(floats):
+    """float32 `floats` rounded as the shared-* formats store codebooks (SHARED_FLOATS), so that
+    a codebook chosen or trained on the validation split is the one the file holds."""
+    return np.asarray(floats).astype(SHARED_FLOATS).astype(np.float32)
+
+
 def kmeans_1d(values, k, iterations=50):
     """Lloyd's k-means of 1-D `values` into `k` centroids, linearly initialised over their range.
 
-    Returns (sorted float32 centroids, uint8 code of every value). Linear initialisation keeps
+    Returns (sorted centroids, `as_stored`, uint8 code of every value). Linear initialisation keeps
     centroids on the rare large weights, which density-based initialisation would starve
     (Han et al. 2016, Deep Compression, section 3.1).
     """
@@ -130,7 +141,7 @@ def kmeans_1d(values, k, iterations=50):
             break
         centroids = np.sort(updated)
     codes = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, values)
-    return centroids.astype(np.float32), codes.astype(np.uint8)
+    return as_stored(centroids), codes.astype(np.uint8)
 
 
 def pack_bits(codes, bits):
@@ -153,14 +164,15 @@ def _encode_shared(layer, bits):
         codebook, codes = layer["codebook"].astype(np.float32), layer["codes"].astype(np.uint8)
     else:
         codebook, codes = kmeans_1d(layer["values"], 2 ** bits)
-    return {**_common(layer), **_encode_gaps(layer), "codebook": codebook,
-            "codes": pack_bits(codes, bits), "bits": np.array([bits], np.uint8)}
+    return {**_common(layer, SHARED_FLOATS), **_encode_gaps(layer),
+            "codebook": codebook.astype(SHARED_FLOATS), "codes": pack_bits(codes, bits),
+            "bits": np.array([bits], np.uint8)}
 
 
 def _decode_shared(arrays):
     indices = _decode_gaps(arrays)
     codes = unpack_bits(arrays["codes"], int(arrays["bits"][0]), len(indices))
-    return {"values": arrays["codebook"][codes], "indices": indices}
+    return {"values": arrays["codebook"].astype(np.float32)[codes], "indices": indices}
 
 
 # --- shared-Nbit-huffman -------------------------------------------------------------------------
@@ -232,7 +244,7 @@ def _decode_shared_huffman(arrays):
                          for name, count in zip(("gap", "code", "row"), arrays["counts"]))
     row_ptr = np.r_[0, np.cumsum(rows, dtype=np.int64)]
     indices = _decode_gaps({"gaps": gaps, "row_ptr": row_ptr, "shape": arrays["shape"]})
-    return {"values": arrays["codebook"][codes], "indices": indices}
+    return {"values": arrays["codebook"].astype(np.float32)[codes], "indices": indices}
 
 
 def _layer_bits(layer):
@@ -288,7 +300,8 @@ def encode(layers, fmt):
 def decode(encoded, fmt, names, specs=None):
     """Layers (`to_coo` dicts with "name", "bias" and "spec") back from `encode`'s output."""
     _, decoder = codec(fmt)
-    return [{"name": name, "shape": arrays["shape"], "bias": arrays["bias"], "spec": spec,
+    return [{"name": name, "shape": arrays["shape"], "bias": arrays["bias"].astype(np.float32),
+             "spec": spec,
              **decoder(arrays)}
             for name, spec, arrays in zip(names, specs or [None] * len(names), encoded)]
 

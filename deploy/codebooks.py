@@ -15,7 +15,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from compression.coo import from_coo
-from compression.formats import kmeans_1d
+from compression.formats import as_stored, kmeans_1d
 from networks.builders import input_rows, kernels_restored, weight_layers
 from training.evaluate import evaluate, logits_function
 from training.fit import check_finite, dataset
@@ -76,7 +76,8 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
     order) for `epochs` with SGD + momentum on the cross-entropy; returns (layers with the
     trained codebooks and values, history of validation accuracy per epoch).
 
-    `model`'s kernels are overwritten with the shared weights (its biases are not trained).
+    `model`'s kernels are overwritten with the shared weights (its biases are not trained), the
+    codebooks rounded at the end as the shared formats store them (`formats.as_stored`).
     """
     kernels = [l.kernel for l in weight_layers(model)]
     if [l["name"] for l in layers] != [l.name for l in weight_layers(model)]:
@@ -122,6 +123,9 @@ def train_codebooks(model, layers, data, epochs, learning_rate, batch_size=100, 
         val_accuracy, _ = evaluate(logits_fn, *data["validation"])
         history.append(dict(epoch=epoch, val_accuracy=val_accuracy))
         log(f"codebook epoch {epoch}/{epochs}  val acc {val_accuracy:.4f}")
+    for codebook in codebooks:  # rounded as the file will hold them, and the model runs them
+        codebook.assign(as_stored(codebook.numpy()))
+    assign_kernels()
     return [dict(l, codebook=c.numpy(), values=c.numpy()[l["codes"]])
             for l, c in zip(layers, codebooks)], history
 
