@@ -23,7 +23,8 @@ point's flags of today, so that the seeds of a long comparison can run in differ
      shared-mixed-huffman (each layer's code width chosen on the validation split: fewer bytes,
      some accuracy): every point in both, the choices below made among them on validation;
      the parameter reduction (the unpruned network's weights / non-zeros, Han et al. 2015's
-     measure) and the compression (dense float32 bytes / stored bytes, Deep Compression's);
+     measure), the compression (dense float32 bytes / stored bytes, Deep Compression's) and
+     the units (or channels) of each layer as stored, its dead ones dropped;
   2. each published row (configs.NETWORKS) beside our point *at its error* (the most reduced
      point whose mean validation error is at most the row's) and *at its reduction* (the point
      of lowest mean validation error that reduces at least as much): chosen on the validation
@@ -228,18 +229,19 @@ def describe(points, point, measure):
 def tables(network, points):
     """Markdown: every point's seeds and mean, the published rows beside ours, the goals."""
     lines = [f"| {network} point | seed | dense error | pruned error | stored error "
-             f"({configs.BEST_FORMAT}; *, mixed*: {MIXED}) | params | bytes | fine-tuning |",
-             "|" + "---|" * 8]
+             f"({configs.BEST_FORMAT}; *, mixed*: {MIXED}) | params | bytes | units stored | "
+             f"fine-tuning |", "|" + "---|" * 9]
     for point, rows in points.items():
         for r in rows:
             lines.append(f"| {point} | {r['seed']} | {r['dense_error']:.2f}% | "
                          f"{r['pruned_error']:.2f}% | {r['stored_error']:.2f}% | "
                          f"{r['params']:.1f}x | {r['bytes']:.1f}x | "
+                         f"{'-'.join(map(str, r['stored_units'].values()))} | "
                          f"{r['fine_tune_seconds']:.0f} s |")
         label = "mean +- std" if len(rows) > 1 else "one seed"
         lines.append(f"| **{point}** | **{label}** | {mean_std(rows, 'dense_error')}% | "
                      f"{mean_std(rows, 'pruned_error')}% | **{mean_std(rows, 'stored_error')}%** | "
-                     f"{mean_std(rows, 'params', 1)}x | **{mean_std(rows, 'bytes', 1)}x** | |")
+                     f"{mean_std(rows, 'params', 1)}x | **{mean_std(rows, 'bytes', 1)}x** | | |")
     lines += ["", "| published | its error at its reduction | ours at its error | ours at its "
               "reduction |", "|---|---|---|---|"]
     for name, error, measure, reduction in papers.PUBLISHED[network]:

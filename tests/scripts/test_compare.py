@@ -9,7 +9,8 @@ def rows(pruned_val, stored_val, params, bytes_, test=None):
     return [dict(seed=s, dense_error=1.0, pruned_error=(test or pruned_val) + d,
                  pruned_validation_error=pruned_val + d, stored_error=(test or stored_val) + d,
                  stored_validation_error=stored_val + d, params=params + d, bytes=bytes_ + d,
-                 fine_tune_seconds=1.0) for s, d in ((1, -0.1), (2, 0.1))]
+                 stored_units=dict(fc1=30, fc2=10), fine_tune_seconds=1.0)
+            for s, d in ((1, -0.1), (2, 0.1))]
 
 
 POINTS = {"recipe": rows(0.8, 0.8, 12.5, 43), "harder": rows(1.0, 0.95, 33, 96),
@@ -42,3 +43,9 @@ def test_goals_are_met_only_by_the_test_error_of_the_point_validation_chose():
     assert "*recipe*" in deep_compression and deep_compression.endswith("| missed |")
     (bayesian,) = [l for l in lines if l.startswith("| <= 1.0% at >= 771x bytes")]
     assert "no point reaches >= 771x bytes" in bayesian
+
+
+def test_each_seed_row_shows_the_units_stored():
+    lines = tables("lenet-5", {"recipe": rows(0.8, 0.8, 12.5, 43)})
+    assert "units stored" in lines[0]
+    assert [l for l in lines if l.startswith("| recipe | 1 |") and "| 30-10 |" in l]

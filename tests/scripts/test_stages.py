@@ -127,6 +127,12 @@ def test_sparse_stage_matches_the_pruned_stage(pipeline):
     assert tflite["model.tflite"]["test_accuracy"] == pruned["results"]["test_accuracy"]
     assert (pipeline / "sparse/model.tflite").stat().st_size == tflite["model.tflite"]["bytes"]
     assert sum(sparse["results"]["nonzeros"].values()) == pruned["results"]["nonzero_weights"]
+    for fmt in ("coo16", "csr8", "bitmask"):  # lossless: stored without its dead units, the same
+        stored = sparse["results"]["formats"][fmt]  # predictions
+        assert stored["test_accuracy"] == pruned["results"]["test_accuracy"], fmt
+        assert stored["units"]["fc3"] == 10 and stored["units"]["fc1"] <= 512
+    assert "stored without their dead units" in (pipeline / "sparse/compression_report.txt"
+                                                 ).read_text()
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path, monkeypatch):
