@@ -24,9 +24,7 @@ def write_formats(layers, names, out, data, batch_size, shared=None):
         key = "mixed" if fmt == formats.MIXED else bits and int(bits.group(1))
         encoded = formats.save(path, drop_dead_units((shared or {}).get(key, layers)), fmt)
         _, decoded[fmt] = formats.load(path)
-        network = SparseNetwork(decoded[fmt])
-        accuracy = {split: evaluate(network, *data[split], batch_size)[0]
-                    for split in ("validation", "test")}
+        accuracy = stored_accuracy(decoded[fmt], data, batch_size)
         results[fmt] = dict(bytes=formats.nbytes(encoded), file_bytes=path.stat().st_size,
                             validation_accuracy=accuracy["validation"],
                             test_accuracy=accuracy["test"],
@@ -34,3 +32,11 @@ def write_formats(layers, names, out, data, batch_size, shared=None):
                             parts={l["name"]: formats.breakdown(arrays)
                                    for l, arrays in zip(decoded[fmt], encoded)})
     return results, decoded
+
+
+def stored_accuracy(decoded, data, batch_size):
+    """{"validation", "test": accuracy} of the sparse network that a storage format's layers
+    (decoded) make, on those splits of `data`."""
+    network = SparseNetwork(decoded)
+    return {split: evaluate(network, *data[split], batch_size)[0]
+            for split in ("validation", "test")}

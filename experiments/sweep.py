@@ -7,10 +7,11 @@ import keras
 
 import configs
 from compression import coo, formats
-from deploy.codebooks import assign_layers
+from deploy.dead_units import drop_dead_units
 from deploy.sparse_graph import sparse_layers
+from deploy.storage import stored_accuracy
 from experiments import papers
-from networks.builders import kernels_restored, weight_layers
+from networks.builders import weight_layers
 import pruning
 from pruning import criteria
 from training.checkpoints import load_for_fine_tuning
@@ -18,16 +19,15 @@ from training.evaluate import evaluate, logits_function
 from training.recipes import prune_and_fine_tune
 
 
-def shared_accuracy(model, layers, data):
-    """(bytes, validation and test accuracy) of `model` stored as configs.BEST_FORMAT (k-means
-    codebooks); its kernels are restored afterwards."""
-    encoded = formats.encode(layers, configs.BEST_FORMAT)
-    decoded = formats.decode(encoded, configs.BEST_FORMAT, [l["name"] for l in layers])
-    with kernels_restored(model):
-        assign_layers(model, decoded)
-        logits_fn = logits_function(model)
-        scores = [evaluate(logits_fn, *data[split])[0] for split in ("validation", "test")]
-    return formats.nbytes(encoded), *scores
+def shared_accuracy(layers, data, batch_size):
+    """(bytes, validation and test accuracy) of the pruned `layers` stored as configs.BEST_FORMAT
+    (k-means codebooks), without their dead units, as the deploy stage stores them."""
+    stored = drop_dead_units(layers)
+    encoded = formats.encode(stored, configs.BEST_FORMAT)
+    accuracy = stored_accuracy(formats.decode(encoded, configs.BEST_FORMAT,
+                                              [l["name"] for l in stored],
+                                              [l["spec"] for l in stored]), data, batch_size)
+    return formats.nbytes(encoded), accuracy["validation"], accuracy["test"]
 
 
 def run_point(network, seed, dense_dir, data, **changes):
@@ -44,8 +44,8 @@ def run_point(network, seed, dense_dir, data, **changes):
     val_accuracy, accuracy = (evaluate(logits_fn, *data[s])[0] for s in ("validation", "test"))
     nonzero = sum(int(m.sum()) for m in masks.values())
     dense_bytes = coo.dense_bytes(layers)
-    coo16 = formats.nbytes(formats.encode(layers, "coo16"))
-    shared_bytes, shared_val, shared_test = shared_accuracy(model, layers, data)
+    coo16 = formats.nbytes(formats.encode(drop_dead_units(layers), "coo16"))
+    shared_bytes, shared_val, shared_test = shared_accuracy(layers, data, config.batch_size)
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=configs.criterion_value(config),
                sparsity=criteria.sparsity(list(masks.values())), nonzeros=nonzero,
