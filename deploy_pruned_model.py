@@ -140,6 +140,8 @@ def deploy(model, full, deployed, sizes, config, data, chosen, out):
     stored, decoded = write_formats(
         layers, dict.fromkeys(formats.FORMATS + [formats.MIXED, chosen]), out, data,
         config.batch_size, shared)
+    check_sparse(decoded["coo16"], x_test, y_test, dense_logits, config.batch_size,
+                 config.logits_tolerance)  # stored without its dead units: still exact
     for r in stored.values():
         r["compression"] = dense_bytes / r["bytes"]
     SparseNetwork(decoded[chosen]).save(out / "saved_model")

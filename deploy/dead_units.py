@@ -60,8 +60,12 @@ def _drop(layers, i):
         _keep_weights(after, ~constant)
         read_by = read_by[~constant]
     alive = fed & np.isin(np.arange(units), read_by)
-    if not alive.any():  # nothing reaches the next layer: one unit stays, so that shapes do
-        alive[0] = True
+    if not alive.any():  # nothing reaches the next layer: one unit stays, so that shapes do,
+        alive[0] = True  # fed by nothing (so that it reads nothing of the layers before)
+        cols = layer["indices"][:, 1].astype(np.int64)
+        if (cols == 0).any():
+            _keep_weights(layer, cols != 0)
+            constant = np.ones(1, bool)  # a change: the layers before may die now
     if alive.all():
         return bool(constant.any())
     _keep_units(layer, after, alive)

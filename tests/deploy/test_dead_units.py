@@ -51,6 +51,17 @@ def test_a_layer_that_feeds_nothing_keeps_one_unit_and_the_logits_are_its_biases
     np.testing.assert_array_equal(SparseNetwork(out)(x).numpy(), [[3, 8], [3, 8]])
 
 
+def test_a_layer_that_feeds_nothing_kills_every_layer_before_it():
+    a = dense("a", [[1, 2, 3], [4, 5, 6]], [0, 0, 0])
+    b = dense("b", [[1, 1], [2, 2], [3, 3]], [0, 0])
+    c = dense("c", [[0, 0], [0, 0]], [1, 2])  # reads nothing: every unit before it is dead
+    d = dense("d", [[1, 0], [0, 1]], [0, 0], activation=None)
+    out = drop_dead_units([a, b, c, d])
+    assert [tuple(l["shape"]) for l in out] == [(2, 1), (1, 1), (1, 1), (1, 2)]
+    assert [len(l["values"]) for l in out] == [0, 0, 0, 0]
+    np.testing.assert_array_equal(out[3]["bias"], [1, 2])  # relu(c's biases), folded
+
+
 def test_codes_follow_their_weights():
     layer = dense("a", [[1, 2, 0], [4, 0, 5]], [0, 0, 0])
     layer.update(codebook=np.array([1, 2, 4, 5], np.float32), codes=np.array([0, 1, 2, 3]))
