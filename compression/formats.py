@@ -124,9 +124,9 @@ def as_stored(floats):
 def kmeans_1d(values, k, iterations=50):
     """Lloyd's k-means of 1-D `values` into `k` centroids, linearly initialised over their range.
 
-    Returns (sorted centroids, `as_stored`, uint8 code of every value). Linear initialisation keeps
-    centroids on the rare large weights, which density-based initialisation would starve
-    (Han et al. 2016, Deep Compression, section 3.1).
+    Returns (sorted centroids, rounded `as_stored`; uint8 code of every value). Linear
+    initialisation keeps centroids on the rare large weights, which density-based initialisation
+    would starve (Han et al. 2016, Deep Compression, section 3.1).
     """
     values = values.astype(np.float64)
     if not len(values):  # a layer pruned away entirely

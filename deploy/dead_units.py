@@ -4,7 +4,7 @@ Pruning single weights leaves whole units (a dense layer's outputs, a conv layer
 that are dead: no weight of the next layer reads them, or no weight feeds them, so that they
 output a constant, act(bias). Stored as they are, each keeps its bias (4 bytes), the weights that
 feed it or read it, and a row pointer; in LeNet-5 pruned by variational dropout 407 of fc1's 500
-units are dead, and their biases alone were a quarter of the stored bytes. `pruning.shrink` removes
+units are dead, and their biases alone were a fifth of the stored bytes. `pruning.shrink` removes
 units from a Keras model whose groups were pruned whole; this removes them from the stored
 matrices of any pruned network, exactly:
   - a unit nothing reads is dropped, with its bias and the weights that feed it;
@@ -49,7 +49,8 @@ def _drop(layers, i):
     fed = np.zeros(units, bool)
     fed[layer["indices"][:, 1].astype(np.int64)] = True
     constant = ~fed[read_by]  # the next layer's weights that read a constant unit
-    if constant.any():
+    changed = bool(constant.any())
+    if changed:
         value = layer["bias"][read_by[constant]]
         if layer["spec"]["activation"] == "relu":
             value = np.maximum(value, 0)
@@ -65,9 +66,9 @@ def _drop(layers, i):
         cols = layer["indices"][:, 1].astype(np.int64)
         if (cols == 0).any():
             _keep_weights(layer, cols != 0)
-            constant = np.ones(1, bool)  # a change: the layers before may die now
+            changed = True  # the layers before may die now
     if alive.all():
-        return bool(constant.any())
+        return changed
     _keep_units(layer, after, alive)
     return True
 
