@@ -19,10 +19,9 @@ from training.evaluate import evaluate, logits_function
 from training.recipes import prune_and_fine_tune
 
 
-def shared_accuracy(layers, data, batch_size):
-    """(bytes, validation and test accuracy) of the pruned `layers` stored as configs.BEST_FORMAT
-    (k-means codebooks), without their dead units, as the deploy stage stores them."""
-    stored = drop_dead_units(layers)
+def shared_accuracy(stored, data, batch_size):
+    """(bytes, validation and test accuracy) of the pruned layers `stored` (without their dead
+    units, as the deploy stage stores them) as configs.BEST_FORMAT (k-means codebooks)."""
     encoded = formats.encode(stored, configs.BEST_FORMAT)
     accuracy = stored_accuracy(formats.decode(encoded, configs.BEST_FORMAT,
                                               [l["name"] for l in stored],
@@ -44,8 +43,9 @@ def run_point(network, seed, dense_dir, data, **changes):
     val_accuracy, accuracy = (evaluate(logits_fn, *data[s])[0] for s in ("validation", "test"))
     nonzero = sum(int(m.sum()) for m in masks.values())
     dense_bytes = coo.dense_bytes(layers)
-    coo16 = formats.nbytes(formats.encode(drop_dead_units(layers), "coo16"))
-    shared_bytes, shared_val, shared_test = shared_accuracy(layers, data, config.batch_size)
+    stored = drop_dead_units(layers)
+    coo16 = formats.nbytes(formats.encode(stored, "coo16"))
+    shared_bytes, shared_val, shared_test = shared_accuracy(stored, data, config.batch_size)
     row = dict(schedule=config.schedule, criterion=config.criterion,
                target=configs.criterion_value(config),
                sparsity=criteria.sparsity(list(masks.values())), nonzeros=nonzero,
