@@ -8,7 +8,8 @@ Times batches of MNIST test images (several repetitions after a warm-up: median,
 call), all in one process, prints a table and writes benchmarks/results/inference-<cpu|gpu>.json
 with the machine's facts. The variants:
   dense                  TensorFlow, the pruned weights as dense matrices (tf.function)
-  sparse-<kernel>        TensorFlow, deploy/sparse_graph.py with one sparse kernel
+  sparse-<kernel>        TensorFlow, deploy/sparse_graph.py with one sparse kernel, the dead
+                         units left out as the deploy stage stores the network
   savedmodel             the deployed SavedModel (<sparse-dir>/saved_model)
   tflite-dense[-builtin] the same network converted to .tflite with dense weights, in LiteRT
                          with its default XNNPACK delegate (or TFLite's built-in kernels only)
@@ -33,6 +34,7 @@ import tensorflow as tf
 import configs
 from benchmarks.timing import RESULTS_DIR, machine_facts, results_file, time_calls
 from datasets.images import load as load_data
+from deploy.dead_units import drop_dead_units
 from deploy.litert import TFLiteNetwork, convert
 from deploy.sparse_graph import KERNELS, SparseNetwork, sparse_layers
 from training.checkpoints import load_pruned
@@ -84,11 +86,15 @@ def main():
 
 
 def load_variants(args, chosen):
-    """{name: pixels -> logits} of the `chosen` variants, and the pruned network's density."""
+    """{name: pixels -> logits} of the `chosen` variants, and the pruned network's non-zero
+    weights and density. The sparse kernels run it as the deploy stage stores it, without its
+    dead units (`deploy.dead_units`); the density counts those weights against every position
+    of the network the dense baselines run."""
     model, *_ = load_pruned(args.pruned_dir)
-    layers = sparse_layers(model)
+    full = sparse_layers(model)
+    layers = drop_dead_units(full)
     nonzeros = sum(len(l["values"]) for l in layers)
-    density = nonzeros / sum(int(np.prod(l["shape"])) for l in layers)
+    density = nonzeros / sum(int(np.prod(l["shape"])) for l in full)
     variants = {"dense": logits_function(model),
                 **{f"sparse-{k}": SparseNetwork(layers, kernel=k) for k in KERNELS
                    if f"sparse-{k}" in chosen}}
