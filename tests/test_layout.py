@@ -1,6 +1,6 @@
 """The repository's layering: imports flow one way, scripts -> experiments -> deploy ->
-compression -> training -> networks -> datasets -> utils -> configs, with the `pruning` package below them
-all and importing none of them; no script imports another, no module imports a script."""
+compression -> training -> networks -> datasets -> utils -> configs, with the `pruning` package
+below them all and importing none of them; no script imports another, no module imports a script."""
 import ast
 
 import pytest

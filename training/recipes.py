@@ -10,8 +10,8 @@ fine-tuning.
   variational (Molchanov et al. 2017) train with sparse variational dropout (Adam, the KL's weight
              rising over the first epochs), then prune every weight with log alpha > 3: no
              target, the data set the sparsity of each layer.
-The first three prune single weights, blocks (--block) or whole groups (--structure: input features or
-units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
+The first three prune single weights, blocks (--block) or whole groups (--structure: input
+features or units, scored by --norm, optionally with a group-lasso penalty while fine-tuning).
 All fine-tune for the same total number of epochs, so they cost about the same
 (variational: one more matrix product per layer and step);
 `search_sparsity` (--max-accuracy-drop) runs one several times to find the sparsity the data

@@ -128,7 +128,8 @@ def test_huffman_gives_frequent_symbols_short_codes():
 def test_huffman_format_decodes_like_shared_and_is_smaller():
     layers = [random_layer(density=0.2)]
     plain, coded = sf.encode(layers, "shared-5bit"), sf.encode(layers, "shared-5bit-huffman")
-    a, b = sf.decode(plain, "shared-5bit", ["fc"])[0], sf.decode(coded, "shared-5bit-huffman", ["fc"])[0]
+    a = sf.decode(plain, "shared-5bit", ["fc"])[0]
+    b = sf.decode(coded, "shared-5bit-huffman", ["fc"])[0]
     np.testing.assert_array_equal(a["values"], b["values"])
     np.testing.assert_array_equal(a["indices"], b["indices"])
     assert sf.nbytes(coded) < sf.nbytes(plain)

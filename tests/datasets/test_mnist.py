@@ -13,8 +13,9 @@ from tests.helpers import write_idx
 def test_reads_images_and_labels(tmp_path, suffix):
     images = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
     labels = np.array([3, 7])
-    np.testing.assert_array_equal(mnist.read_idx(write_idx(tmp_path / f"i{suffix}", images)), images)
-    np.testing.assert_array_equal(mnist.read_idx(write_idx(tmp_path / f"l{suffix}", labels)), labels)
+    for name, array in (("i", images), ("l", labels)):
+        np.testing.assert_array_equal(
+            mnist.read_idx(write_idx(tmp_path / f"{name}{suffix}", array)), array)
 
 
 def test_truncated_file_is_an_error_naming_it(tmp_path):

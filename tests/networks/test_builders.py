@@ -1,4 +1,5 @@
-"""The network builders: shapes, the papers' sizes, initialisation, ByteDropout and the parameter count."""
+"""The network builders: shapes, the papers' sizes, initialisation, ByteDropout and the parameter
+count."""
 import keras
 import numpy as np
 import pytest

@@ -24,7 +24,8 @@ class Users(keras.Model):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.hidden, self.head = keras.layers.Dense(16, name="hidden"), keras.layers.Dense(3, name="head")
+        self.hidden = keras.layers.Dense(16, name="hidden")
+        self.head = keras.layers.Dense(3, name="head")
 
     def call(self, x):
         return self.head(self.hidden(keras.ops.reshape(x, (-1, 144))))

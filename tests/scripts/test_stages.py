@@ -455,8 +455,8 @@ def kernel_shapes(path):
 
 def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     pruned, sparse = prune_and_deploy_structured(
-        pipeline / "dense", tmp_path, "mlp", "--structure", "inputs", "--criterion", "layer-sparsity",
-        "--sparsity", "0.8")
+        pipeline / "dense", tmp_path, "mlp", "--structure", "inputs", "--criterion",
+        "layer-sparsity", "--sparsity", "0.8")
     pixels, h1, h2 = map(int, pruned["results"]["shrunk_sizes"].split("-"))
     assert (pixels, h1, h2) == (round(0.2 * 784), round(0.2 * 512), round(0.2 * 512))
     assert kernel_shapes(tmp_path / "s/shrunk.keras") == [(pixels, h1), (h1, h2), (h2, 10)]

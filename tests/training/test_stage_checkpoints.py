@@ -1,4 +1,5 @@
-"""The stages' checkpoints: the network, architecture, masks, data and optimizer state each checked on load."""
+"""The stages' checkpoints: the network, architecture, masks, data and optimizer state, each checked
+on load."""
 import keras
 import numpy as np
 import pytest

@@ -4,7 +4,8 @@ weights, the chief also a checkpoint.
 
 A custom training loop, not model.fit: Keras 3.15's fit fails under this strategy before the first
 step, pruned or not (`_maybe_symbolic_build` reduces a batch across workers eagerly; measured).
-The callback is driven by hand, as fit would (its batch and epoch hooks), and the optimizer applies the masks as in fit.
+The callback is driven by hand, as fit would (its batch and epoch hooks), and the optimizer
+applies the masks as in fit.
 """
 import json
 import os
