@@ -35,9 +35,13 @@ def share_weights(layers, bits):
 def choose_bits(model, layers, validation, budget, widths=range(2, 9)):
     """Each layer's code width: the smallest of `widths` at which sharing that layer's weights
     alone (k-means, the others float) keeps `model`'s validation accuracy within budget / L of
-    the float one, L the number of layers, so that the losses, nearly additive, stay within
-    `budget` together (Bayesian Compression sets each layer's width from how precisely its
-    weights must be known; this measures it). Returns (widths, the float and the shared
+    the float one, L the number of layers (Bayesian Compression sets each layer's width from how
+    precisely its weights must be known; this measures it). The losses do not add up: shared
+    together by k-means, the layers can lose more than `budget` (the MLP 0.74 points, LeNet-5
+    seed 123's variational point 0.42, no layer of it alone more than 0.04); the codebooks
+    stored (trained, or k-means where those score better) kept the loss within `budget` in every
+    deploy run looked at (the MLP and 23 LeNet points, 7 December; at most 0.18 points, on that
+    LeNet-5), and the stored accuracy is measured on the file. Returns (widths, the float and the shared
     validation accuracy, every width tried: {layer: {bits: accuracy}}); `model`'s kernels are
     put back as they were."""
     with kernels_restored(model):
