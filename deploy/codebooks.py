@@ -41,9 +41,9 @@ def choose_bits(model, layers, validation, budget, widths=range(2, 9)):
     seed 123's variational point 0.42, no layer of it alone more than 0.04); the codebooks
     stored (trained, or k-means where those score better) kept the loss within `budget` in every
     deploy run looked at (the MLP and 23 LeNet points, 7 December; at most 0.18 points, on that
-    LeNet-5), and the stored accuracy is measured on the file. Returns (widths, the float and the shared
-    validation accuracy, every width tried: {layer: {bits: accuracy}}); `model`'s kernels are
-    put back as they were."""
+    LeNet-5), and the stored accuracy is measured on the file. Returns (widths, the float and
+    the shared validation accuracy, every width tried: {layer: {bits: accuracy}}); `model`'s
+    kernels are put back as they were."""
     with kernels_restored(model):
         logits_fn = logits_function(model)
         assign_layers(model, layers)
