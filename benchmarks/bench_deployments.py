@@ -6,19 +6,23 @@
 Takes the network's dense checkpoint (train_network_dense.py) and any number of deploy-stage
 folders (deploy_pruned_model.py: unstructured, --block 1x4, --structure ...). Every deployment:
   dense .tflite         the dense network in LiteRT with XNNPACK
-  dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates): the fastest
-                        dense file, the baseline of every speed-up
+  dense int8 .tflite    the same, int8 (calibrated as the deploy stage calibrates; int8 pixels
+                        in, deploy.litert.convert): the fastest dense file, the baseline of
+                        every speed-up
   dense TF              the dense Keras model as a tf.function
 and, timed beside them but neither scored nor chosen, the floor: an int8 .tflite that reads the
-same float32 pixels and does the least a classifier can (one fully-connected layer to the
-logits, untrained): how far any int8 deployment of this input could go ("floor" in the JSON).
+same int8 pixels and does the least a classifier can (one fully-connected layer to the logits,
+untrained): how far any int8 deployment of this input could go ("floor" in the JSON).
 and of each deploy folder, named after its pruning ("unstructured", "1x4 blocks", "shrunk
 266-88-33" for a structured one, whose network is the smaller dense one, "shrunk 266-88-33 + 1x4
 blocks" for one pruned further inside it, prune_network.py --structured-dir):
   <name> .tflite, <name> int8 .tflite   its model.tflite / model_int8.tflite in LiteRT
   <name> SavedModel                     its saved_model (the sparse TensorFlow graph)
 Each is scored on the validation and the test split, its bytes on disk counted, and timed at
-every batch size (--batches) in this one process, round-robin (benchmarks/timing.py). A speed-up
+every batch size (--batches) in this one process, round-robin (benchmarks/timing.py), each
+call given the pixels in its file's input type (int8 ones quantized beforehand, as the float ones
+were scaled to [0, 1] beforehand; a deploy folder written before 7 December has a float32-input
+int8 file, which gets float32 pixels and quantizes them inside). A speed-up
 is the dense int8 .tflite's time over the deployment's at the same batch, per repetition (the
 two ran side by side): its median, and its range over the --repeats; `speedup_vs_float` is the
 same against the dense float32 .tflite. Each deploy folder's storage formats
@@ -113,8 +117,8 @@ def check_inputs(args):
 
 
 def floor_network(inputs, classes, calibration):
-    """The floor's int8 .tflite: float32 pixels quantized, one product to the logits, dequantized:
-    what no int8 file reading these pixels skips. Its weights do not change its time (untrained)."""
+    """The floor's int8 .tflite: int8 pixels, one product to the logits, dequantized: what no
+    int8 file reading these pixels skips. Its weights do not change its time (untrained)."""
     import keras
 
     from deploy.litert import TFLiteNetwork, convert
@@ -209,16 +213,17 @@ def run(args, results_path, plot_path):
             logits = np.concatenate([np.asarray(fn(x[i:i + 1000]))
                                      for i in range(0, len(x), 1000)])
             accuracy[split] = float(np.mean(logits.argmax(1) == y))
-        rows[name] = dict(kind=kind, bytes=nbytes or sizes[name], multiply_adds=macs,
+        rows[name] = dict(kind=kind, input=np.dtype(getattr(fn, "dtype", np.float32)).name,
+                          bytes=nbytes or sizes[name], multiply_adds=macs,
                           validation_accuracy=accuracy["validation"],
                           test_accuracy=accuracy["test"], latency_s={}, speedup={},
                           speedup_range={}, speedup_vs_float={}, useful_gflops={})
     x_test = data["test"][0]
     for batch in args.batches:
         x = np.resize(x_test, (batch, x_test.shape[1]))
-        calls = {name: (lambda fn=fn, x=x if ".tflite" in name else tf.constant(x):
-                        np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
-        timings = time_calls({**calls, FLOOR: lambda x=x: floor(x)}, args.repeats)
+        calls = {name: (lambda fn=fn, x=fn.quantize(x) if isinstance(fn, TFLiteNetwork) else
+                        tf.constant(x): np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
+        timings = time_calls({**calls, FLOOR: lambda x=floor.quantize(x): floor(x)}, args.repeats)
         for name, t in timings.items():
             row, b = rows.get(name, floor_row), str(batch)
             ratios = {base: [u / v for u, v in zip(timings[base]["times_s"], t["times_s"])]
@@ -236,7 +241,7 @@ def run(args, results_path, plot_path):
                    batches=args.batches, deployments=rows, floor=floor_row, stored=stored,
                    chosen=chosen, folders=folders)
     print_table(rows, stored, chosen, args.batches)
-    print(f"  the floor (quantize, one product, dequantize): "
+    print(f"  the floor (int8 pixels, one product, dequantize): "
           + " / ".join(f"{floor_row['speedup'][str(b)]:.2f}x" for b in args.batches)
           + f" the {BASELINE} at batch " + " / ".join(map(str, args.batches)))
     write_json(results_path, results)

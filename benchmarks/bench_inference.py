@@ -15,7 +15,8 @@ with the machine's facts. The variants:
                          with its default XNNPACK delegate (or TFLite's built-in kernels only)
   tflite[-builtin]       the deployed <sparse-dir>/model.tflite (sparse weights) in LiteRT;
   tflite-tf              ... in TensorFlow's bundled (deprecated) tf.lite.Interpreter
-  tflite-int8, tflite-dense-int8   model_int8.tflite, and the dense network quantized alike
+  tflite-int8, tflite-dense-int8   model_int8.tflite, and the dense network quantized alike,
+                         given int8 pixels (quantized before the timing, deploy.litert.convert)
 The dense baselines (dense, tflite-dense, tflite-dense-builtin; tflite-dense-int8 for int8) are
 always timed: "vs dense" is the speed-up over the fastest of them at each batch size. "ideal" is
 that time x density, the time if skipping the zeros were free; GFLOP/s counts the useful work,
@@ -143,8 +144,8 @@ def run_benchmark(args, chosen):
     for last in (False, True):
         for batch in args.batches:
             x = np.resize(x_test, (batch, x_test.shape[1]))
-            calls = {name: (lambda fn=fn, x=x if name.startswith("tflite") else tf.constant(x):
-                            np.asarray(fn(x))) for name, fn in variants.items()
+            calls = {name: (lambda fn=fn, x=fn.quantize(x) if name.startswith("tflite") else
+                            tf.constant(x): np.asarray(fn(x))) for name, fn in variants.items()
                      if (name in TIMED_LAST) == last}
             results["timings"].setdefault(str(batch), {}).update(time_calls(calls, args.repeats))
     for batch, timings in results["timings"].items():

@@ -59,6 +59,21 @@ def test_the_int8_tflite_is_integer_and_close(block, storage, xnnpack):
     assert np.max(np.abs(logits - want)) < 0.1 * np.max(np.abs(want))
 
 
+def test_the_int8_file_reads_int8_pixels_quantized_as_its_input_says(pruned_mlp):
+    model, images = pruned_mlp[0], pruned_mlp[1].copy()
+    images[0, :2] = 0.0, 1.0  # calibrated on [0, 1]: scale 1/255, zero point -128
+    network = TFLiteNetwork(convert(model, representative=images))
+    assert network.dtype == np.int8 and network.zero_point == -128
+    np.testing.assert_allclose(network.scale, 1 / 255)
+    pixels = np.arange(256, dtype=np.float32) / 255  # MNIST's: the bytes minus 128, exactly
+    np.testing.assert_array_equal(network.quantize(pixels), np.arange(256) - 128)
+    np.testing.assert_array_equal(network.quantize([[-1.0, 2.0]]), [[-128, 127]])  # clipped
+    np.testing.assert_array_equal(network(network.quantize(images)), network(images))
+    float_network = TFLiteNetwork(convert(model))
+    assert float_network.dtype == np.float32
+    np.testing.assert_array_equal(float_network.quantize(images), images)
+
+
 def test_the_tensorflow_bundled_interpreter_runs_the_same_file(pruned_mlp):
     model, images = pruned_mlp
     network = TFLiteNetwork(convert(model), xnnpack=False, runtime="tensorflow")

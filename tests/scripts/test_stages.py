@@ -526,7 +526,12 @@ def test_structured_pruning_deploys_the_shrunk_network(pipeline, tmp_path):
     assert set(row["latency_s"]) == set(row["useful_gflops"]) == {"1", "3"}
     floor = written["floor"]  # timed beside them, neither scored nor chosen
     assert set(floor["speedup"]) == set(floor["latency_s"]) == {"1", "3"} and \
-        "floor" not in written["deployments"] and "the floor (quantize" in result.stdout
+        "floor" not in written["deployments"] and "the floor (int8 pixels" in result.stdout
+    # each file timed on the pixels it reads: the int8 files int8 ones (deploy.litert.convert)
+    assert {name: r["input"] for name, r in written["deployments"].items()
+            if name.startswith("dense")} == {"dense .tflite": "float32",
+                                             "dense int8 .tflite": "int8", "dense TF": "float32"}
+    assert written["deployments"][f"{shrunk} int8 .tflite"]["input"] == "int8"
     assert set(written["chosen"]) == {"goal", "fastest", "smallest", "smallest_stored"}
     assert written["stored"][f"{shrunk} coo16"]["bytes"] == results["formats"]["coo16"]["bytes"]
     assert (tmp_path / "pics/deployments.png").stat().st_size > 10_000
