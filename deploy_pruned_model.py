@@ -18,8 +18,8 @@ share of --bits-budget validation accuracy. Every storage format
 the sparse network and evaluated; the one chosen with --format is exported as
 <model-dir>/saved_model/ (`serving_default`: float32 [None, H*W] -> logits). The pruned float32
 weights are also converted to LiteRT: <model-dir>/model.tflite (sparse weights, float32) and
-model_int8.tflite (int8 weights and activations, calibrated on --calibration-images training
-images), each read back to report how every weight is stored, and evaluated in LiteRT's
+model_int8.tflite (int8 weights, activations and input, calibrated on --calibration-images
+training images: feed it int8 pixels, for MNIST its bytes minus 128), each read back to report how every weight is stored, and evaluated in LiteRT's
 interpreter. Also writes compression_report.txt, config.json and stage.json.
 <model-dir> must be new, empty or this script's earlier output; it is replaced only when the run
 succeeds.
