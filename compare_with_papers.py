@@ -32,7 +32,8 @@ point's flags of today, so that the seeds of a long comparison can run in differ
      compared with the pruned float32 network, one counting bytes with the stored one;
   3. the network's goals, met or missed, chosen the same way.
 Writes results/<network>/papers_comparison.md at the end (--quick: into the runs' folder,
-saved_models/<network>/seeds-quick/, never results/).
+saved_models/<network>/seeds-quick/, never results/). --quick is a smoke test of the stages, not
+of the points' lengths: each runs the stages' --quick epoch, its own schedule left out.
 """
 import json
 import signal
@@ -56,6 +57,20 @@ ROW = {"seed", "dense_error", "pruned_error", "pruned_validation_error", "stored
        "fine_tune_seconds"}
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
 STORED = {configs.BEST_FORMAT: "", MIXED: ", mixed"}  # the stored formats, each point's name's tail
+SCHEDULE = ("--epochs", "--lr-boundaries", "--lr-values")  # a point's, left out by --quick
+
+
+def smoke(point_flags):
+    """`point_flags` for a --quick run: without the point's schedule (SCHEDULE, each with its
+    values), so that the stage's --quick one runs, one epoch, not the point's 30 or 200 (hours
+    on 2 cores): a smoke test of every point takes minutes."""
+    kept, skipping = [], False
+    for token in point_flags:
+        if token.startswith("--"):
+            skipping = token in SCHEDULE
+        if not skipping:
+            kept.append(token)
+    return kept
 
 
 def folders(point):
@@ -139,11 +154,13 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
     rows from `kept` ({point: entry} of SEEDS) where its folders are all gone and it ran with
     the flags of today; each point's entry passed to `keep(point, entry)` as it completes.
     {point, or "<point>, mixed" (stored as shared-mixed-huffman): a row of numbers}."""
-    rows, dense = {}, None
+    rows, dense, quick = {}, None, "--quick" in data_flags
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
         point_flags = papers.POINTS[network][point]
         inside = papers.INSIDE.get(network, {}).get(point)
+        if quick:
+            point_flags, inside = smoke(point_flags), inside and smoke(inside)
         first_dir = folder / f"pruned-{point}-groups" if inside else pruned_dir
         entry = dict(flags=point_flags, inside=inside)
         earlier = kept.get(point, {})
@@ -289,8 +306,9 @@ def main():
                         "runs' folder)")
     p.add_argument("--data-dir", type=cli.path, help="folder with MNIST (see the stages' --help)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: every stage --quick (into saved_models/<network>/"
-                        "seeds-quick, the table there too); never writes results/")
+                   help="smoke test: every stage --quick, one epoch, the points' own "
+                        "schedules left out (into saved_models/<network>/seeds-quick, the "
+                        "table there too); never writes results/")
     p.add_argument("--fresh", action="store_true",
                    help=f"rerun a point whose folders are gone instead of reading its rows "
                         f"from <results-dir>/{SEEDS}")

@@ -739,6 +739,14 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert line.startswith("error: --points: ['magic'] are not points of")
 
 
+def test_a_quick_comparison_runs_every_point_for_the_stages_quick_epoch():
+    from compare_with_papers import smoke
+    assert smoke(papers.POINTS["lenet-5"]["variational-200"]) == ["--schedule", "variational"]
+    assert smoke(["--epochs", "3", "--sparsity", "0.9", "--lr-values", "1e-3", "-1",
+                  "--block", "1x4"]) == ["--sparsity", "0.9", "--block", "1x4"]
+    assert smoke(papers.POINTS["lenet-5"]["gradual-97"]) == ["--sparsity", "0.97"]
+
+
 @pytest.mark.parametrize("network_pipeline", ["lenet-300-100"], indirect=True)
 def test_a_compound_point_prunes_again_inside_its_first_runs_shrunk_network(network_pipeline,
                                                                             tmp_path):
