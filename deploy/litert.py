@@ -235,9 +235,15 @@ class TFLiteNetwork:
         return self.interpreter.get_tensor(self.output)
 
     def __call__(self, pixels):
-        """Logits of `pixels`: float ones, or already in the file's input type (`quantize`)."""
+        """Logits of `pixels`: float ones, or already in the file's input type (`quantize`).
+        Integers of another type are refused: raw uint8 bytes would be read as values up to 255
+        where the network was trained on its scaled pixels."""
         pixels = np.asarray(pixels)
         if pixels.dtype != self.dtype:
+            if not np.issubdtype(pixels.dtype, np.floating):
+                raise TypeError(f"pixels of type {pixels.dtype}: this .tflite reads "
+                                f"{np.dtype(self.dtype).name} pixels; give float ones, scaled as "
+                                f"in training, or {np.dtype(self.dtype).name} ones (`quantize`)")
             pixels = self.quantize(pixels)
         try:
             return self._run(pixels)
@@ -254,7 +260,8 @@ class TFLiteNetwork:
 
 def export(model, out, x_test, y_test, calibration, dense_logits, tolerance, dense_model=None):
     """Write <out>/model.tflite (float32, sparse weights) and model_int8.tflite (calibrated on
-    `calibration` images, int8 pixels in); {file: bytes, input (its pixels' type), layers, xnnpack,
+    `calibration` images, int8 pixels in); {file: bytes, input (its pixels' type),
+    input_quantization ([scale, zero point] of int8 pixels; [0, 0] for float32), layers, xnnpack,
     test_accuracy, max_logit_difference, compression}, each beside `dense_model` (default: the same network) converted with dense
     weights: a shrunk network is compared with the pruned one it came from, at full size.
 
@@ -271,6 +278,7 @@ def export(model, out, x_test, y_test, calibration, dense_logits, tolerance, den
         network = TFLiteNetwork(content)
         logits = predict(network, x_test)
         results[name] = dict(bytes=len(content), input=np.dtype(network.dtype).name,
+                             input_quantization=[float(network.scale), int(network.zero_point)],
                              layers=layer_storage(content),
                              xnnpack=network.xnnpack,  # False: XNNPACK could not run it
                              test_accuracy=float(np.mean(logits.argmax(1) == y_test)),

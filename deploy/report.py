@@ -56,6 +56,9 @@ def report(layers, dense_bytes, dense_disk, formats, quantization, mixed, tflite
     if slow:  # it changes the speed a user gets: said, not only recorded
         lines.append(f"  {', '.join(slow)}: XNNPACK could not prepare it; LiteRT runs it on its "
                      f"reference kernels, slower (benchmarks/bench_deployments.py times it)")
+    scale, zero_point = tflite["model_int8.tflite"]["input_quantization"]  # what to feed it
+    lines.append(f"  model_int8.tflite reads int8 pixels: round(pixel / {scale:.6g}) + "
+                 f"({zero_point}), clipped (deploy.litert.TFLiteNetwork.quantize)")
     float_dense = tflite["dense float32"]["bytes"]
     lines += [f"  model.tflite is {float_dense / tflite['model.tflite']['bytes']:.1f}x and "
               f"model_int8.tflite {float_dense / tflite['model_int8.tflite']['bytes']:.1f}x "

@@ -69,6 +69,8 @@ def test_the_int8_file_reads_int8_pixels_quantized_as_its_input_says(pruned_mlp)
     np.testing.assert_array_equal(network.quantize(pixels), np.arange(256) - 128)
     np.testing.assert_array_equal(network.quantize([[-1.0, 2.0]]), [[-128, 127]])  # clipped
     np.testing.assert_array_equal(network(network.quantize(images)), network(images))
+    with pytest.raises(TypeError, match="pixels of type uint8: this .tflite reads int8 pixels"):
+        network((images * 255).astype(np.uint8))  # raw bytes: not silently read as 0-255
     float_network = TFLiteNetwork(convert(model))
     assert float_network.dtype == np.float32
     np.testing.assert_array_equal(float_network.quantize(images), images)

@@ -114,6 +114,10 @@ def test_pipeline_leaves_checkpoints_plots_and_report(pipeline):
     tflite = json.loads((pipeline / "sparse/config.json").read_text())["results"]["tflite"]
     slow = [name for name, r in tflite.items() if r.get("xnnpack") is False]  # said in the report
     assert ("XNNPACK could not prepare it" in report) == bool(slow), (slow, report)
+    scale, zero_point = tflite["model_int8.tflite"]["input_quantization"]  # MNIST's: exact
+    assert tflite["model_int8.tflite"]["input"] == "int8" and zero_point == -128 and \
+        scale == pytest.approx(1 / 255) and "reads int8 pixels: round(pixel / 0.00392157) + " \
+        "(-128)" in report
     assert not [p for p in pipeline.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
