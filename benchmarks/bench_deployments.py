@@ -221,8 +221,8 @@ def run(args, results_path, plot_path):
     x_test = data["test"][0]
     for batch in args.batches:
         x = np.resize(x_test, (batch, x_test.shape[1]))
-        calls = {name: (lambda fn=fn, x=fn.quantize(x) if isinstance(fn, TFLiteNetwork) else
-                        tf.constant(x): np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
+        calls = {name: (lambda fn=fn, x=getattr(fn, "quantize", tf.constant)(x):  # its type
+                        np.asarray(fn(x))) for name, (fn, *_) in deployments.items()}
         timings = time_calls({**calls, FLOOR: lambda x=floor.quantize(x): floor(x)}, args.repeats)
         for name, t in timings.items():
             row, b = rows.get(name, floor_row), str(batch)

@@ -144,8 +144,8 @@ def run_benchmark(args, chosen):
     for last in (False, True):
         for batch in args.batches:
             x = np.resize(x_test, (batch, x_test.shape[1]))
-            calls = {name: (lambda fn=fn, x=fn.quantize(x) if name.startswith("tflite") else
-                            tf.constant(x): np.asarray(fn(x))) for name, fn in variants.items()
+            calls = {name: (lambda fn=fn, x=getattr(fn, "quantize", tf.constant)(x):
+                            np.asarray(fn(x))) for name, fn in variants.items()
                      if (name in TIMED_LAST) == last}
             results["timings"].setdefault(str(batch), {}).update(time_calls(calls, args.repeats))
     for batch, timings in results["timings"].items():

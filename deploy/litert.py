@@ -262,8 +262,9 @@ def export(model, out, x_test, y_test, calibration, dense_logits, tolerance, den
     """Write <out>/model.tflite (float32, sparse weights) and model_int8.tflite (calibrated on
     `calibration` images, int8 pixels in); {file: bytes, input (its pixels' type),
     input_quantization ([scale, zero point] of int8 pixels; [0, 0] for float32), layers, xnnpack,
-    test_accuracy, max_logit_difference, compression}, each beside `dense_model` (default: the same network) converted with dense
-    weights: a shrunk network is compared with the pruned one it came from, at full size.
+    test_accuracy, max_logit_difference, compression}, each beside `dense_model` (default: the
+    same network) converted with dense weights: a shrunk network is compared with the pruned one
+    it came from, at full size.
 
     Raises ValueError, before anything is written, if the float32 file's logits are not
     `dense_logits` (the Keras model's) within `tolerance`.
