@@ -28,6 +28,7 @@ class DenseConfig:
     conv_filters: tuple = ()                 # 5x5 valid convs, each then 2x2 max-pooling (lenet-5)
     hidden_sizes: tuple = (512, 512)         # units of each hidden ReLU layer
     dropout: float = 0.5                     # drop probability after each hidden layer
+    shift: int = 0                           # train on images moved by up to this many pixels
     weight_decay: float = 5e-4               # L2: decay x sum of squared kernel entries (no biases)
     momentum: float = 0.9                    # SGD momentum
     batch_size: int = 100
@@ -147,6 +148,9 @@ PRUNING = {
                            used_by=("schedule", ("gradual",))),
     "initial_sparsity": Setting(0.0, "gradual: sparsity at the first mask update"),
     "ramp_fraction": Setting(0.5, "gradual: share of the fine-tuning steps spent ramping"),
+    "shift": Setting(0, "fine-tune on training images moved at random by up to this many "
+                     "pixels each way (a new move for every image, every epoch; the border "
+                     "left black); 0: as they are", "non_negative_int", metavar="PIXELS"),
     "epochs": Setting(20, "fine-tuning epochs", "positive_int"),
     "lr_values": Setting((1e-3, 1e-4), "fine-tuning learning rates, one per step of the "
                          "schedule (variational, with Adam: 1e-3 1e-4)", "positive", many=True,

@@ -26,14 +26,29 @@ from utils.files import replacing
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
 
 
-def dataset(x, y, batch_size, seed):
-    """Shuffled (x, y) batches of in-memory arrays, reshuffled every epoch, remainder dropped."""
+def dataset(x, y, batch_size, seed, shift=0, image_shape=None):
+    """Shuffled (x, y) batches of in-memory arrays, reshuffled every epoch, remainder dropped.
+
+    `shift` > 0: each image (flattened, of `image_shape` H x W) moved by a random whole number
+    of pixels, -shift to +shift each way, drawn afresh for every image of every epoch, the
+    uncovered border black (Keras' RandomTranslation, nearest pixel)."""
     x, y = tf.constant(x), tf.constant(y)
+    if shift:
+        height, width = image_shape
+        move = keras.layers.RandomTranslation(shift / height, shift / width, seed=seed,
+                                              fill_mode="constant", interpolation="nearest")
+
+    def batch(i):
+        images = tf.gather(x, i)
+        if shift:
+            images = move(tf.reshape(images, (-1, height, width, 1)), training=True)
+            images = tf.reshape(images, (-1, height * width))
+        return images, tf.gather(y, i)
+
     options = tf.data.Options()
     options.autotune.enabled = False
     return (tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed)
-            .batch(batch_size, drop_remainder=True)
-            .map(lambda i: (tf.gather(x, i), tf.gather(y, i))).with_options(options))
+            .batch(batch_size, drop_remainder=True).map(batch).with_options(options))
 
 
 # float32 copies of every parameter while training: the weights, their gradients, SGD momentum,
@@ -207,8 +222,8 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     # falls back to the one before.
     restore = [Restore(str(backup_dir), double_checkpoint=True,
                        delete_checkpoint=False)] if backup_dir else []
-    model.fit(dataset(x, y, config.batch_size, config.seed), epochs=config.epochs, verbose=0,
-              shuffle=False,  # the dataset shuffles itself
+    batches = dataset(x, y, config.batch_size, config.seed, config.shift, config.image_shape)
+    model.fit(batches, epochs=config.epochs, verbose=0, shuffle=False,  # shuffled by `dataset`
               validation_data=data["validation"], validation_batch_size=5000,
               callbacks=[epoch_log, *restore, keras.callbacks.LearningRateScheduler(schedule),
                          *callbacks, StopOnNonFinite(data)])

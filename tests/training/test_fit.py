@@ -5,7 +5,7 @@ import pytest
 import configs
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from training.fit import TrainingDiverged, check_memory, fit
+from training.fit import TrainingDiverged, check_memory, dataset, fit
 from utils import memory
 
 
@@ -33,6 +33,36 @@ def test_fit_follows_the_learning_rate_schedule():
     config = configs.override(TINY, epochs=3, lr_boundaries=(1, 2), lr_values=(0.1, 0.01, 0.001))
     history = fit(model, optimizer, config, tiny_data(), log=quiet)
     assert [h["lr"] for h in history] == [np.float32(0.1), np.float32(0.01), np.float32(0.001)]
+
+
+def lit_pixels(batches):
+    """(row, column, label) of each image's one lit pixel, over all batches of one epoch."""
+    out = []
+    for x, y in batches:
+        x = x.numpy().reshape(len(x), 6, 5)
+        assert (np.sort(x.reshape(len(x), -1), axis=1)[:, -2:] == [0, 1]).all()  # moved whole
+        rows, cols = np.nonzero(x.max(axis=2))[1], np.nonzero(x.max(axis=1))[1]
+        out += zip(rows, cols, y.numpy())
+    return np.array(out)
+
+
+def test_shifted_batches_move_each_image_by_whole_pixels_within_the_shift():
+    """An image of 6x5 pixels with one lit at (row 3, column 2), labelled with its index: with
+    shift 0 every image comes back as it is; with shift 1 each lit pixel lands one of -1, 0, 1
+    away in each direction, every move occurs, and the moves differ from epoch to epoch."""
+    n = 400
+    x = np.zeros((n, 6, 5), np.float32)
+    x[:, 3, 2] = 1
+    x, y = x.reshape(n, 30), np.arange(n)
+    still = lit_pixels(dataset(x, y, 50, seed=0))
+    assert sorted(still[:, 2]) == list(range(n)) and (still[:, :2] == [3, 2]).all()
+    batches = dataset(x, y, 50, seed=0, shift=1, image_shape=(6, 5))
+    first, second = lit_pixels(batches), lit_pixels(batches)
+    assert sorted(first[:, 2]) == list(range(n))  # every image once, with its own label
+    for epoch in first, second:
+        assert set(epoch[:, 0]) == {2, 3, 4} and set(epoch[:, 1]) == {1, 2, 3}
+    by_image = [epoch[np.argsort(epoch[:, 2]), :2] for epoch in (first, second)]
+    assert (by_image[0] != by_image[1]).any()
 
 
 def test_weight_decay_adds_its_gradient_to_kernels_only():
