@@ -87,6 +87,7 @@ def main():
         from pruning import shrink, summary
         from training.checkpoints import (check_data, load_for_fine_tuning,
                                           load_shrunk_for_fine_tuning, save_checkpoint)
+        from training.fit import check_shift
         keras.utils.set_random_seed(config.seed)
         load = load_shrunk_for_fine_tuning if config.shrunk_from else load_for_fine_tuning
         with stage_output(config.model_dir, "prune_network.py",
@@ -97,6 +98,7 @@ def main():
                       f"{source[1]}/ ({model.count_params():,d} parameters)")
             data = images.from_flags(args)
             config = check_data(data, config, source[1], args.allow_other_data)
+            check_shift(config)
             with backup(config.model_dir, "prune_network.py", config) as resume:  # kept until
                 model, optimizer, config, kernels, results = prune(  # the checkpoint is written
                     model, optimizer, config, data, lambda c: load(source[1], c)[:2], resume)

@@ -26,6 +26,16 @@ from utils.files import replacing
 STEPS_PER_EXECUTION = 50  # training steps per compiled call; the progress bar moves once per call
 
 
+def check_shift(config):
+    """Raise ValueError, before any training, unless `config.shift` leaves part of each image
+    in place: a shift as large as a side would move whole images out (Keras' RandomTranslation
+    refuses it too, but only once training starts, and in its own terms)."""
+    if config.shift >= min(config.image_shape):
+        raise ValueError(f"--shift {config.shift}: the images are "
+                         f"{'x'.join(map(str, config.image_shape))} pixels; a shift must be "
+                         f"smaller than both sides (at most {min(config.image_shape) - 1})")
+
+
 def dataset(x, y, batch_size, seed, shift=0, image_shape=None):
     """Shuffled (x, y) batches of in-memory arrays, reshuffled every epoch, remainder dropped.
 

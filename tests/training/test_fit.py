@@ -5,7 +5,7 @@ import pytest
 import configs
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from training.fit import TrainingDiverged, check_memory, dataset, fit
+from training.fit import TrainingDiverged, check_memory, check_shift, dataset, fit
 from utils import memory
 
 
@@ -63,6 +63,20 @@ def test_shifted_batches_move_each_image_by_whole_pixels_within_the_shift():
         assert set(epoch[:, 0]) == {2, 3, 4} and set(epoch[:, 1]) == {1, 2, 3}
     by_image = [epoch[np.argsort(epoch[:, 2]), :2] for epoch in (first, second)]
     assert (by_image[0] != by_image[1]).any()
+
+
+@pytest.mark.parametrize("shape, shift, refused", [
+    ((28, 28), 0, False), ((28, 28), 27, False), ((28, 28), 28, True), ((6, 5), 4, False),
+    ((6, 5), 5, True), ((6, 5), 100, True)])
+def test_a_shift_must_be_smaller_than_both_sides_of_the_images(shape, shift, refused):
+    config = configs.override(TINY, image_shape=shape, shift=shift)
+    if refused:
+        with pytest.raises(ValueError, match=rf"--shift {shift}: the images are "
+                                             rf"{shape[0]}x{shape[1]} pixels; .*\(at most "
+                                             rf"{min(shape) - 1}\)"):
+            check_shift(config)
+    else:
+        check_shift(config)
 
 
 def test_weight_decay_adds_its_gradient_to_kernels_only():
