@@ -189,7 +189,22 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
                          for fmt, tail in STORED.items()}
         keep(point, entry)
         rows.update(entry["rows"])
+    if dense:  # rows kept from another sitting may have pruned another dense network
+        error = 100 * (1 - dense["test_accuracy"])
+        for point, kept_error in other_dense(rows, error).items():
+            print(f"warning: seed {seed}: {point} was pruned from a dense network of "
+                  f"{kept_error:.2f}% test error (its rows as kept in {SEEDS}), not from "
+                  f"{folder / 'dense'}/ ({error:.2f}%): each row shows its own",
+                  file=sys.stderr)
     return rows
+
+
+def other_dense(rows, error):
+    """{point: its dense error} of the rows ({name: row}) whose dense network's test error is
+    not `error`, the one this sitting trained or read: a seed's points pruned from different
+    dense networks (retrained after an interruption, say) are each shown with their own."""
+    return {name: r["dense_error"] for name, r in rows.items()
+            if r["dense_error"] != error and not name.endswith(STORED[MIXED])}
 
 
 def seed_row(seed, dense, pruned, sparse, fmt):

@@ -753,6 +753,17 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert line.startswith("error: --points: ['magic'] are not points of")
 
 
+def test_points_pruned_from_another_dense_network_of_the_seed_are_named():
+    """Seed 125's kept points were pruned from a dense network of 0.83% (trained, interrupted,
+    resumed); retrained in a new checkout it has 0.80%: the kept points are named, each once."""
+    from compare_with_papers import other_dense
+    rows = {"recipe": dict(dense_error=0.83), "recipe, mixed": dict(dense_error=0.83),
+            "shifted": dict(dense_error=0.80), "shifted, mixed": dict(dense_error=0.80)}
+    assert other_dense(rows, 0.80) == {"recipe": 0.83}
+    assert other_dense(rows, 0.83) == {"shifted": 0.80}
+    assert other_dense({"recipe": dict(dense_error=0.83)}, 0.83) == {}
+
+
 def test_a_quick_comparison_runs_every_point_for_the_stages_quick_epoch():
     from compare_with_papers import smoke
     assert smoke(papers.POINTS["lenet-5"]["variational-200"]) == ["--schedule", "variational"]
