@@ -142,6 +142,10 @@ PRUNING = {
     "kl_warmup_epochs": Setting(5, "variational: epochs over which the KL's weight rises to 1",
                                 "positive_int", metavar="N",
                                 used_by=("schedule", ("variational",))),
+    "masked_epochs": Setting(0, "variational: then fine-tune the weights it kept this many "
+                             "epochs more under their masks, without the noise (Adam at the "
+                             "last --lr-values)", "non_negative_int", metavar="N",
+                             used_by=("schedule", ("variational",))),
     "rounds": Setting(3, "iterative: prune/fine-tune rounds, at most --epochs", "positive_int",
                       used_by=("schedule", ("iterative",))),
     "prune_every": Setting(100, "gradual: steps between mask updates", "positive_int",
@@ -151,6 +155,10 @@ PRUNING = {
     "shift": Setting(0, "fine-tune on training images moved at random by up to this many "
                      "pixels each way (a new move for every image, every epoch; the border "
                      "left black); 0: as they are", "non_negative_int", metavar="PIXELS"),
+    "distill": Setting(0.0, "fine-tune toward a mixture of each training image's label and the "
+                       "probabilities the network pruning starts from gives it, this much of "
+                       "the latter (knowledge distillation at temperature 1); 0: the labels",
+                       "share", metavar="WEIGHT"),
     "epochs": Setting(20, "fine-tuning epochs", "positive_int"),
     "lr_values": Setting((1e-3, 1e-4), "fine-tuning learning rates, one per step of the "
                          "schedule (variational, with Adam: 1e-3 1e-4)", "positive", many=True,

@@ -36,12 +36,14 @@ def check_shift(config):
                          f"smaller than both sides (at most {min(config.image_shape) - 1})")
 
 
-def dataset(x, y, batch_size, seed, shift=0, image_shape=None):
+def dataset(x, y, batch_size, seed, shift=0, image_shape=None, targets=None):
     """Shuffled (x, y) batches of in-memory arrays, reshuffled every epoch, remainder dropped.
 
     `shift` > 0: each image (flattened, of `image_shape` H x W) moved by a random whole number
     of pixels, -shift to +shift each way, drawn afresh for every image of every epoch, the
-    uncovered border black (Keras' RandomTranslation, nearest pixel)."""
+    uncovered border black (Keras' RandomTranslation, nearest pixel). `targets(images, labels)`:
+    what each batch trains toward instead of its labels (`soft_targets`), from the images as
+    moved."""
     x, y = tf.constant(x), tf.constant(y)
     if shift:
         height, width = image_shape
@@ -53,12 +55,24 @@ def dataset(x, y, batch_size, seed, shift=0, image_shape=None):
         if shift:
             images = move(tf.reshape(images, (-1, height, width, 1)), training=True)
             images = tf.reshape(images, (-1, height * width))
-        return images, tf.gather(y, i)
+        labels = tf.gather(y, i)
+        return images, labels if targets is None else targets(images, labels)
 
     options = tf.data.Options()
     options.autotune.enabled = False
     return (tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed)
             .batch(batch_size, drop_remainder=True).map(batch).with_options(options))
+
+
+def soft_targets(teacher, weight, classes):
+    """`targets` for `dataset`: each image's one-hot label mixed with the probabilities that the
+    model `teacher` (logits out) gives it, `weight` of the teacher's (Hinton et al. 2015's
+    distillation at temperature 1: cross-entropy is linear in its target, so training toward the
+    mixture is the weighted sum of the two losses)."""
+    def targets(images, labels):
+        taught = tf.nn.softmax(teacher(images, training=False))
+        return weight * taught + (1 - weight) * tf.one_hot(labels, classes, dtype=taught.dtype)
+    return targets
 
 
 # float32 copies of every parameter while training: the weights, their gradients, SGD momentum,
@@ -201,14 +215,18 @@ def train_dense(config, data, log=print, backup_dir=None):
     return model, optimizer, fit(model, optimizer, config, data, log=log, backup_dir=backup_dir)
 
 
-def compile_for_training(model, optimizer):
-    """`model.compile` as the stages train: logits and integer labels, XLA, 50 steps a call."""
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
+def compile_for_training(model, optimizer, soft=False):
+    """`model.compile` as the stages train: logits and integer labels (`soft`: probabilities
+    per class), XLA, 50 steps a call."""
+    loss, accuracy = ((keras.losses.CategoricalCrossentropy, keras.metrics.CategoricalAccuracy)
+                      if soft else (keras.losses.SparseCategoricalCrossentropy,
+                                    keras.metrics.SparseCategoricalAccuracy))
+    model.compile(optimizer, loss(from_logits=True), metrics=[accuracy(name="accuracy")],
+                  jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION)
 
 
 def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=print,
-        backup_dir=None):
+        backup_dir=None, teacher=None):
     """Compile `model` and train it `config.epochs` with `model.fit`; the history per epoch.
 
     `learning_rate(epoch)` defaults to the config's piecewise-constant schedule. Pruned layers
@@ -218,12 +236,20 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     (`utils.files.backup`) where Keras' BackupAndRestore keeps the weights and optimizer state
     of the last finished epoch, and the history; a fit that finds them there resumes after that
     epoch (its callbacks' state follows from the epoch and `optimizer.iterations`).
+    `teacher`: a model whose predictions are `config.distill` of each training target
+    (`soft_targets`); the running train accuracy is then agreement with the targets' argmax,
+    the validation one is against the labels.
     """
     x, y = data["train"]
     if len(y) < config.batch_size:
         raise ValueError(f"batch_size must be <= the number of training examples "
                          f"({len(y)}), got {config.batch_size}")
-    compile_for_training(model, optimizer)
+    targets, validation = None, data["validation"]
+    if teacher is not None:
+        targets = soft_targets(teacher, config.distill, data["num_classes"])
+        validation = (validation[0], keras.utils.to_categorical(validation[1],
+                                                                data["num_classes"]))
+    compile_for_training(model, optimizer, soft=teacher is not None)
     epoch_log = EpochLog(config.epochs, len(y) // config.batch_size, log, backup_dir)
     schedule = learning_rate or (lambda epoch: configs.learning_rate(config, epoch))
     # The backup restores the state before any other callback reads it (GradualPruning: the
@@ -232,9 +258,10 @@ def fit(model, optimizer, config, data, callbacks=(), learning_rate=None, log=pr
     # falls back to the one before.
     restore = [Restore(str(backup_dir), double_checkpoint=True,
                        delete_checkpoint=False)] if backup_dir else []
-    batches = dataset(x, y, config.batch_size, config.seed, config.shift, config.image_shape)
+    batches = dataset(x, y, config.batch_size, config.seed, config.shift, config.image_shape,
+                      targets)
     model.fit(batches, epochs=config.epochs, verbose=0, shuffle=False,  # shuffled by `dataset`
-              validation_data=data["validation"], validation_batch_size=5000,
+              validation_data=validation, validation_batch_size=5000,
               callbacks=[epoch_log, *restore, keras.callbacks.LearningRateScheduler(schedule),
                          *callbacks, StopOnNonFinite(data)])
     return epoch_log.history

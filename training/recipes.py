@@ -19,6 +19,7 @@ allows, and --allocation sensitivity gives each layer its own. This module maps 
 `configs.PrunedConfig` onto the `pruning` package's calls and callbacks; one `model.fit` each.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -92,11 +93,13 @@ class FirstPruning:
 def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print, backup_dir=None):
     """Run `config.schedule`; (final masks, history). `on_prune(round, masks)` is called after
     each discrete pruning (one-shot: once, iterative: every round, gradual: never). `backup_dir`:
-    where the one `fit` keeps its state to resume (training/fit.py)."""
+    where the one `fit` keeps its state to resume (training/fit.py). With `config.distill`, the
+    teacher is a copy of `model` as it comes, unpruned."""
     flags.check_pruned(config)
     on_prune = on_prune or (lambda r, masks: None)
+    teacher = frozen_copy(model) if config.distill else None
     if config.schedule == "variational":
-        return variational(model, config, data, log, backup_dir)
+        return variational(model, config, data, log, backup_dir, teacher)
     value = configs.criterion_value(config)
     layers, kind = pruned_layers(model, config), dict(pattern=pattern(config), norm=config.norm)
     if config.allocation == "sensitivity":  # the per-weight targets name the weights
@@ -107,7 +110,8 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     if config.schedule == "one-shot":
         prune_low_magnitude(model, config.criterion, value, layers=layers, **kind)
         on_prune(1, get_masks(model))
-        history = fit(model, optimizer, config, data, log=log, backup_dir=backup_dir)
+        history = fit(model, optimizer, config, data, log=log, backup_dir=backup_dir,
+                      teacher=teacher)
         return get_masks(model), history
 
     if config.schedule == "iterative":
@@ -129,7 +133,7 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
                 epoch - starts[r - 1])
 
         history = fit(model, optimizer, config, data, [rounds], learning_rate, log=log,
-                      backup_dir=backup_dir)
+                      backup_dir=backup_dir, teacher=teacher)
         for entry in history:
             entry["round"] = int(np.searchsorted(starts, entry["epoch"] - 1, side="right"))
         return get_masks(model), history
@@ -142,25 +146,44 @@ def prune_and_fine_tune(model, optimizer, config, data, on_prune=None, log=print
     prune_low_magnitude(model, config.criterion, zero, layers=layers, **kind)  # dense: to shrink
     history = fit(model, optimizer, config, data, [GradualPruning(
         schedule, config.criterion, layers=layers, final_sparsities=value if isinstance(
-            value, dict) else None, **kind)], log=log, backup_dir=backup_dir)
+            value, dict) else None, **kind)], log=log, backup_dir=backup_dir, teacher=teacher)
     return get_masks(model), history
 
 
-def variational(model, config, data, log=print, backup_dir=None):
+def frozen_copy(model):
+    """A copy of `model` with its weights now, which training `model` leaves as it is."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
+def variational(model, config, data, log=print, backup_dir=None, teacher=None):
     """--schedule variational: train a sparse-variational-dropout copy of `model` (every weight
     layer; with --structure units a noise per unit of every layer but the output one, with
     --structure inputs per input feature of every layer) with Adam, then write its pruned weights
     back into `model`, masked; (masks, history).
     The stage's SGD optimizer is left unused: log sigma^2's gradients are ~1/N, which SGD would
-    barely move."""
+    barely move. `teacher`: training.fit.fit's. With `config.masked_epochs`, the pruned weights
+    are then fine-tuned that many epochs more under their masks, without the noise (Adam at the
+    last learning rate); their history entries follow the variational ones, marked "masked"."""
     copy = variational_dropout(model, train_size=len(data["train"][1]),
                                layers=pruned_layers(model, config), seed=config.seed,
                                pattern={"none": "unstructured"}.get(config.structure,
                                                                      config.structure))
     history = fit(copy, keras.optimizers.Adam(), config, data,
                   [KLWarmup(min(config.kl_warmup_epochs, config.epochs)), StopOnEmptyLayer()],
-                  log=log, backup_dir=backup_dir)
+                  log=log, backup_dir=backup_dir, teacher=teacher)
     strip_variational(copy, into=model)
+    if config.masked_epochs:  # the noise gone, what is left fits the data on its own
+        masked = Path(backup_dir) / "masked" if backup_dir else None
+        if masked:
+            masked.mkdir(exist_ok=True)
+        tail = fit(model, keras.optimizers.Adam(), configs.override(
+            config, epochs=config.masked_epochs, lr_values=config.lr_values[-1:],
+            lr_boundaries=()), data, log=log, backup_dir=masked, teacher=teacher)
+        history += [{**entry, "epoch": config.epochs + entry["epoch"], "masked": True}
+                    for entry in tail]
     return get_masks(model), history
 
 

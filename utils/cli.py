@@ -83,6 +83,11 @@ def fraction(text):
     return _number(float, text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def share(text):
+    """A weight of a mixture: 0 (none) to 1 (all)."""
+    return _number(float, text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
 def positive(text):
     return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 

@@ -5,7 +5,8 @@ import pytest
 import configs
 from pruning import get_masks, prune_low_magnitude
 from tests.helpers import TINY, tiny_data, tiny_model
-from training.fit import TrainingDiverged, check_memory, check_shift, dataset, fit
+from training.fit import (TrainingDiverged, check_memory, check_shift, dataset, fit,
+                          soft_targets)
 from utils import memory
 
 
@@ -63,6 +64,19 @@ def test_shifted_batches_move_each_image_by_whole_pixels_within_the_shift():
         assert set(epoch[:, 0]) == {2, 3, 4} and set(epoch[:, 1]) == {1, 2, 3}
     by_image = [epoch[np.argsort(epoch[:, 2]), :2] for epoch in (first, second)]
     assert (by_image[0] != by_image[1]).any()
+
+
+@pytest.mark.parametrize("weight, expected", [
+    (0.0, [[0, 1, 0], [1, 0, 0]]), (1.0, [[0.5, 0.25, 0.25]] * 2),
+    (0.5, [[0.25, 0.625, 0.125], [0.75, 0.125, 0.125]])])
+def test_soft_targets_mix_each_label_with_the_teachers_probabilities(weight, expected):
+    """A teacher giving every image the probabilities 1/2, 1/4, 1/4: labels 1 and 0 become
+    weight x those + (1 - weight) x one-hot; each row sums to 1."""
+    def teacher(images, training):
+        assert not training
+        return keras.ops.log(keras.ops.ones((len(images), 1)) * np.array([[2.0, 1.0, 1.0]]))
+    targets = soft_targets(teacher, weight, 3)(np.zeros((2, 4), np.float32), np.array([1, 0]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(targets), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape, shift, refused", [

@@ -74,6 +74,69 @@ def test_variational_writes_what_it_learnt_to_drop_into_the_model_masked(structu
     assert len(history) == 3 and history[-1]["sparsity"] == pytest.approx(1 - kept(masks))
 
 
+def test_masked_epochs_fine_tune_what_variational_dropout_kept_under_its_masks():
+    """--masked-epochs 2 after 3 variational epochs: the same masks as without (the same seed),
+    the kept weights moved on, the pruned ones still exactly 0, and 5 history entries, the
+    last 2 marked masked."""
+    config = configs.override(BASE, schedule="variational", lr_values=(1e-2,), epochs=3)
+    runs = []
+    for epochs in (0, 2):
+        model, _ = tiny_model(config)
+        masks, history = prune_and_fine_tune(
+            model, keras.optimizers.SGD(0.05), configs.override(config, masked_epochs=epochs),
+            tiny_data(), log=lambda *_: None)
+        runs.append((masks, [l.kernel.numpy() for l in model.layers if l.weights], history))
+    (masks, kernels, history), (masks2, kernels2, history2) = runs
+    assert all((masks[k] == masks2[k]).all() for k in masks)
+    for kernel, kernel2, mask in zip(kernels, kernels2, masks.values()):
+        assert not kernel2[~mask].any() and (kernel2[mask] != kernel[mask]).any()
+    assert [h["epoch"] for h in history2] == [1, 2, 3, 4, 5] and history2[:3] == history
+    assert [h.get("masked", False) for h in history2] == [False] * 3 + [True] * 2
+
+
+def test_a_variational_run_with_masked_epochs_resumes_both_fits_from_its_backup(tmp_path):
+    """Run again on the backup of a finished run (interrupted before its checkpoint was
+    written), it trains no epoch more: both fits resume after their last one."""
+    config = configs.override(BASE, schedule="variational", lr_values=(1e-2,), epochs=2,
+                              masked_epochs=2)
+    runs = []
+    for _ in range(2):
+        model, _ = tiny_model(config)
+        lines = []
+        _, history = prune_and_fine_tune(model, keras.optimizers.SGD(0.05), config, tiny_data(),
+                                         log=lines.append, backup_dir=tmp_path)
+        runs.append(([l.kernel.numpy() for l in model.layers if l.weights], history, lines))
+    (kernels, history, _), (kernels2, history2, lines2) = runs
+    assert history2 == history and len(history) == 4
+    assert all((k == k2).all() for k, k2 in zip(kernels, kernels2))
+    assert [line.split(",")[0] for line in lines2] == ["resumed after epoch 2 of 2"] * 2
+
+
+@pytest.mark.parametrize("schedule", ["one-shot", "variational"])
+@pytest.mark.parametrize("distill", [0.0, 1.0])
+def test_distillation_trains_toward_the_starting_networks_answers(schedule, distill):
+    """The label of an image is the largest of its first 3 pixels; the starting network was
+    trained to answer the next class instead (83% of the time): with --distill 1, the pruned
+    and fine-tuned network keeps answering as it did, against the labels; with 0 it leaves its
+    answers for the labels."""
+    rng = np.random.default_rng(0)
+    x = rng.random((300, TINY.input_size)).astype(np.float32)
+    y = x[:, :3].argmax(axis=1).astype(np.int32)
+    data = {**tiny_data(), "train": (x, y), "validation": (x[:50], y[:50])}
+    config = configs.override(BASE, schedule=schedule, criterion="layer-sparsity", sparsity=0.5,
+                              epochs=5, distill=distill,
+                              lr_values=(0.05 if schedule == "one-shot" else 0.01,))
+    model, _ = tiny_model(config)
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, (y + 1) % 3, epochs=30, verbose=0)
+    assert (model.predict(x, verbose=0).argmax(axis=1) == (y + 1) % 3).mean() > 0.8
+    prune_and_fine_tune(model, keras.optimizers.SGD(0.05, momentum=0.9), config, data,
+                        log=lambda *_: None)
+    as_taught = (model.predict(x, verbose=0).argmax(axis=1) == (y + 1) % 3).mean()
+    assert as_taught > 0.75 if distill else as_taught < 0.5
+
+
 @pytest.mark.parametrize("changes, match", [(dict(schedule="cyclic"), "schedule must be"),
                                             (dict(schedule="iterative", rounds=5), "rounds"),
                                             (dict(criterion="random"), "criterion must be"),
