@@ -16,7 +16,8 @@ flags, or damaged, is one error line, never read as this one's. Each point's row
 each completes, in <results-dir>/papers_comparison_seeds.json, committed with the table: a point
 of a seed whose folders are all gone (a new checkout) is read from there if it was run with the
 point's flags of today, so that the seeds of a long comparison can run in different sittings
-(--fresh: rerun it instead). Then reports:
+(--fresh: rerun it instead; --fresh POINT...: only those points, e.g. after a change to their
+code). Then reports:
   1. each point, per seed and as mean +- sample std: the test error of the dense network, of the
      pruned one (float32) and of the stored one, after trained quantization, as
      shared-5bit-huffman (Deep Compression's format) and, in the rows "<point>, mixed", as
@@ -324,15 +325,17 @@ def main():
                    help="smoke test: every stage --quick, one epoch, the points' own "
                         "schedules left out (into saved_models/<network>/seeds-quick, the "
                         "table there too); never writes results/")
-    p.add_argument("--fresh", action="store_true",
+    p.add_argument("--fresh", nargs="*", metavar="POINT",
                    help=f"rerun a point whose folders are gone instead of reading its rows "
-                        f"from <results-dir>/{SEEDS}")
+                        f"from <results-dir>/{SEEDS}: the points named, or with none every one")
     args = p.parse_args()
     known = list(papers.POINTS[args.network])
     chosen = args.points or known
-    unknown = [q for q in chosen if q not in known]
-    if unknown:
-        raise ValueError(f"--points: {unknown} are not points of {args.network}: {known}")
+    fresh = known if args.fresh == [] else args.fresh or []
+    for flag, names in (("--points", chosen), ("--fresh", fresh)):
+        unknown = [q for q in names if q not in known]
+        if unknown:
+            raise ValueError(f"{flag}: {unknown} are not points of {args.network}: {known}")
     runs = args.runs_dir or configs.repo_path(
         f"saved_models/{args.network}/seeds" + "-quick" * args.quick)
     results = cli.publish_dir(args, "--results-dir",
@@ -356,7 +359,7 @@ def main():
         for seed in args.seeds:
             for point, row in run_seed(
                     args.network, seed, runs / str(seed), data_flags, chosen,
-                    {} if args.fresh else kept.get(str(seed), {}),
+                    {q: e for q, e in kept.get(str(seed), {}).items() if q not in fresh},
                     lambda point, entry: keep(seed, point, entry)).items():
                 points[point].append(row)
         lines = tables(args.network, points)

@@ -166,7 +166,9 @@ def variational(model, config, data, log=print, backup_dir=None, teacher=None):
     The stage's SGD optimizer is left unused: log sigma^2's gradients are ~1/N, which SGD would
     barely move. `teacher`: training.fit.fit's. With `config.masked_epochs`, the pruned weights
     are then fine-tuned that many epochs more under their masks, without the noise (Adam at the
-    last learning rate); their history entries follow the variational ones, marked "masked"."""
+    last learning rate) and on the labels alone: LeNet-300-100 seed 123 distilled at 0.5 ended
+    30 such epochs at 1.72% validation error, at 1.92% with the teacher kept; their history
+    entries follow the variational ones, marked "masked"."""
     copy = variational_dropout(model, train_size=len(data["train"][1]),
                                layers=pruned_layers(model, config), seed=config.seed,
                                pattern={"none": "unstructured"}.get(config.structure,
@@ -179,9 +181,9 @@ def variational(model, config, data, log=print, backup_dir=None, teacher=None):
         masked = Path(backup_dir) / "masked" if backup_dir else None
         if masked:
             masked.mkdir(exist_ok=True)
-        tail = fit(model, keras.optimizers.Adam(), configs.override(
+        tail = fit(model, keras.optimizers.Adam(), configs.override(  # on the labels alone
             config, epochs=config.masked_epochs, lr_values=config.lr_values[-1:],
-            lr_boundaries=()), data, log=log, backup_dir=masked, teacher=teacher)
+            lr_boundaries=()), data, log=log, backup_dir=masked)
         history += [{**entry, "epoch": config.epochs + entry["epoch"], "masked": True}
                     for entry in tail]
     return get_masks(model), history

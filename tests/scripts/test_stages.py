@@ -737,6 +737,9 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert result.stdout.count("its rows as kept in papers_comparison_seeds.json") == 2
     assert (tmp_path / "out/papers_comparison.md").read_text() == table
     assert not (tmp_path / "runs").exists()  # nothing ran
+    result = run(*compare, "--quick", "--fresh", "recipe", "--results-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]  # named fresh: run again, not read
+    assert "its rows as kept" not in result.stdout and (tmp_path / "runs/8/dense").is_dir()
     from compare_with_papers import read_seeds  # one of another run, one damaged (an edited
     # one is refused before, as any published file this project did not write as it is)
     seeds = tmp_path / "seeds.json"
@@ -751,6 +754,9 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     line = one_error_line(run("compare_with_papers.py", "--network", network, "--points",
                               "magic", "--runs-dir", "runs", cwd=tmp_path))
     assert line.startswith("error: --points: ['magic'] are not points of")
+    line = one_error_line(run("compare_with_papers.py", "--network", network, "--fresh",
+                              "magic", "--runs-dir", "runs", cwd=tmp_path))
+    assert line.startswith("error: --fresh: ['magic'] are not points of")
 
 
 def test_points_pruned_from_another_dense_network_of_the_seed_are_named():

@@ -94,6 +94,24 @@ def test_masked_epochs_fine_tune_what_variational_dropout_kept_under_its_masks()
     assert [h.get("masked", False) for h in history2] == [False] * 3 + [True] * 2
 
 
+def test_masked_epochs_train_on_the_labels_alone(monkeypatch):
+    """With --distill, the variational fit trains toward the teacher's mixture; the masked
+    epochs after it on the labels (the teacher cost 0.2 points there: training/recipes.py)."""
+    teachers = []
+
+    def fit(model, optimizer, config, data, callbacks=(), log=print, backup_dir=None,
+            teacher=None):
+        teachers.append(teacher)
+        return [dict(epoch=e + 1) for e in range(config.epochs)]
+    monkeypatch.setattr(training.recipes, "fit", fit)
+    config = configs.override(BASE, schedule="variational", epochs=2, masked_epochs=1,
+                              distill=0.5)
+    model, _ = tiny_model(config)
+    _, history = prune_and_fine_tune(model, None, config, tiny_data(), log=lambda *_: None)
+    assert isinstance(teachers[0], keras.Model) and teachers[1:] == [None]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
 def test_a_variational_run_with_masked_epochs_resumes_both_fits_from_its_backup(tmp_path):
     """Run again on the backup of a finished run (interrupted before its checkpoint was
     written), it trains no epoch more: both fits resume after their last one."""
