@@ -144,7 +144,8 @@ PRUNING = {
                                 used_by=("schedule", ("variational",))),
     "masked_epochs": Setting(0, "variational: then fine-tune the weights it kept this many "
                              "epochs more under their masks, without the noise, on the labels "
-                             "alone (no --distill; Adam at the last --lr-values)", "non_negative_int", metavar="N",
+                             "alone (no --distill; Adam at the last --lr-values)",
+                             "non_negative_int", metavar="N",
                              used_by=("schedule", ("variational",))),
     "rounds": Setting(3, "iterative: prune/fine-tune rounds, at most --epochs", "positive_int",
                       used_by=("schedule", ("iterative",))),
