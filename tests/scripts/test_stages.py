@@ -737,10 +737,11 @@ def test_the_papers_table_reads_every_seed_and_sits_beside_the_published_rows(ne
     assert result.stdout.count("its rows as kept in papers_comparison_seeds.json") == 2
     assert (tmp_path / "out/papers_comparison.md").read_text() == table
     assert not (tmp_path / "runs").exists()  # nothing ran
-    result = run(*compare[:4], "8", *compare[6:], "--quick", "--fresh", "recipe",  # seed 8 only
-                 "--results-dir", "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]  # named fresh: run again, not read
-    assert "its rows as kept" not in result.stdout and (tmp_path / "runs/8/dense").is_dir()
+    if network == "lenet-300-100":  # the same code for both networks: the cheaper reruns
+        result = run(*compare[:4], "8", *compare[6:], "--quick", "--fresh", "recipe",  # seed 8
+                     "--results-dir", "out", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]  # named fresh: run again, not read
+        assert "its rows as kept" not in result.stdout and (tmp_path / "runs/8/dense").is_dir()
     from compare_with_papers import read_seeds  # one of another run, one damaged (an edited
     # one is refused before, as any published file this project did not write as it is)
     seeds = tmp_path / "seeds.json"
