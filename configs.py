@@ -153,7 +153,7 @@ PRUNING = {
                            used_by=("schedule", ("gradual",))),
     "initial_sparsity": Setting(0.0, "gradual: sparsity at the first mask update"),
     "ramp_fraction": Setting(0.5, "gradual: share of the fine-tuning steps spent ramping"),
-    "shift": Setting(0, "fine-tune on training images moved at random by up to this many "
+    "shift": Setting(0, "train on training images moved at random by up to this many "
                      "pixels each way (a new move for every image, every epoch; the border "
                      "left black); 0: as they are", "non_negative_int", metavar="PIXELS"),
     "distill": Setting(0.0, "fine-tune toward a mixture of each training image's label and the "

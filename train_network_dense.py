@@ -3,6 +3,7 @@
     python train_network_dense.py                 # the original experiment (25 epochs)
     python train_network_dense.py --network lenet-5   # Caffe's LeNet-5, its recipe (configs.py)
     python train_network_dense.py --epochs 5 --model-dir /tmp/dense
+    python train_network_dense.py --network lenet-300-100 --shift 2   # on moved images
     python train_network_dense.py --dataset my_images.npz   # your own data: docs/own-data.md
     python train_network_dense.py --quick         # smoke test: MNIST subset, 1 epoch
 
@@ -15,7 +16,7 @@ import time
 
 import configs
 from datasets import images
-from utils import cli
+from utils import cli, flags
 from utils.files import backup, stage_output
 
 
@@ -23,19 +24,21 @@ def main():
     p = cli.parser(__doc__)
     p.add_argument("--epochs", type=cli.positive_int,
                    help="training epochs (default: the network's recipe, 25 for mlp)")
+    flags.add_flags(p, {"shift": configs.PRUNING["shift"]}, configs.dense_config())
     cli.folder_flag(p, "--model-dir", "output folder", configs.DenseConfig.model_dir)
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     config = cli.stage_config(args, configs.dense_config(args.network),
-                              epochs=args.epochs or quick.get("epochs"))
+                              epochs=args.epochs or quick.get("epochs"), shift=args.shift)
     from networks.builders import parameter_count  # TensorFlow starts here (utils/cli.py)
     from training.checkpoints import save_checkpoint, with_data
     from training.evaluate import evaluate, logits_function
-    from training.fit import check_memory, train_dense
+    from training.fit import check_memory, check_shift, train_dense
 
     with stage_output(config.model_dir, "train_network_dense.py") as out:
         data = images.from_flags(args)
         config = with_data(config, data)
+        check_shift(config)
         check_memory(parameter_count(config), data, config.network)
         start = time.perf_counter()
         with backup(config.model_dir, "train_network_dense.py", config) as resume:  # kept

@@ -204,11 +204,12 @@ def test_pruning_inside_a_checkpoint_not_pruned_in_groups_is_refused(pipeline, t
     assert not (tmp_path / "p").exists()
 
 
-def test_a_shift_as_large_as_the_images_is_refused_before_training(pipeline, tmp_path,
+@pytest.mark.parametrize("script", ["train_network_dense.py", "prune_network.py"])
+def test_a_shift_as_large_as_the_images_is_refused_before_training(script, pipeline, tmp_path,
                                                                    monkeypatch):
-    line = run_script("prune_network.py", "--quick", "--shift", "28", "--dense-dir",
-                      str(pipeline / "dense"), "--model-dir", "p", cwd=tmp_path,
-                      monkeypatch=monkeypatch)
+    dense = ["--dense-dir", str(pipeline / "dense")] if script == "prune_network.py" else []
+    line = run_script(script, "--quick", "--shift", "28", *dense, "--model-dir", "p",
+                      cwd=tmp_path, monkeypatch=monkeypatch)
     assert line == ("error: --shift 28: the images are 28x28 pixels; a shift must be smaller "
                     "than both sides (at most 27)")
     assert not (tmp_path / "p").exists()
