@@ -6,7 +6,8 @@
 
 An operating point is one pruning recipe (experiments/papers.py POINTS: "recipe", the
 network's own, and others such as a higher sparsity or sparse variational dropout). For every
-seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense, then prune_network.py ->
+seed, runs train_network_dense.py once into <runs-dir>/<seed>/dense (a point of papers.DENSE: its
+own, with its flags, into dense-<point>), then prune_network.py ->
 deploy_pruned_model.py of each point into <runs-dir>/<seed>/{pruned,sparse} (the recipe) or
 {pruned,sparse}-<point>; a point that prunes twice (papers.INSIDE: the compound recipe) runs
 its first prune_network.py into pruned-<point>-groups and its second inside that one's shrunk
@@ -52,7 +53,8 @@ from utils.records import read_record, record_facts
 
 TABLE = "papers_comparison.md"  # into --results-dir
 SEEDS = "papers_comparison_seeds.json"  # into --results-dir: {seed: {point: its entry}}
-ENTRY = {"flags", "inside", "rows"}  # a point's entry in SEEDS: what ran, and its rows
+ENTRY = {"flags", "inside", "rows"}  # a point's entry in SEEDS: what ran, and its rows (and
+# "dense", the flags of its own dense network, for a point of papers.DENSE)
 ROW = {"seed", "dense_error", "pruned_error", "pruned_validation_error", "stored_error",
        "stored_validation_error", "params", "bytes", "stored_bytes", "stored_units",
        "fine_tune_seconds"}
@@ -137,7 +139,7 @@ def read_seeds(path, network, quick):
         kept = json.loads(path.read_text())
         facts = {k: kept[k] for k in ("network", "quick")}
         seeds = kept["seeds"]
-        if not all(set(e) == ENTRY and all(set(r) == ROW for r in e["rows"].values())
+        if not all(set(e) - {"dense"} == ENTRY and all(set(r) == ROW for r in e["rows"].values())
                    for p in seeds.values() for e in p.values()):
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -156,6 +158,7 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
     the flags of today; each point's entry passed to `keep(point, entry)` as it completes.
     {point, or "<point>, mixed" (stored as shared-mixed-huffman): a row of numbers}."""
     rows, dense, quick = {}, None, "--quick" in data_flags
+    own_dense = papers.DENSE.get(network, {})
     for point in points:
         pruned_dir, sparse_dir = (folder / f for f in folders(point))
         point_flags = papers.POINTS[network][point]
@@ -163,19 +166,25 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
         if quick:
             point_flags, inside = smoke(point_flags), inside and smoke(inside)
         first_dir = folder / f"pruned-{point}-groups" if inside else pruned_dir
-        entry = dict(flags=point_flags, inside=inside)
+        ran = dict(flags=point_flags, inside=inside, dense=own_dense.get(point))
+        entry = {k: v for k, v in ran.items() if k != "dense" or v}
         earlier = kept.get(point, {})
         if not any(f.exists() for f in (first_dir, pruned_dir, sparse_dir)) and \
-                {k: earlier.get(k) for k in entry} == entry and \
+                {k: earlier.get(k) for k in ran} == ran and \
                 {n: r["seed"] for n, r in earlier["rows"].items()} == {
                     point + tail: seed for tail in STORED.values()}:
             print(f"seed {seed}: {point}: its rows as kept in {SEEDS} (its folders are gone)")
             rows.update(earlier["rows"])
             continue
-        dense = dense or run_stage("train_network_dense.py", seed, network, folder / "dense",
-                                   data_flags)
+        dense_flags = ran["dense"] or []  # a point of papers.DENSE: its own dense network
+        dense_dir = folder / (f"dense-{point}" if dense_flags else "dense")
+        start = run_stage("train_network_dense.py", seed, network, dense_dir,
+                          [*data_flags, *dense_flags], expected={
+                              **{name: s.default for name, s in configs.TRAINING.items()},
+                              **flags.settings(dense_flags, configs.TRAINING)})
+        dense = dense if dense_flags else start
         pruned = run_stage("prune_network.py", seed, network, first_dir, [
-            *data_flags, *point_flags, "--dense-dir", str(folder / "dense"), "--pics-dir",
+            *data_flags, *point_flags, "--dense-dir", str(dense_dir), "--pics-dir",
             str(folder / "pics" / point)], expected=flags.settings(point_flags))
         if inside:  # pruned again, inside the first run's shrunk network; both runs' time
             second = run_stage("prune_network.py", seed, network, pruned_dir, [
@@ -186,13 +195,14 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
                           + second["fine_tune_seconds"])
         sparse = run_stage("deploy_pruned_model.py", seed, network, sparse_dir,
                            [*data_flags, "--pruned-dir", str(pruned_dir)])
-        entry["rows"] = {point + tail: seed_row(seed, dense, pruned, sparse, fmt)
+        entry["rows"] = {point + tail: seed_row(seed, start, pruned, sparse, fmt)
                          for fmt, tail in STORED.items()}
         keep(point, entry)
         rows.update(entry["rows"])
     if dense:  # rows kept from another sitting may have pruned another dense network
         error = 100 * (1 - dense["test_accuracy"])
-        for point, kept_error in other_dense(rows, error).items():
+        plain = {n: r for n, r in rows.items() if n.removesuffix(STORED[MIXED]) not in own_dense}
+        for point, kept_error in other_dense(plain, error).items():
             print(f"warning: seed {seed}: {point} was pruned from a dense network of "
                   f"{kept_error:.2f}% test error (its rows as kept in {SEEDS}), not from "
                   f"{folder / 'dense'}/ ({error:.2f}%): each row shows its own",

@@ -189,6 +189,9 @@ def pruned_class(settings):
 
 
 PrunedConfig = pruned_class(PRUNING)
+# The settings stage 1 shares with stage 2 (DenseConfig's fields, flags of both): train on moved
+# images too, e.g. for a teacher that has seen them (experiments/papers.py DENSE).
+TRAINING = {name: PRUNING[name] for name in ("shift",)}
 
 
 # Stage 3's settings that are flags, in --help's order. Adding one is one entry here.

@@ -24,12 +24,13 @@ def main():
     p = cli.parser(__doc__)
     p.add_argument("--epochs", type=cli.positive_int,
                    help="training epochs (default: the network's recipe, 25 for mlp)")
-    flags.add_flags(p, {"shift": configs.PRUNING["shift"]}, configs.dense_config())
+    flags.add_flags(p, configs.TRAINING, configs.dense_config())
     cli.folder_flag(p, "--model-dir", "output folder", configs.DenseConfig.model_dir)
     args = p.parse_args()
     quick = configs.QUICK if args.quick else {}
     config = cli.stage_config(args, configs.dense_config(args.network),
-                              epochs=args.epochs or quick.get("epochs"), shift=args.shift)
+                              epochs=args.epochs or quick.get("epochs"),
+                              **flags.changes(args, configs.TRAINING))
     from networks.builders import parameter_count  # TensorFlow starts here (utils/cli.py)
     from training.checkpoints import save_checkpoint, with_data
     from training.evaluate import evaluate, logits_function

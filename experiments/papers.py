@@ -21,6 +21,8 @@ For each network of configs.NETWORKS that has papers on its architecture:
              inside the first's shrunk network (--structured-dir)}: the compound recipe, whose
              first run learns whole groups (variational dropout over input features), its second
              single weights inside what is left.
+  DENSE      for a point that prunes another dense network than the recipe's: {name: the
+             flags of its own train_network_dense.py run}: a teacher trained on moved images.
   GOALS      what they should reach: [(test error % at most, {measure: reduction at least})].
   TARGET     Deep Compression's point (test error % at most, byte compression at least): the
              sweep's choice on validation.
@@ -68,7 +70,11 @@ POINTS = {
                       # toward half the dense network's probabilities: sparser (seed 123:
                       # 68.7x parameters, 1.98% validation error -> 1.72% masked)
                       "distilled": [*variational_point(100, (50, 80)), "--distill", "0.5",
-                                    "--masked-epochs", "30"]},
+                                    "--masked-epochs", "30"],
+                      # the same, from (and toward) a dense network trained on images moved
+                      # by up to 2 pixels (DENSE; seed 123: 1.54% validation error at 72.4x)
+                      "distilled-shifted-dense": [*variational_point(100, (50, 80)),
+                                                  "--distill", "0.5", "--masked-epochs", "30"]},
     "lenet-5": {"recipe": [], "gradual-97": ["--sparsity", "0.97"],  # variational: 30 epochs,
                 "variational": variational_point(30, (15, 25)),  # ~1 min each on 2 cores
                 "compound": [*variational_point(30, (15, 25)), "--structure", "inputs"],
@@ -83,6 +89,7 @@ POINTS = {
                 "distilled": [*variational_point(30, (15, 25)), "--distill", "0.5",
                               "--masked-epochs", "10"]},
 }
+DENSE = {"lenet-300-100": {"distilled-shifted-dense": ["--shift", "2"]}}
 INSIDE = {network: {"compound": variational_point(30, (15, 25))}
           for network in ("lenet-300-100", "lenet-5")}
 GOALS = {

@@ -148,10 +148,12 @@ RULES = (_kl_warmup, _sensitivity, _search, _groups, _gradual,
          _learning_rates, _rounds)
 
 
-def settings(argv):
+def settings(argv, table=None):
     """{field: value} that the pruning stage's flags `argv` set (["--sparsity", "0.97"] ->
     {"sparsity": 0.97}), parsed as prune_network.py parses them: what a record of a run with
-    them must hold (compare_with_papers.py)."""
-    parser = cli.Parser("the pruning stage's settings")
-    add_flags(parser, configs.PRUNING, configs.PrunedConfig())
-    return changes(parser.parse_args(argv), configs.PRUNING)
+    them must hold (compare_with_papers.py). `table`: another stage's settings
+    (configs.TRAINING: the dense stage's)."""
+    table = table or configs.PRUNING
+    parser = cli.Parser("the stage's settings")
+    add_flags(parser, table, configs.PrunedConfig())
+    return changes(parser.parse_args(argv), table)
