@@ -773,6 +773,55 @@ def test_points_pruned_from_another_dense_network_of_the_seed_are_named():
     assert other_dense({"recipe": dict(dense_error=0.83)}, 0.83) == {}
 
 
+def test_a_point_of_its_own_dense_network_prunes_that_one_and_shows_its_error(monkeypatch,
+                                                                              tmp_path, capsys):
+    """A point of papers.DENSE trains its dense network with its flags into dense-<point> and
+    prunes that one; its rows show that network's error, with no warning of another dense
+    network; the other points prune the plain one, which must hold a run without the flags.
+    Its kept entry names the flags: kept with other ones, it is rerun, not read."""
+    import compare_with_papers
+    monkeypatch.setitem(papers.DENSE, "lenet-300-100", {"gradual-97": ["--shift", "2"]})
+    calls = []
+
+    def run_stage(script, seed, network, out, args, expected=None):
+        calls.append((script, out.name, args, expected))
+        stored = dict(test_accuracy=0.98, validation_accuracy=0.98, compression=40.0, bytes=1,
+                      units=[1])
+        return dict(test_accuracy=0.99 if out.name == "dense-gradual-97" else 0.98,
+                    history=[dict(val_accuracy=0.98)], nonzero_weights=10,
+                    fine_tune_seconds=1.0, unpruned_weights=100,
+                    formats={fmt: stored for fmt in compare_with_papers.STORED})
+    monkeypatch.setattr(compare_with_papers, "run_stage", run_stage)
+    entries = {}
+    rows = compare_with_papers.run_seed("lenet-300-100", 7, tmp_path, [], ["recipe", "gradual-97"],
+                                        {}, entries.__setitem__)
+    dense = [(out, args, expected) for script, out, args, expected in calls
+             if script == "train_network_dense.py"]
+    assert dense == [("dense", [], {"shift": 0}), ("dense-gradual-97", ["--shift", "2"],
+                                                    {"shift": 2})]
+    pruned = {out: args[args.index("--dense-dir") + 1] for script, out, args, _ in calls
+              if script == "prune_network.py"}
+    assert pruned == {"pruned": str(tmp_path / "dense"),
+                      "pruned-gradual-97": str(tmp_path / "dense-gradual-97")}
+    assert rows["gradual-97"]["dense_error"] == pytest.approx(1.0)
+    assert rows["recipe"]["dense_error"] == pytest.approx(2.0)
+    assert entries["gradual-97"]["dense"] == ["--shift", "2"] and "dense" not in entries["recipe"]
+    assert "warning" not in capsys.readouterr().err
+    seeds = tmp_path / "seeds.json"  # as compare_with_papers.py keeps them
+    seeds.write_text(json.dumps(dict(network="lenet-300-100", quick=False, seeds={"7": entries})))
+    kept = compare_with_papers.read_seeds(seeds, "lenet-300-100", quick=False)["7"]
+    calls.clear()  # kept, its folders gone: read with the same flags, rerun with others
+    shutil.rmtree(tmp_path)
+    compare_with_papers.run_seed("lenet-300-100", 7, tmp_path, [], ["gradual-97"], kept,
+                                 entries.__setitem__)
+    assert calls == []
+    kept["gradual-97"] = dict(kept["gradual-97"], dense=["--shift", "1"])
+    compare_with_papers.run_seed("lenet-300-100", 7, tmp_path, [], ["gradual-97"], kept,
+                                 entries.__setitem__)
+    assert [out for _, out, *_ in calls] == ["dense-gradual-97", "pruned-gradual-97",
+                                             "sparse-gradual-97"]
+
+
 def test_a_quick_comparison_runs_every_point_for_the_stages_quick_epoch():
     from compare_with_papers import smoke
     assert smoke(papers.POINTS["lenet-5"]["variational-200"]) == ["--schedule", "variational"]
