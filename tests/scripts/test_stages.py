@@ -822,6 +822,21 @@ def test_a_point_of_its_own_dense_network_prunes_that_one_and_shows_its_error(mo
                                              "sparse-gradual-97"]
 
 
+def test_a_dense_record_is_read_only_as_a_run_of_its_moves(tmp_path):
+    """The plain dense folder must hold a run on unmoved images: one of --shift 2 is refused in
+    one line; a record older than the field (no "shift") ran unmoved, and is read."""
+    from compare_with_papers import read_results
+    facts = dict(network="lenet-300-100", seed=7, quick=False, data_source="MNIST")
+    record = dict(config=facts, results=dict(test_accuracy=0.98))
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert read_results(tmp_path, "train_network_dense.py", dict(facts, shift=0)) == \
+        record["results"]
+    (tmp_path / "config.json").write_text(json.dumps(dict(record, config=dict(facts, shift=2))))
+    with pytest.raises(CheckpointError, match=r"holds a run of \{'shift': 2\}, not of "
+                                              r"\{'shift': 0\}: delete it"):
+        read_results(tmp_path, "train_network_dense.py", dict(facts, shift=0))
+
+
 def test_a_quick_comparison_runs_every_point_for_the_stages_quick_epoch():
     from compare_with_papers import smoke
     assert smoke(papers.POINTS["lenet-5"]["variational-200"]) == ["--schedule", "variational"]
