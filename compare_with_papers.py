@@ -60,6 +60,9 @@ ROW = {"seed", "dense_error", "pruned_error", "pruned_validation_error", "stored
        "fine_tune_seconds"}
 RECIPE = "recipe"  # the network's own recipe: its folders keep the plain names pruned/, sparse/
 STORED = {configs.BEST_FORMAT: "", MIXED: ", mixed"}  # the stored formats, each point's name's tail
+# what a stage's record holds of configs.TRAINING without flags; a record older than a field ran
+# with its default (no moved images before --shift)
+TRAINING_DEFAULTS = {name: s.default for name, s in configs.TRAINING.items()}
 SCHEDULE = ("--epochs", "--lr-boundaries", "--lr-values")  # a point's, left out by --quick
 
 
@@ -120,8 +123,7 @@ def read_results(out, script, expected):
     except CheckpointError as e:
         raise CheckpointError(f"{e} (here: delete {out}/, and this script reruns the "
                               f"stage)") from None
-    # a record older than a field of configs.TRAINING ran with its default (no moves before it)
-    recorded = {**{name: s.default for name, s in configs.TRAINING.items()},
+    recorded = {**TRAINING_DEFAULTS,
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()},
                 **record_facts(record)}
     wrong = {k: recorded.get(k) for k, v in expected.items() if recorded.get(k) != v}
@@ -182,8 +184,7 @@ def run_seed(network, seed, folder, data_flags, points, kept, keep):
         dense_dir = folder / (f"dense-{point}" if dense_flags else "dense")
         start = run_stage("train_network_dense.py", seed, network, dense_dir,
                           [*data_flags, *dense_flags], expected={
-                              **{name: s.default for name, s in configs.TRAINING.items()},
-                              **flags.settings(dense_flags, configs.TRAINING)})
+                              **TRAINING_DEFAULTS, **flags.settings(dense_flags, configs.TRAINING)})
         dense = dense if dense_flags else start
         pruned = run_stage("prune_network.py", seed, network, first_dir, [
             *data_flags, *point_flags, "--dense-dir", str(dense_dir), "--pics-dir",
