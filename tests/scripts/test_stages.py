@@ -384,8 +384,9 @@ def ctrl_c_at(monkeypatch, stopped_epoch):
 def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path, monkeypatch):
     """Ctrl-C in epoch 3 of 3 leaves the state of epoch 2 in .dense.backup/ (and no checkpoint);
     the same command resumes from it, runs epoch 3 only, records that it resumed, and removes
-    the backup."""
-    command = ("train_network_dense.py", "--quick", "--epochs", "3", "--model-dir", "dense")
+    the backup. On moved images (--shift), so that the suite trains a dense network so too."""
+    command = ("train_network_dense.py", "--quick", "--epochs", "3", "--shift", "1",
+               "--model-dir", "dense")
     with monkeypatch.context() as m:
         ctrl_c_at(m, 2)
         stopped = run(*command, cwd=tmp_path)
@@ -396,8 +397,9 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path,
     assert "resuming after epoch 2 of 3" in resumed.stdout
     assert [line.split()[1] for line in resumed.stdout.splitlines()
             if line.startswith("epoch ")] == ["3/3"]
-    history = json.loads((tmp_path / "dense" / "config.json").read_text())["results"]["history"]
-    assert [(h["epoch"], h.get("resumed", False)) for h in history] == [
+    record = json.loads((tmp_path / "dense" / "config.json").read_text())
+    assert record["config"]["shift"] == 1
+    assert [(h["epoch"], h.get("resumed", False)) for h in record["results"]["history"]] == [
         (1, False), (2, False), (3, True)]
     assert not (tmp_path / ".dense.backup").exists()
 
