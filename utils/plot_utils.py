@@ -1,5 +1,7 @@
 """The repo's plots: weight distributions (as the original drew them) and the pruning sweep."""
 
+import itertools
+
 import matplotlib
 import matplotlib.ticker
 
@@ -67,7 +69,7 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, published, netw
                "parameter reduction (weights / non-zero weights), as pruned (float32)"),
               (axes[1], "shared_compression", "shared_test_accuracy", "bytes",
                "compression (dense float32 bytes / stored bytes), shared-5bit-huffman")]
-    markers = iter("s^Dv")
+    markers = itertools.cycle("s^DvpP<>hX")  # one per published row: LeNet-5 has 9
     for ax, x, y, measure, label in panels:
         _accuracy_lines(ax, [dict(r, test_accuracy=r[y]) for r in rows], "schedule", x,
                         dense_accuracy)
