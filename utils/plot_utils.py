@@ -64,7 +64,7 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, published, netw
     `rows`: the sweep's dicts; `original`: one such dict or None; `published`: (label, error %,
     "params" | "bytes", reduction) tuples.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5), sharey=True)
     panels = [(axes[0], "param_reduction", "test_accuracy", "params",
                "parameter reduction (weights / non-zero weights), as pruned (float32)"),
               (axes[1], "shared_compression", "shared_test_accuracy", "bytes",
@@ -89,7 +89,8 @@ def plot_accuracy_vs_compression(rows, dense_accuracy, original, published, netw
                 ticks.append(tick)
         ax.set_xticks(ticks)
         ax.set_xlabel(label + ", log scale", fontsize=9)
-        ax.legend(fontsize=8)
+        # below the axes: inside, LeNet-5's 9 published rows hid part of the curve
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     fig.suptitle(f"MNIST {network}: accuracy vs compression by pruning schedule")
