@@ -1,5 +1,5 @@
-"""The sweep's plot holds every published row of every network (a fixed marker list once ran out
-at LeNet-5's nine rows, at the end of a 40-minute sweep, losing its results)."""
+"""The sweep's plot holds every published row of every network (a fixed list of 4 markers once
+ran out at the LeNets' 5 and 9 rows, at the end of the sweep, whose results were then lost)."""
 import matplotlib.image
 import pytest
 
