@@ -20,7 +20,7 @@ def test_the_sweep_plot_marks_each_published_row_on_its_measure(tmp_path, networ
     path = tmp_path / "accuracy_vs_compression.png"
     plot_accuracy_vs_compression(rows, 0.98, original, published, network, path)
     assert matplotlib.image.imread(path).shape[:2] == (650, 1300)
+    names = {f"{name}: {error}%" for name, error, _, _ in published}
     for labels, measure in zip(legends, ("params", "bytes"), strict=True):
-        names = {f"{name}: {error}%" for name, error, _, _ in published}
         assert [label for label in labels if label in names] == [
             f"{name}: {error}%" for name, error, kind, _ in published if kind == measure]
