@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,24 @@ def _unnamed(error):
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"out of disk space ({error.strerror})"
     return error.strerror or str(error) or type(error).__name__
+
+
+# Interrupts
+
+# The signals that end a run: Ctrl-C, `kill` and a closed terminal (utils/cli.py turns each into
+# an exception, so that every `with` block cleans up).
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold back SIGNALS while the block runs; one that came meanwhile is handled when it ends.
+    For a step that must not be cut in two: a folder made but not yet named in the clean-up."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 # Atomic writes
@@ -293,20 +312,20 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
         check_output_dir(path, stage, flag, inputs)  # another run may have written it meanwhile
         _remove_leftovers(path, stage)
         tmp = None
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the checkpoint private
-            write_json(tmp / STAGE_FILE, {"stage": stage})
-        except OSError as e:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(f"{flag} {path}: cannot write in {path.parent} "
-                                  f"({e.strerror or e})") from None
-        try:
+        try:  # from the folder's making on: an interrupt at any moment removes it
+            try:
+                with signals_held():  # until `tmp` names it
+                    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp: 0700, a private checkpoint
+                write_json(tmp / STAGE_FILE, {"stage": stage})
+            except OSError as e:
+                raise CheckpointError(f"{flag} {path}: cannot write in {path.parent} "
+                                      f"({e.strerror or e})") from None
             yield tmp
             write_json(tmp / STAGE_FILE, {"stage": stage, "files": contents(tmp)})
         except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             failure = _unnamed(e)
             if failure:  # say where
                 raise CheckpointError(f"{flag} {path}: {failure} writing into {path.parent}: "

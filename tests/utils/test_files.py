@@ -2,6 +2,9 @@
 (docs/when-things-go-wrong.md): a stage replaces only its own output, one run at a time,
 atomically, and a damaged or mismatched checkpoint is one clear error."""
 import json
+import os
+import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from tests.helpers import TINY, tiny_data, tiny_model, write_checkpoint
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.fit import fit
 from utils.errors import CheckpointError
+from utils import files
 from utils.files import (backup, check_publishable, lock, publish, published, replacing,
                          stage_output)
 
@@ -66,6 +70,24 @@ def test_interrupted_write_leaves_the_previous_folder(tmp_path):
             raise KeyboardInterrupt
     assert (target / "model.keras").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock", "ckpt"]
+
+
+@pytest.mark.parametrize("moment", ["mkdtemp", "write_json"])
+def test_ctrl_c_as_the_working_folder_is_made_leaves_nothing_behind(tmp_path, monkeypatch, moment):
+    """A signal the moment the working folder exists (as a user who waits for it to appear and
+    then presses Ctrl-C, or a parent run that passes its SIGTERM on): inside mkdtemp, before
+    its name is returned, or while the folder's stage.json is written. CI met the second."""
+    real = getattr(files, moment) if moment == "write_json" else tempfile.mkdtemp
+
+    def interrupted(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Python's handler: KeyboardInterrupt
+        return made
+    monkeypatch.setattr(files if moment == "write_json" else files.tempfile, moment, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with stage_output(tmp_path / "ckpt", STAGE):
+            pytest.fail("the block ran")
+    assert [p.name for p in tmp_path.iterdir()] == [".ckpt.lock"]
 
 
 def test_a_stage_replaces_its_own_output_and_writes_into_new_or_empty_folders(tmp_path):
