@@ -16,7 +16,6 @@ from pathlib import Path
 
 import configs
 from utils.errors import CheckpointError, DataError, MnistError
-from utils.files import SIGNALS
 
 EXPECTED_ERRORS = (CheckpointError, DataError, MnistError, ValueError, OSError)
 
@@ -177,6 +176,7 @@ class Stopped(BaseException):
     that every `with` block cleans up (working folders removed, locks released)."""
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _ending = []  # the signal that is ending the run, once one has
 
 

@@ -24,8 +24,8 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -52,24 +52,6 @@ def _unnamed(error):
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"out of disk space ({error.strerror})"
     return error.strerror or str(error) or type(error).__name__
-
-
-# Interrupts
-
-# The signals that end a run: Ctrl-C, `kill` and a closed terminal (utils/cli.py turns each into
-# an exception, so that every `with` block cleans up).
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Hold back SIGNALS while the block runs; one that came meanwhile is handled when it ends.
-    For a step that must not be cut in two: a folder made but not yet named in the clean-up."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 # Atomic writes
@@ -311,12 +293,10 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
     with lock(path, flag):
         check_output_dir(path, stage, flag, inputs)  # another run may have written it meanwhile
         _remove_leftovers(path, stage)
-        tmp = None
-        try:  # from the folder's making on: an interrupt at any moment removes it
+        tmp = _unused_name(path, "tmp")
+        try:  # the name is known before the folder is made: an interrupt at any moment removes it
             try:
-                with signals_held():  # until `tmp` names it
-                    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp: 0700, a private checkpoint
+                os.mkdir(tmp)  # (mkdtemp returns the name once made, and makes it private)
                 write_json(tmp / STAGE_FILE, {"stage": stage})
             except OSError as e:
                 raise CheckpointError(f"{flag} {path}: cannot write in {path.parent} "
@@ -324,8 +304,7 @@ def stage_output(path, stage, flag="--model-dir", inputs=None):
             yield tmp
             write_json(tmp / STAGE_FILE, {"stage": stage, "files": contents(tmp)})
         except BaseException as e:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             failure = _unnamed(e)
             if failure:  # say where
                 raise CheckpointError(f"{flag} {path}: {failure} writing into {path.parent}: "
@@ -348,10 +327,13 @@ def _free_name(path):
     return path.with_name(f"{path.name}-{n}")
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _unused_name(path, kind):
+    """`.<name>.<kind>-<random>` beside `path`, naming nothing yet. Under `path`'s lock no other
+    run of this project makes one meanwhile."""
+    while True:
+        name = path.with_name(f".{path.name}.{kind}-{secrets.token_hex(4)}")
+        if not os.path.lexists(name):
+            return name
 
 
 def _replace(path, tmp):
@@ -359,8 +341,8 @@ def _replace(path, tmp):
     if not path.exists():
         os.rename(tmp, path)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.rename(path, old)  # onto the empty folder just made: a name no one else uses
+    old = _unused_name(path, "old")
+    os.rename(path, old)
     os.rename(tmp, path)
     try:
         if stage_of(old):

@@ -4,7 +4,6 @@ atomically, and a damaged or mismatched checkpoint is one clear error."""
 import json
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -72,18 +71,19 @@ def test_interrupted_write_leaves_the_previous_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.lock", "ckpt"]
 
 
-@pytest.mark.parametrize("moment", ["mkdtemp", "write_json"])
+@pytest.mark.parametrize("moment", ["mkdir", "write_json"])
 def test_ctrl_c_as_the_working_folder_is_made_leaves_nothing_behind(tmp_path, monkeypatch, moment):
     """A signal the moment the working folder exists (as a user who waits for it to appear and
-    then presses Ctrl-C, or a parent run that passes its SIGTERM on): inside mkdtemp, before
-    its name is returned, or while the folder's stage.json is written. CI met the second."""
-    real = getattr(files, moment) if moment == "write_json" else tempfile.mkdtemp
+    then presses Ctrl-C, or a parent run that passes its SIGTERM on): as the call that made it
+    returns, or while its stage.json is written. CI met the second."""
+    owner = os if moment == "mkdir" else files
+    real = getattr(owner, moment)
 
     def interrupted(*args, **kwargs):
         made = real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)  # Python's handler: KeyboardInterrupt
         return made
-    monkeypatch.setattr(files if moment == "write_json" else files.tempfile, moment, interrupted)
+    monkeypatch.setattr(owner, moment, interrupted)
     with pytest.raises(KeyboardInterrupt):
         with stage_output(tmp_path / "ckpt", STAGE):
             pytest.fail("the block ran")
