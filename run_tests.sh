@@ -10,6 +10,10 @@
 # shown when both have ended.
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
+# One thread per op in each lane: two lanes on two cores, with each backend's thread pool sized
+# to both cores, fought: each lane took 10-12% longer (docs/tests.md).
+export TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1 \
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 log=$(mktemp)
 numpy_only=(--ignore=tests/pruning/test_criteria.py --ignore=tests/pruning/test_criteria_properties.py)
 # the package's mechanics (masks through every setup, schedules, layouts, the properties), run on
@@ -18,7 +22,7 @@ mechanics=(tests/pruning/test_{training_setups,properties,layouts,callbacks,prun
 second_lane_jax=(tests/pruning/test_{shrink,regularizers,sensitivity}.py)
 second_lane_tf=(tests/scripts tests/pruning/test_readme.py)
 { python -m pytest -q -p no:cacheprovider "${second_lane_tf[@]}" "$@" || status=$?
-  KERAS_BACKEND=torch OMP_NUM_THREADS=1 python -m pytest -q -p no:cacheprovider \
+  KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider \
     "${mechanics[@]}" "$@" || status=$?
   KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider "${second_lane_jax[@]}" "$@" \
     || status=$?
