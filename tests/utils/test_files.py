@@ -90,6 +90,17 @@ def test_ctrl_c_as_the_working_folder_is_made_leaves_nothing_behind(tmp_path, mo
     assert [p.name for p in tmp_path.iterdir()] == [".ckpt.lock"]
 
 
+def test_a_checkpoint_folder_has_the_umasks_permissions_not_a_private_temporary_folders(
+        tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with stage_output(tmp_path / "ckpt", STAGE) as out:
+            (out / "model.keras").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
+
+
 def test_a_stage_replaces_its_own_output_and_writes_into_new_or_empty_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     for name in ("new", "empty", "new"):  # the second "new" replaces the first
