@@ -14,7 +14,7 @@ PyTorch.
 Depends on Keras 3 and NumPy only; the backend is yours.
   criteria.py   which weights to prune, in which pattern (1x4 blocks, 2:4, whole units or inputs),
                 along which axes (Layout): NumPy in, NumPy out, the one implementation
-  masks.py      PruningMask, the constraint that holds the zeros; apply_masks; EMA's final copy
+  masks.py      PruningMask, the constraint that holds the zeros; apply_masks; EMA's averages
   registry.py   the table of layer kinds: which weights are pruned, along which axes;
                 register_prunable for your own
   prune.py      prune_low_magnitude, get_masks, strip_pruning, restore_masks

@@ -157,14 +157,7 @@ class GradualPruning(keras.callbacks.Callback):
         done = updates_done(model.optimizer)
         pruned = pruned_weights(model)
         weights = pruned or select(model, self.layers)
-        # A schedule already over is a mistake (its whole ramp would be one cut), unless the
-        # weights are as sparse as its end leaves them: a fit resumed after the ramp
-        # (BackupAndRestore), which then keeps them so.
-        if done >= self.schedule.end_step and not self._at_end(weights):
-            raise ValueError(
-                f"GradualPruning: the schedule ends at step {self.schedule.end_step}, but the "
-                f"optimizer has made {done} updates already (steps count optimizer.iterations); "
-                f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
+        self._check_not_over(done, weights)
         # Everything checked before the model is touched: a refusal leaves it as it was.
         check_frozen(model, weights, "GradualPruning")
         if self.final_sparsities is not None and set(self.final_sparsities) != {
@@ -180,9 +173,32 @@ class GradualPruning(keras.callbacks.Callback):
         self._accumulate = getattr(innermost(model.optimizer), "gradient_accumulation_steps",
                                    None) or 1
         self._start, self._steps, self._epoch_start, self._applied = done, 0, 0, -1
+        self._resumed = False
         if keras.backend.backend() == "jax":
             self._carrier = _JaxCarrier(model, [w.pruning_mask.mask for w in self._weights])
         self._update(done)
+
+    def _check_not_over(self, done, weights):
+        """A schedule already over is a mistake (its whole ramp would be one cut), unless the
+        weights are as sparse as its end leaves them: a fit resumed after the ramp
+        (BackupAndRestore), which then keeps them so."""
+        if done >= self.schedule.end_step and not self._at_end(weights):
+            raise ValueError(
+                f"GradualPruning: the schedule ends at step {self.schedule.end_step}, but the "
+                f"optimizer has made {done} updates already (steps count optimizer.iterations); "
+                f"e.g. PolynomialDecay(..., begin_step={done}, end_step={done} + N)")
+
+    def _resume(self):
+        """Count from the optimizer's updates again, once, when every callback's on_train_begin
+        has run: a BackupAndRestore listed after this callback restores the count, and the
+        weights with their zeros, after this one's on_train_begin read them. The masks are
+        computed again from the restored weights, as in the other order."""
+        self._resumed = True
+        done = updates_done(self.model.optimizer)
+        if done != self._start:
+            self._check_not_over(done, self._weights)
+            self._start, self._steps, self._epoch_start, self._applied = done, 0, 0, -1
+            self._update(done)
 
     def _at_end(self, weights):
         """Whether `weights` hold as many exact zeros as the schedule's end leaves (within one
@@ -198,6 +214,8 @@ class GradualPruning(keras.callbacks.Callback):
         return all(z >= f - 0.01 for z, f in zip(zeros, final))
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed:
+            self._resume()
         self._epoch_start = self._steps
 
     def on_train_batch_end(self, batch, logs=None):
@@ -225,6 +243,8 @@ class GradualPruning(keras.callbacks.Callback):
             set_mask(weight, mask, self.pattern)
 
     def on_train_end(self, logs=None):
+        if not self._resumed:  # no epoch left to run: resumed after the last one
+            self._resume()
         if self._carrier is not None:
             self._carrier.close()
             self._carrier = None

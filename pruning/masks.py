@@ -12,13 +12,16 @@ while `model.fit` stays untouched. A kept weight's update is the same as with ma
 because Keras' optimizers work element-wise (global-norm clipping, `global_clipnorm`, would also
 count the pruned weights' gradients).
 
-One write escapes the constraint: with `use_ema=True`, `fit` ends by copying the moving averages
-into the weights (`finalize_variable_values`), and the average of a pruned weight is not zero
-(the average is taken before the constraint). Importing the package wraps that method of
-`keras.optimizers.Optimizer` once, so that every weight it is given under a `PruningMask` is
-masked after the copy: on any model, compiled, cloned or loaded before or after pruning, with
-no call of the package needed. Values written by `set_weights` / `load_weights` under a mask are
-zeroed by the next optimizer step (`apply_masks` zeroes them at once).
+Two writes escape the constraint, both of EMA's moving averages (`use_ema=True`), where the
+average of a pruned weight is not zero (it is taken before the constraint): `fit` ends by
+copying the averages into the weights (`finalize_variable_values`), and Keras' `SwapEMAWeights`
+callback swaps them in for validation, `predict` and (`swap_on_epoch`) the other callbacks of an
+epoch's end, such as `ModelCheckpoint`. Importing the package wraps that method of
+`keras.optimizers.Optimizer` and the callback's hooks that swap the averages in, once, so that
+every weight under a `PruningMask` is masked after the copy: on any model, compiled, cloned or
+loaded before or after pruning, with no call of the package needed. Values written by
+`set_weights` / `load_weights` under a mask are zeroed by the next optimizer step (`apply_masks`
+zeroes them at once).
 
 A compiled step reads a mask variable's current value on TensorFlow and PyTorch; on JAX it is a
 constant of the traced step unless it is among the step's state, so whoever gives a weight a new
@@ -129,3 +132,25 @@ def _masked_after(finalize):
 if not getattr(keras.optimizers.Optimizer.finalize_variable_values, "masks", False):
     keras.optimizers.Optimizer.finalize_variable_values = _masked_after(
         keras.optimizers.Optimizer.finalize_variable_values)
+
+
+def _masked_after_swap(hook):
+    """A hook of `keras.callbacks.SwapEMAWeights` that may swap the averages into the weights,
+    then the model's weights under a `PruningMask` masked. Zeroing the swapped-in averages of
+    pruned weights is exact: the average of a weight that the constraint holds at zero is zero
+    (the callback's swap back then leaves the averages masked, the weights as they were)."""
+    def masked(self, *args, **kwargs):
+        hook(self, *args, **kwargs)
+        for variable in self.model.trainable_variables:
+            if isinstance(getattr(variable, "constraint", None), PruningMask):
+                _zero_masked(variable)
+    masked.masks = True
+    return masked
+
+
+for _hook in ("on_epoch_end", "on_test_begin", "on_predict_begin"):  # where it swaps them in
+    if not getattr(getattr(keras.callbacks.SwapEMAWeights, _hook), "masks", False):
+        setattr(keras.callbacks.SwapEMAWeights, _hook,
+                _masked_after_swap(getattr(keras.callbacks.SwapEMAWeights, _hook)))
+
+del _hook

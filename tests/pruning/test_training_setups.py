@@ -65,6 +65,39 @@ def test_ema_keeps_the_zeros_of_a_loaded_or_cloned_model_with_no_call_of_the_pac
     assert_pruned_weights_are_zero(other, get_masks(model))
 
 
+@pytest.mark.parametrize("swap_on_epoch", [False, True])
+def test_keras_swap_ema_weights_callback_swaps_in_averages_with_the_zeros(swap_on_epoch):
+    """Keras' SwapEMAWeights puts the moving averages into the weights for validation and (with
+    swap_on_epoch) for the callbacks after it at an epoch's end, ModelCheckpoint's place: the
+    averages of pruned weights are not zero, so validation would run an unpruned network."""
+    model = users_conv_model()
+    prune_low_magnitude(model, "layer-sparsity", 0.75)
+    masks = get_masks(model)
+    compile_(model, keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9))
+    trained, swapped = [], []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            trained[:] = [weights_of(self.model)]
+
+        def on_test_begin(self, logs=None):
+            swapped.append(weights_of(self.model))
+
+        def on_epoch_end(self, epoch, logs=None):  # what ModelCheckpoint would save
+            swapped.append(weights_of(self.model))
+
+    data = users_data(64)
+    model.fit(*data, batch_size=16, epochs=2, verbose=0, validation_data=data,
+              callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch), Spy()])
+    assert len(swapped) == 4
+    for weights in swapped:
+        for key, mask in masks.items():
+            assert not weights[key][~mask].any(), f"{key}: a pruned weight is not zero"
+    # the averages were swapped in, not the weights the last step left
+    assert not all(np.array_equal(swapped[-2][k], trained[0][k]) for k in masks)
+    assert_pruned_weights_are_zero(model, masks)
+
+
 def test_ema_under_gradual_pruning_ends_with_the_masks_zeros():
     model = users_conv_model()
     compile_(model, keras.optimizers.Adam(0.01, use_ema=True))
@@ -226,12 +259,15 @@ def test_a_checkpoint_saved_mid_gradual_fit_resumes_with_its_optimizer_state(tmp
     assert len(resumed.optimizer.variables) == len(whole.optimizer.variables)
 
 
-@pytest.mark.parametrize("end, stop, backup_first", [(25, 1, False), (15, 2, True)])
+@pytest.mark.parametrize("end, stop, backup_first", [(40, 1, False), (40, 1, True),
+                                                     (15, 2, True), (15, 2, False)])
 def test_backup_and_restore_resumes_a_gradual_fit(tmp_path, end, stop, backup_first):
     """Keras' BackupAndRestore: a fit interrupted in epoch `stop` and run again resumes from the
-    backup of the epoch before, with its masks and optimizer state, to the final sparsity; also
-    after the ramp has ended (step 20 of a schedule ending at 15), with the backup restored
-    before GradualPruning starts."""
+    backup of the epoch before, with its masks and optimizer state, to the sparsity of the
+    schedule's step 30 (where the ramp to 40 has not ended: 78.75%); also after the ramp has
+    ended (step 20 of a schedule ending at 15). In either order of the two callbacks: listed
+    after GradualPruning, the backup restores the optimizer's count after GradualPruning's
+    on_train_begin has read it."""
     data = users_data()
 
     class Stop(keras.callbacks.Callback):
@@ -253,7 +289,8 @@ def test_backup_and_restore_resumes_a_gradual_fit(tmp_path, end, stop, backup_fi
     compile_(fresh, keras.optimizers.Adam(0.01))
     fit(fresh, [])
     assert int(keras.ops.convert_to_numpy(fresh.optimizer.iterations)) == 30
-    assert all(z == pytest.approx(0.8, abs=0.01) for z in kernel_zeros(fresh).values())
+    at_30 = PolynomialDecay(final_sparsity=0.8, end_step=end, frequency=5).sparsity(30)
+    assert all(z == pytest.approx(at_30, abs=0.01) for z in kernel_zeros(fresh).values())
     assert_pruned_weights_are_zero(fresh, get_masks(fresh))
 
 
