@@ -243,7 +243,7 @@ class GradualPruning(keras.callbacks.Callback):
             set_mask(weight, mask, self.pattern)
 
     def on_train_end(self, logs=None):
-        if not self._resumed:  # no epoch left to run: resumed after the last one
+        if not self._resumed and not self._steps:  # no epoch left: resumed after the last one
             self._resume()
         if self._carrier is not None:
             self._carrier.close()
