@@ -8,6 +8,7 @@ channels. The penalty is strength x sum over groups g of sqrt(|g|) x ||w_g||_2, 
 shrink with the weights, so a group the loss does not need goes all the way to (about) zero.
 """
 import numbers
+import warnings
 
 import keras
 from keras import ops
@@ -64,14 +65,23 @@ def add_group_lasso(model, strength, structure="units", layers=None):
       model.fit(x, y)                                          # whole units go to about zero
       pruning.prune_low_magnitude(model, "threshold", 1e-3, pattern="units")
     """
-    chosen = select(model, layers)
+    chosen, unsaved = select(model, layers), []
     for weight in chosen:
         variable = weight.variable
         base = variable.regularizer
         if isinstance(base, GroupLasso):
             base = base.base
         variable.regularizer = GroupLasso(strength, structure, base, weight.layout)
-        if weight.attribute == "kernel" and hasattr(weight.layer, "kernel_regularizer"):
-            weight.layer.kernel_regularizer = variable.regularizer  # saved in its config
+        # The layer argument that saves it in the layer's config: Keras names each weight's
+        # regulariser argument as its constraint's (kernel_, depthwise_, recurrent_, ...).
+        argument = (weight.constraint_attribute or "").replace("_constraint", "_regularizer")
+        if weight.in_config and hasattr(weight.layer, argument):
+            setattr(weight.layer, argument, variable.regularizer)
+        else:
+            unsaved.append(weight.key)
+    if unsaved:
+        warnings.warn(f"pruning.add_group_lasso: keras.models.load_model and clone_model rebuild "
+                      f"{unsaved} from their owner's arguments, without the penalty: after "
+                      f"loading, call add_group_lasso again", stacklevel=2)
     retrace(model)
     return [w.key for w in chosen]

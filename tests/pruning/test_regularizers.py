@@ -51,3 +51,24 @@ def test_bad_arguments_are_refused():
         pruning.GroupLasso(-1)
     with pytest.raises(ValueError, match="structure must be one of"):
         pruning.GroupLasso(1.0, "rows")
+
+
+def test_every_layer_kinds_penalty_is_saved_or_named(tmp_path):
+    """Each weight's penalty travels in its layer's config under the argument of its kind
+    (depthwise_, pointwise_, embeddings_, recurrent_regularizer, not only kernel_); attention's
+    projections, rebuilt from the attention layer's own arguments, are named at once."""
+    images, tokens = keras.Input((6, 6, 3)), keras.Input((4,), dtype="int32")
+    a = keras.layers.DepthwiseConv2D(2, name="dw")(keras.layers.Conv2D(4, 3, name="conv")(images))
+    a = keras.layers.GlobalAveragePooling2D()(keras.layers.SeparableConv2D(3, 2, name="sep")(a))
+    e = keras.layers.Embedding(10, 4, name="emb")(tokens)
+    e = keras.layers.LSTM(3, name="lstm")(keras.layers.MultiHeadAttention(1, 2, name="mha")(e, e))
+    model = keras.Model([images, tokens], keras.layers.Dense(2, name="out")(
+        keras.layers.Concatenate()([a, e])))
+    with pytest.warns(UserWarning, match=r"rebuild \['mha/query/kernel', 'mha/key/kernel'"):
+        keys = pruning.add_group_lasso(model, 0.1, "units")
+    model.save(tmp_path / "m.keras")
+    for again in (keras.models.load_model(tmp_path / "m.keras"), keras.models.clone_model(model)):
+        kept = [w.key for w in pruning.prunable_weights(again)
+                if isinstance(w.variable.regularizer, pruning.GroupLasso)]
+        assert sorted(kept) == sorted(k for k in keys if not k.startswith("mha/"))
+        assert len(kept) == 8  # conv, dw, both of sep, emb, both of the LSTM cell, out
