@@ -27,7 +27,8 @@ import numpy as np
 from pruning import criteria
 from pruning.masks import innermost
 from pruning.prune import (_check_value, check_frozen, check_pattern, compute_masks, get_masks,
-                           prune_low_magnitude, pruned_weights, retrace, select, set_mask)
+                           prunable_weights, prune_low_magnitude, pruned_weights, retrace,
+                           select, set_mask)
 
 
 def _log_sparsity(model, logs):
@@ -329,9 +330,9 @@ class IterativePruning(keras.callbacks.Callback):
                 not isinstance(e, numbers.Integral) or isinstance(e, bool) or e < 0
                 for e in targets):
             raise ValueError(f"targets must map epochs (integers >= 0) to values, got {targets!r}")
-        for value in targets.values():
-            if not isinstance(value, dict):
-                _check_value(criterion, value, "a value of targets")
+        for value in targets.values():  # a per-weight dict's too: before any epoch trains
+            for one in value.values() if isinstance(value, dict) else [value]:
+                _check_value(criterion, one, "a value of targets")
         self.criterion, self.targets, self.layers = criterion, dict(targets), layers
         self.pattern = check_pattern(pattern, block, norm, "IterativePruning")
         self.norm = norm
@@ -339,6 +340,13 @@ class IterativePruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._first = None  # the first epoch this fit runs; it may follow a backup's last one
+        names = {n for w in prunable_weights(self.model) for n in (w.key, w.layer.name)}
+        for epoch, value in self.targets.items():  # refused before the first epoch trains
+            unknown = sorted(set(value) - names) if isinstance(value, dict) else []
+            if unknown:
+                raise ValueError(f"IterativePruning: targets[{epoch}] names {unknown}, neither "
+                                 f"a prunable weight nor its layer in model "
+                                 f"{self.model.name!r}")
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first is None:

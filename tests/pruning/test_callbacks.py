@@ -182,6 +182,20 @@ def test_iterative_pruning_refuses_bad_targets_when_made():
         IterativePruning("layer-sparsity", {0: 1.5})
     with pytest.raises(ValueError, match="targets must map epochs"):
         IterativePruning("layer-sparsity", [0.5])
+    with pytest.raises(ValueError, match="a value of targets .* must be in"):  # a weight's own
+        IterativePruning("layer-sparsity", {2: {"fc": 1.5}})
+
+
+def test_iterative_pruning_refuses_a_target_naming_no_weight_before_training():
+    model = users_conv_model()
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"targets\[2\] names \['fc2'\], neither a prunable"):
+        model.fit(*users_data(32), batch_size=16, epochs=3, verbose=0, callbacks=[
+            IterativePruning("layer-sparsity", {2: {"fc": 0.5, "fc2": 0.5}})])
+    for a, b in zip(before, model.get_weights()):  # not one step trained
+        np.testing.assert_array_equal(a, b)
 
 
 def test_iterative_pruning_waits_for_its_first_epoch_on_an_unpruned_model():
