@@ -276,8 +276,9 @@ def _plan(nodes, outputs, tensors, const):
 
 def _blockers(nodes, kinds, outputs, start):
     """What keeps the pruned units of tensor `start`: the consumers reached from it through
-    channel-wise layers, Flatten, Concatenate and Add that cannot drop a constant channel."""
-    found, frontier = [], [start]
+    channel-wise layers, Flatten, Concatenate and Add that cannot drop a constant channel; else
+    the Adds passed, which keep every channel that another of their inputs keeps."""
+    found, adds, frontier = [], [], [start]
     while frontier:
         t = frontier.pop()
         if t in outputs:
@@ -285,6 +286,9 @@ def _blockers(nodes, kinds, outputs, start):
         for n, kind in zip(nodes, kinds):
             if t not in n.inputs:
                 continue
+            if kind == "add":
+                adds.append(f"{n.layer.name} ({type(n.layer).__name__}), whose other inputs keep "
+                            f"those channels")
             if kind in ("channelwise", "flatten", "concat", "add"):
                 frontier += n.outputs
             elif kind == "pinned":
@@ -293,7 +297,7 @@ def _blockers(nodes, kinds, outputs, start):
             elif not isinstance(n.layer, keras.layers.Dense) and n.layer.padding != "valid":
                 found.append(f"{n.layer.name}, whose {n.layer.padding!r} padding makes their "
                              f"non-zero constant position-dependent")
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found or adds))
 
 
 def _config(layer, **changes):

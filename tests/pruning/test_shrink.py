@@ -140,12 +140,15 @@ def test_a_residual_add_prunes_the_same_channels_on_both_sides():
     h = keras.layers.Dense(8, "relu", name="h")(x)
     r1 = keras.layers.Dense(8, name="r1")(h)
     r2 = keras.layers.Dense(8, name="r2")(h)
-    s = keras.layers.Add()([r1, r2])
+    s = keras.layers.Add(name="add")([r1, r2])
     model = keras.Model(x, keras.layers.Dense(2, name="out")(keras.layers.ReLU()(s)))
     pruning.prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["out"], pattern="inputs")
-    # r1 also loses units: they are needed on r2's side, so they must stay on both
+    # r1 also loses units: they are needed on r2's side, so they must stay on both, and the
+    # warning says why
     pruning.prune_low_magnitude(model, "layer-sparsity", 0.75, layers=["r1"], pattern="units")
-    small = pruning.shrink(model)
+    with pytest.warns(UserWarning, match=r"kept \d pruned units of r1: they feed add \(Add\), "
+                                         r"whose other inputs keep those channels$"):
+        small = pruning.shrink(model)
     assert small.get_layer("r1").kernel.shape == small.get_layer("r2").kernel.shape == (8, 4)
     assert small.get_layer("out").kernel.shape == (4, 2)
     outputs_match(model, small, RNG.random((9, 10), np.float32))
