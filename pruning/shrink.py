@@ -310,13 +310,18 @@ def _config(layer, **changes):
     return {**config, **changes}
 
 
-def _rebuild_weighted(layer, x, kept_in, need_in, kept_out, const):
+def _rebuild_weighted(layer, x, kept_in, need_in, kept_out, const, names):
     """The shrunk copy of a Dense / conv called on x (channels `kept_in` of the original input):
-    a gather first where it uses fewer; the folded constants in its bias."""
+    a gather first where it uses fewer, named after the layer and unlike every name in `names`
+    (a model shrunk before holds `<layer>_inputs` already); the folded constants in its bias."""
     use = need_in & kept_in  # the original input channels it reads
     if not np.array_equal(use, kept_in):
         positions = np.flatnonzero(use[kept_in])
-        x = SelectFeatures(positions, name=f"{layer.name}_inputs")(x)
+        name, n = f"{layer.name}_inputs", 1
+        while name in names:
+            name, n = f"{layer.name}_inputs_{n}", n + 1
+        names.add(name)
+        x = SelectFeatures(positions, name=name)(x)
     kernel, bias = _kernel(layer), _bias(layer)
     folded = (~use) & _rows(layer)  # constant channels with weights: into the bias
     if folded.any():
@@ -367,12 +372,13 @@ def shrink(model):
     new = {t: keras.Input(batch_shape=tensors[t].shape, dtype=tensors[t].dtype,
                           name=tensors[t]._keras_history.operation.name) for t in inputs}
     new_inputs = [new[t] for t in inputs]
+    names = {n.layer.name for n in nodes}
     for n, kind in zip(nodes, kinds):
         layer = n.layer
         if kind == "weighted":
             t = n.inputs[0]
             outs = [_rebuild_weighted(layer, new[t], kept[t], _reads(layer, const[t]),
-                                      kept[n.outputs[0]], const[t])]
+                                      kept[n.outputs[0]], const[t], names)]
         elif kind == "channelwise":
             outs = [_rebuild_channelwise(layer, new[n.inputs[0]], kept[n.inputs[0]])]
         else:

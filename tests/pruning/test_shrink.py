@@ -192,6 +192,18 @@ def test_the_shrunk_model_saves_loads_and_prunes_further(tmp_path):
         assert not keras.ops.convert_to_numpy(w.variable.value)[~w.pruning_mask.numpy()].any()
 
 
+def test_a_shrunk_model_pruned_again_shrinks_again():
+    """Its gathers (`<layer>_inputs`) stay as they are, and the new ones take other names."""
+    model = mlp()
+    pruning.prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="inputs")
+    small = pruning.shrink(model)
+    pruning.prune_low_magnitude(small, "layer-sparsity", 0.5, pattern="inputs")
+    smaller = pruning.shrink(small)
+    outputs_match(small, smaller, RNG.random((30, 20), np.float32))
+    names = [layer.name for layer in smaller.layers]
+    assert len(set(names)) == len(names) and sum(n.endswith("_inputs_1") for n in names) >= 1
+
+
 def test_a_layer_it_cannot_rewrite_keeps_its_inputs_and_a_softmax_its_units():
     keras.utils.set_random_seed(6)
     x = keras.Input((10,))
