@@ -156,23 +156,28 @@ class _Variational:
 
     def call(self, inputs, training=None):
         if training:
+            # The mean in the compute dtype (float16 under mixed_float16), but the variance, its
+            # square root and the KL in at least float32: float16 squares an input above 256 to
+            # infinity, rounds the epsilon to 0 (an infinite gradient where the variance is 0)
+            # and overflows a KL summed over more than ~12,000 weights.
+            wide = "float32" if self.compute_dtype in ("float16", "bfloat16") else \
+                self.compute_dtype
+            log_sigma2 = ops.cast(self.log_sigma2, wide)
             if self.pattern == "unstructured":
                 mean = self._linear(inputs, self.kernel)
-                variance = self._linear(ops.square(inputs), ops.exp(self.log_sigma2))
+                variance = self._linear(ops.square(ops.cast(inputs, wide)), ops.exp(log_sigma2))
             elif self.pattern == "units":  # the pre-activation times one noise per unit
                 product = self._linear(inputs, self.kernel)  # (channels first or last)
                 shape = self._feature_shape(self.kernel.shape[-1])
                 mean = product * ops.reshape(self.scale, shape)
-                variance = ops.square(product) * ops.reshape(ops.exp(self.log_sigma2), shape)
+                variance = ops.square(ops.cast(product, wide)) * ops.reshape(ops.exp(log_sigma2),
+                                                                             shape)
             else:  # each input feature times its noise, then the product
                 shape = self._feature_shape(self.kernel.shape[self._group_axis()])
                 mean = self._linear(inputs * ops.reshape(self.scale, shape), self.kernel)
                 variance = self._linear(
-                    ops.square(inputs) * ops.reshape(ops.exp(self.log_sigma2), shape),
-                    ops.square(self.kernel))
-            # in the compute dtype (float16 under mixed_float16), but the square root and the
-            # KL in float32: float16 rounds the epsilon to 0 (an infinite gradient where the
-            # variance is 0) and overflows a KL summed over more than ~12,000 weights
+                    ops.square(ops.cast(inputs, wide)) * ops.reshape(ops.exp(log_sigma2), shape),
+                    ops.square(ops.cast(self.kernel, wide)))
             noise = _standard_normal(ops.shape(mean), self.seed_generator, mean.dtype)
             std = ops.sqrt(ops.cast(variance, "float32") + _EPSILON)
             outputs = mean + ops.cast(std, mean.dtype) * noise
