@@ -27,8 +27,7 @@ import numpy as np
 from pruning import criteria
 from pruning.masks import innermost
 from pruning.prune import (_check_value, check_frozen, check_pattern, compute_masks, get_masks,
-                           prunable_weights, prune_low_magnitude, pruned_weights, retrace,
-                           select, set_mask)
+                           prune_low_magnitude, pruned_weights, retrace, select, set_mask)
 
 
 def _log_sparsity(model, logs):
@@ -340,13 +339,12 @@ class IterativePruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._first = None  # the first epoch this fit runs; it may follow a backup's last one
-        names = {n for w in prunable_weights(self.model) for n in (w.key, w.layer.name)}
         for epoch, value in self.targets.items():  # refused before the first epoch trains
-            unknown = sorted(set(value) - names) if isinstance(value, dict) else []
-            if unknown:
-                raise ValueError(f"IterativePruning: targets[{epoch}] names {unknown}, neither "
-                                 f"a prunable weight nor its layer in model "
-                                 f"{self.model.name!r}")
+            if isinstance(value, dict):
+                try:
+                    select(self.model, list(value))  # the check its prune makes at its epoch
+                except ValueError as e:
+                    raise ValueError(f"IterativePruning: targets[{epoch}]: {e}") from None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first is None:

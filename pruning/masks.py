@@ -141,9 +141,7 @@ def _masked_after_swap(hook):
     (the callback's swap back then leaves the averages masked, the weights as they were)."""
     def masked(self, *args, **kwargs):
         hook(self, *args, **kwargs)
-        for variable in self.model.trainable_variables:
-            if isinstance(getattr(variable, "constraint", None), PruningMask):
-                _zero_masked(variable)
+        apply_masks(self.model)
     masked.masks = True
     return masked
 
