@@ -84,9 +84,15 @@ def test_ctrl_c_as_the_working_folder_is_made_leaves_nothing_behind(tmp_path, mo
         os.kill(os.getpid(), signal.SIGINT)  # Python's handler: KeyboardInterrupt
         return made
     monkeypatch.setattr(owner, moment, interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        with stage_output(tmp_path / "ckpt", STAGE):
-            pytest.fail("the block ran")
+    # Python's own handler, whatever this process inherited: a shell starts a background job
+    # (`cmd &`, as run_tests.sh's second lane) with SIGINT ignored
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with stage_output(tmp_path / "ckpt", STAGE):
+                pytest.fail("the block ran")
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert [p.name for p in tmp_path.iterdir()] == [".ckpt.lock"]
 
 
