@@ -29,6 +29,7 @@ mask retraces the model's train function (`pruning.prune.retrace`), and `Gradual
 the masks it changes during `fit` in the optimizer's state.
 """
 import base64
+import sys
 import zlib
 
 import keras
@@ -117,14 +118,22 @@ def _masked_after(finalize):
     optimizer of a model loaded, cloned or compiled after pruning never passes through this
     package; the variables themselves say whether they are masked."""
     def finalize_variable_values(self, var_list):
+        failed = sys.exc_info()[1] is not None  # called from a fit's `finally`, as it fails?
         finalize(self, var_list)
         for variable in var_list:
-            if self.use_ema and keras.backend.backend() == "jax":
-                # Keras 3.15 leaves the weight and its average one JAX buffer, which the next
-                # compiled fit donates twice ("Attempt to donate the same buffer twice"): a copy
-                variable.assign(keras.ops.copy(variable.value))
-            if isinstance(getattr(variable, "constraint", None), PruningMask):
-                _zero_masked(variable)
+            try:
+                if self.use_ema and keras.backend.backend() == "jax":
+                    # Keras 3.15 leaves the weight and its average one JAX buffer, which the
+                    # next compiled fit donates twice ("Attempt to donate the same buffer
+                    # twice"): a copy
+                    variable.assign(keras.ops.copy(variable.value))
+                if isinstance(getattr(variable, "constraint", None), PruningMask):
+                    _zero_masked(variable)
+            except Exception:
+                # A JAX fit whose first step failed leaves its variables without values; an
+                # error here would hide the fit's own, which says what went wrong.
+                if not failed:
+                    raise
     finalize_variable_values.masks = True
     return finalize_variable_values
 

@@ -373,3 +373,22 @@ def test_a_gradual_fit_stopped_by_an_exception_leaves_the_next_fit_working():
     compile_(plain, keras.optimizers.Adam(0.01))
     plain.fit(*users_data(16), batch_size=16, verbose=0)
     assert len(model.optimizer.variables) == len(plain.optimizer.variables)
+
+
+
+def test_a_fit_that_keras_refuses_raises_keras_error_not_the_packages():
+    """A layer unfrozen without a new compile: Keras' JAX and PyTorch fits refuse (the optimizer
+    was built for fewer variables), JAX's leaving its variables without values as it finalizes
+    the optimizer; the masking after that must not replace Keras' error with its own."""
+    model = users_conv_model()
+    prune_low_magnitude(model, "layer-sparsity", 0.5)
+    model.get_layer("conv1").trainable = False
+    compile_(model, keras.optimizers.Adam(0.01))
+    model.fit(*users_data(32), batch_size=16, verbose=0)
+    model.get_layer("conv1").trainable = True
+    try:
+        model.fit(*users_data(32), batch_size=16, verbose=0)
+    except ValueError as e:
+        assert "optimizer" in str(e)
+    else:  # TensorFlow's fit trains it
+        assert_pruned_weights_are_zero(model, get_masks(model))
