@@ -239,6 +239,9 @@ class GradualPruning(keras.callbacks.Callback):
             sparsity = [self.final_sparsities[w.key] * sparsity / self.schedule.final_sparsity
                         for w in self._weights]
         masks = compute_masks(self._weights, self.criterion, sparsity, self.pattern, self.norm)
+        # global-sparsity can empty a layer of small weights: refused, as a one-shot prune is
+        criteria.check_masks(masks, [w.key for w in self._weights], self.criterion,
+                             f"{np.round(sparsity, 4)} (step {step} of the schedule)")
         for weight, mask in zip(self._weights, masks):
             set_mask(weight, mask, self.pattern)
 

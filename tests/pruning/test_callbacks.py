@@ -158,6 +158,23 @@ def test_gradual_pruning_refuses_a_bare_number_and_a_criterion_without_sparsity(
         PolynomialDecay(0.5, 10.5)
 
 
+def test_gradual_pruning_refuses_a_step_that_empties_a_layer_as_a_one_shot_prune_does():
+    """global-sparsity ranks every layer's weights together: a layer of small weights can lose
+    all of them, which leaves a dead network."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(8, name="small",
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)),
+        keras.layers.Dense(2, name="big", kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(1e-4), "mse")
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    with pytest.raises(ValueError, match=r"global-sparsity pruning at sparsity 0\.79\d* \(step 5 of "
+                                         r"the schedule\) removes every weight of small/kernel"):
+        model.fit(x, x[:, :2], batch_size=8, epochs=2, verbose=0, callbacks=[
+            GradualPruning(PolynomialDecay(0.8, end_step=6, frequency=1))])
+    assert all(mask.any() for mask in get_masks(model).values())
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_gradual_pruning_of_a_trained_unpruned_model_chooses_its_layers(jit):
     """No prune_low_magnitude first: the callback gives the chosen layers dense masks."""
