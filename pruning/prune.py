@@ -345,8 +345,12 @@ def strip_pruning(model):
       pruning.strip_pruning(model).export("saved_model")
     """
     for weight in pruned_weights(model):
-        if weight.constraint_attribute is not None:
-            setattr(weight.layer, weight.constraint_attribute, None)
         weight.variable.constraint = None
+    # Every layer's arguments, also those of a layer whose kernel Keras replaced by one without
+    # the mask (`model.quantize`), which keep it in the config
+    for layer, _, _ in registry.walk(model):
+        for argument in registry.constraint_arguments(layer):
+            if isinstance(getattr(layer, argument, None), PruningMask):
+                setattr(layer, argument, None)
     retrace(model)
     return model

@@ -145,6 +145,11 @@ def _attributes(layer):
     return None, {}
 
 
+def constraint_arguments(layer):
+    """The arguments of `layer` that save its registered weights' constraints in its config."""
+    return [kind.constraint for kind in _attributes(layer)[1].values() if kind.constraint]
+
+
 def layout_of(layer, attribute):
     """The `Layout` of `layer`'s weight `attribute` (the table's, or Keras' default)."""
     kind = _attributes(layer)[1].get(attribute)

@@ -417,9 +417,14 @@ def test_a_numpy_scalar_value_is_accepted():
     assert all(m.sum() == round(0.5 * m.size) for m in masks.values())
 
 
-def test_strip_pruning_leaves_a_plain_model_with_the_zeros(tmp_path):
+@pytest.mark.parametrize("quantized", [False, True])
+def test_strip_pruning_leaves_a_plain_model_with_the_zeros(tmp_path, quantized):
+    """Quantized: `model.quantize` replaces the kernels by ones without the masks, which stay in
+    the layers' arguments."""
     model = users_conv_model()
     prune_low_magnitude(model, "global-sparsity", 0.7)
+    if quantized:
+        model.quantize("int8")
     x = users_data(8)[0]
     expected = model.predict(x, verbose=0)
     strip_pruning(model)
