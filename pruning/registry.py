@@ -83,7 +83,7 @@ _BUILTIN = frozenset(_KINDS)
 # clone_model rebuild those with their constraints (MultiHeadAttention and a user's own layers
 # rebuild theirs from their own arguments, without the masks).
 _CONFIG_CARRIERS = (keras.Sequential, keras.layers.TimeDistributed, keras.layers.Bidirectional,
-                    keras.layers.RNN)
+                    keras.layers.RNN, keras.layers.StackedRNNCells)
 
 
 def register_prunable(layer_class, *attributes, layout=None):

@@ -109,6 +109,20 @@ def test_save_load_and_clone_keep_the_masks(kind, tmp_path):
         assert_pruned_weights_are_zero(clone, masks)
 
 
+def test_stacked_rnn_cells_keep_their_masks_through_load_and_clone_without_a_warning(tmp_path):
+    """StackedRNNCells' config carries its cells' configs, constraints included."""
+    cells = [keras.layers.LSTMCell(4, name="lstm"), keras.layers.GRUCell(4, name="gru")]
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.RNN(cells, name="rnn"),
+                              keras.layers.Dense(2, name="out")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5))
+    assert len(masks) == 5
+    model.save(tmp_path / "stacked.keras")
+    for again in (keras.models.load_model(tmp_path / "stacked.keras"),
+                  keras.models.clone_model(model)):
+        assert sorted(get_masks(again)) == sorted(masks)
+
 def test_a_first_fit_warns_only_of_zeros_without_masks():
     """A pruned model with its masks, an untrained one and a zero-initialised kernel fit in
     silence; the same pruned model stripped of its masks is named, at its first fit only."""
