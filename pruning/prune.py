@@ -285,25 +285,48 @@ def restore_masks(model):
         if weight.pruning_mask is None and weight.variable.constraint is None and not values.all():
             set_mask(weight, values != 0, "unstructured")
             restored.append(weight.key)
+    lora = lora_over_zeros(model)
+    if lora:
+        warnings.warn(f"pruning.restore_masks: {lora} {_LORA}", stacklevel=2)
     retrace(model)
     return restored
+
+
+_LORA = ("hold exact zeros under LoRA (enable_lora): no mask can hold them, as LoRA adds a "
+         "trained product to a frozen kernel; call restore_masks before enable_lora (Keras "
+         "refuses LoRA on a masked kernel), or prune after merging LoRA's product")
+
+
+def lora_over_zeros(model):
+    """The keys of the weights of LoRA-enabled layers (`layer.enable_lora`) of which at least
+    10% are exact zeros, not all: a pruned weight whose mask `load_model` did not bring back,
+    whose zeros LoRA's trained product fills."""
+    found = []
+    for layer, path, _ in registry.walk(model):
+        if getattr(layer, "lora_enabled", False):
+            found += [f"{path}/{attribute}" for attribute in registry.kinds(layer)
+                      if _looks_pruned(getattr(layer, attribute, None))]
+    return found
+
+
+def _looks_pruned(values):
+    """Whether at least 10% of `values` are exact zeros, not all. An untrained weight holds only
+    zeros (a zero initializer) or few (float16's and bfloat16's random initial values are
+    exactly 0 about once in 1000 and 100)."""
+    if values is None:
+        return False
+    zeros = keras.ops.convert_to_numpy(values) == 0
+    return bool(0.1 <= zeros.mean() < 1)
 
 
 def lost_masks(model):
     """The keys of the prunable, trainable float weights of `model` without a constraint of
     which at least 10% are exact zeros, not all: what a pruned model loaded by
     `keras.models.load_model` looks like where Keras rebuilt its layers without their masks
-    (`restore_masks` gives them back); a frozen weight keeps its zeros anyway.
-    An untrained weight holds only zeros (a zero initializer) or few (float16's and bfloat16's
-    random initial values are exactly 0 about once in 1000 and 100)."""
-    lost = []
-    for weight in prunable_weights(model):
-        variable = weight.variable
-        if variable.constraint is None and variable.trainable and "float" in str(variable.dtype):
-            zeros = keras.ops.convert_to_numpy(variable.value) == 0
-            if 0.1 <= zeros.mean() < 1:
-                lost.append(weight.key)
-    return lost
+    (`restore_masks` gives them back); a frozen weight keeps its zeros anyway."""
+    return [weight.key for weight in prunable_weights(model)
+            if weight.variable.constraint is None and weight.variable.trainable
+            and "float" in str(weight.variable.dtype) and _looks_pruned(weight.variable.value)]
 
 
 _checked = weakref.WeakSet()  # the models whose first fit has been looked at
@@ -320,13 +343,16 @@ def _warns_of_lost_masks(on_train_begin):
         model = self.model
         if model is not None and model not in _checked:
             _checked.add(model)
-            lost = lost_masks(model)
+            lost, lora = lost_masks(model), lora_over_zeros(model)
             if lost:
                 warnings.warn(f"pruning: {lost} hold exact zeros but no mask, as a pruned model "
                               f"does after keras.models.load_model rebuilt its layers without "
                               f"them; this fit trains the zeros back: call "
                               f"pruning.restore_masks(model) before it (a model you stripped: "
                               f"ignore this)", stacklevel=2)
+            if lora:
+                warnings.warn(f"pruning: {lora} {_LORA}; this fit trains the zeros away (a "
+                              f"model you stripped: ignore this)", stacklevel=2)
         return on_train_begin(self, logs)
     wrapped.checks = True
     return wrapped
@@ -349,8 +375,8 @@ def strip_pruning(model):
     # Every layer's arguments, also those of a layer whose kernel Keras replaced by one without
     # the mask (`model.quantize`), which keep it in the config
     for layer, _, _ in registry.walk(model):
-        for argument in registry.constraint_arguments(layer):
-            if isinstance(getattr(layer, argument, None), PruningMask):
-                setattr(layer, argument, None)
+        for kind in registry.kinds(layer).values():
+            if isinstance(getattr(layer, kind.constraint or "", None), PruningMask):
+                setattr(layer, kind.constraint, None)
     retrace(model)
     return model

@@ -145,14 +145,14 @@ def _attributes(layer):
     return None, {}
 
 
-def constraint_arguments(layer):
-    """The arguments of `layer` that save its registered weights' constraints in its config."""
-    return [kind.constraint for kind in _attributes(layer)[1].values() if kind.constraint]
+def kinds(layer):
+    """{weight attribute: Kind} of `layer`'s registered kind ({} if none)."""
+    return _attributes(layer)[1]
 
 
 def layout_of(layer, attribute):
     """The `Layout` of `layer`'s weight `attribute` (the table's, or Keras' default)."""
-    kind = _attributes(layer)[1].get(attribute)
+    kind = kinds(layer).get(attribute)
     return DENSE if kind is None else kind.layout_of(layer)
 
 

@@ -123,6 +123,23 @@ def test_stacked_rnn_cells_keep_their_masks_through_load_and_clone_without_a_war
                   keras.models.clone_model(model)):
         assert sorted(get_masks(again)) == sorted(masks)
 
+def test_lora_over_zeros_whose_masks_are_gone_is_named_by_restore_masks_and_the_first_fit():
+    """Keras refuses enable_lora on a masked kernel, but not once the masks are gone (stripped,
+    or loaded where Keras rebuilds a layer from its arguments): LoRA's product would then fill
+    the zeros, and no mask can hold them."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="d"),
+                              keras.layers.Dense(2, name="out")])
+    prune_low_magnitude(model, "layer-sparsity", 0.5)
+    strip_pruning(model)
+    model.get_layer("d").enable_lora(2)
+    with pytest.warns(UserWarning, match=r"restore_masks: \['d/kernel'\] hold exact zeros under "
+                                         r"LoRA \(enable_lora\): no mask can hold them"):
+        assert pruning.restore_masks(model) == ["out/kernel"]
+    with pytest.warns(UserWarning, match=r"\['d/kernel'\] hold exact zeros under LoRA.*this fit "
+                                         r"trains the zeros away"):
+        compile_(model, keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(np.ones((4, 6), "float32"), np.ones((4, 2), "float32"), verbose=0)
+
 def test_a_first_fit_warns_only_of_zeros_without_masks():
     """A pruned model with its masks, an untrained one and a zero-initialised kernel fit in
     silence; the same pruned model stripped of its masks is named, at its first fit only."""
