@@ -17,8 +17,9 @@ What goes, per channel (the last axis of a tensor: a Dense layer's units, a conv
   - input features of the model, and features after a Flatten, that a consumer does not use are
     dropped by a `SelectFeatures` layer (a gather) in front of that consumer.
 Every other layer is kept as it is, with all its input channels: shrink never rewrites what it
-does not understand, and warns which pruned units it kept because of such a layer. A Dense or
-conv whose activation mixes channels (softmax) keeps its outputs.
+does not understand. A Dense or conv whose activation mixes channels (softmax) keeps its outputs.
+It warns of every pruned unit or input it keeps, and why: those that feed such a layer, such a
+layer's own (a Conv2DTranspose's, an LSTM's), those under a softmax.
 
 Refused with one line naming the layer: subclassed models (no graph to rewrite), a layer used at
 more than one place (its weights would need two shapes), and nested models (shrink them first).
@@ -300,6 +301,44 @@ def _blockers(nodes, kinds, outputs, start):
     return list(dict.fromkeys(found or adds))
 
 
+def _pruned_groups(layer):
+    """(units, inputs) all zero in `layer`'s prunable weights and its sub-layers'."""
+    units = inputs = 0
+    for owner in (layer, *(sub for sub, _, _ in registry.walk(layer))):
+        for attribute in registry.kinds(owner):
+            variable = getattr(owner, attribute, None)
+            if isinstance(variable, keras.Variable):
+                values = keras.ops.convert_to_numpy(variable.value)
+                layout = registry.layout_of(owner, attribute)
+                units += int((~criteria.as_groups(values, "units", layout).any(axis=0)).sum())
+                inputs += int((~criteria.as_groups(values, "inputs", layout).any(axis=0)).sum())
+    return units, inputs
+
+
+def _warn_kept(nodes, kinds, outputs, kept, const):
+    """Warn of every pruned unit or input the shrunk model still computes, and why."""
+    for n, kind in zip(nodes, kinds):
+        layer, why = n.layer, None
+        if kind == "weighted" and _elementwise(layer.activation):
+            stuck = int((kept[n.outputs[0]] & ~np.isnan(const[n.outputs[0]])).sum())
+            why = stuck and (f"kept {stuck} pruned units of {layer.name}: they feed "
+                             f"{', '.join(_blockers(nodes, kinds, outputs, n.outputs[0]))}")
+        elif kind == "weighted":
+            dead = int((~_groups(layer, "units").any(axis=0)).sum())
+            why = dead and (f"kept {dead} pruned units of {layer.name}: its activation "
+                            f"{getattr(layer.activation, '__name__', layer.activation)} mixes "
+                            f"them with the others")
+        elif kind == "pinned":
+            units, inputs = _pruned_groups(layer)
+            parts = [f"{count} pruned {what}" for count, what in ((units, "units"),
+                                                                 (inputs, "inputs")) if count]
+            why = parts and (f"kept {layer.name} ({type(layer).__name__}) as it is, with its "
+                             f"{' and '.join(parts)}: shrink rewrites Dense and Conv1D/2D/3D "
+                             f"layers only (channels_last, not grouped)")
+        if why:
+            warnings.warn(f"pruning.shrink: {why}", stacklevel=3)
+
+
 def _config(layer, **changes):
     """The layer's config without pruning masks, with `changes`."""
     config = layer.get_config()
@@ -390,13 +429,7 @@ def shrink(model):
             outs = keras.tree.flatten(copy(*args, **kwargs))
             copy.set_weights(layer.get_weights())
         new.update(zip(n.outputs, outs))
-    for n, kind in zip(nodes, kinds):
-        stuck = int((kept[n.outputs[0]] & ~np.isnan(const[n.outputs[0]])).sum()) \
-            if kind == "weighted" else 0
-        if stuck:
-            warnings.warn(f"pruning.shrink: kept {stuck} pruned units of {n.layer.name}: they "
-                          f"feed {', '.join(_blockers(nodes, kinds, outputs, n.outputs[0]))}",
-                          stacklevel=2)
+    _warn_kept(nodes, kinds, outputs, kept, const)
     built = keras.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0],
                         [new[t] for t in outputs] if len(outputs) > 1 else new[outputs[0]],
                         name=model.name)

@@ -218,6 +218,22 @@ def test_a_layer_it_cannot_rewrite_keeps_its_inputs_and_a_softmax_its_units():
     outputs_match(model, small, RNG.random((9, 10), np.float32))
 
 
+def test_pruned_units_of_a_kind_it_does_not_rewrite_or_under_softmax_are_named():
+    keras.utils.set_random_seed(7)
+    x = keras.Input((6, 6, 2))
+    h = keras.layers.Flatten()(keras.layers.Conv2DTranspose(4, 3, name="up")(x))
+    model = keras.Model(x, keras.layers.Dense(3, "softmax", name="out")(h))
+    pruning.prune_low_magnitude(model, "layer-sparsity", 0.5, layers=["up", "out"],
+                                pattern="units")
+    with pytest.warns(UserWarning) as caught:
+        small = pruning.shrink(model)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert re.search(r"kept up \(Conv2DTranspose\) as it is, with its 2 pruned units: shrink "
+                     r"rewrites Dense and Conv1D/2D/3D layers only", messages), messages
+    assert re.search(r"kept \d pruned units of out: its activation softmax mixes them", messages)
+    assert small.count_params() == model.count_params()
+    outputs_match(model, small, RNG.random((5, 6, 6, 2), np.float32))
+
 class Subclassed(keras.Model):
     def __init__(self):
         super().__init__()
