@@ -366,6 +366,17 @@ def repo_path(path):
     return REPO / path
 
 
+# The committed figures and results, every network's (pics/lenet-5/ ...) under them
+COMMITTED = ("pics", "results", "benchmarks/results")
+
+
+def committed_folder(path):
+    """The folder of committed figures or results that `path` is or lies in, or None."""
+    path = Path(path).resolve()
+    return next((root for root in (repo_path(f).resolve() for f in COMMITTED)
+                 if path == root or root in path.parents), None)
+
+
 def learning_rate(config, epoch):
     """Learning rate for 0-based `epoch`: a piecewise-constant schedule over epochs."""
     passed = sum(epoch >= boundary for boundary in config.lr_boundaries)

@@ -106,11 +106,9 @@ def check_inputs(args):
                          "data files (their data fingerprints differ)")
     args.data_sha256 = next(iter(facts.values()))["data_sha256"]
     quick = sorted(str(f) for f, fact in facts.items() if fact["quick"])
-    committed = [flag for flag, given, folder in (
-        ("--results-dir", args.results_dir, configs.repo_path("benchmarks/results")),
-        ("--pics-dir", args.pics_dir, configs.repo_path(configs.network_folder("pics",
-                                                                               args.network))))
-        if given in (None, folder)]
+    committed = [flag for flag, given in (("--results-dir", args.results_dir),
+                                          ("--pics-dir", args.pics_dir))
+                 if given is None or configs.committed_folder(given)]
     if quick and committed:
         raise ValueError(f"{quick[0]}/ is a --quick run: a smoke benchmark never replaces the "
                          f"committed results; give {' and '.join(committed)} (another folder)")

@@ -154,8 +154,9 @@ def publish_dir(args, flag, committed, quick_default=None, output=None):
     `committed` folder by default).
 
     `--quick` runs never write them: without `flag` they go to `quick_default` (None: nowhere),
-    and `flag` naming the committed folder is an error, as is one in the stage's `output`
-    folder (--model-dir), which the stage replaces whole.
+    and `flag` naming a committed folder (any network's: `configs.committed_folder`) is an
+    error, as is one in the stage's `output` folder (--model-dir), which the stage replaces
+    whole.
     """
     chosen = getattr(args, flag.lstrip("-").replace("-", "_"))
     committed = configs.repo_path(committed)
@@ -165,9 +166,10 @@ def publish_dir(args, flag, committed, quick_default=None, output=None):
                          f"replaces whole: choose a folder outside it")
     if not args.quick:
         return chosen or committed
-    if chosen == committed:
+    if chosen and configs.committed_folder(chosen):  # any network's, not only this one's
         raise ValueError(f"{flag} {chosen}: --quick never writes the committed figures and "
-                         f"results of {committed}/; choose another folder or leave {flag} out")
+                         f"results (under {configs.committed_folder(chosen)}/); choose another "
+                         f"folder or leave {flag} out")
     return chosen or quick_default
 
 

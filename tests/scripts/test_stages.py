@@ -963,6 +963,9 @@ def test_the_deployment_benchmark_refuses_what_it_would_score_as_something_else(
     line = run_script(*bench, "--results-dir", "r", cwd=tmp_path, monkeypatch=monkeypatch)
     assert line.endswith("is a --quick run: a smoke benchmark never replaces the committed "
                          "results; give --pics-dir (another folder)")
+    line = run_script(*bench, "--results-dir", "r", "--pics-dir", str(REPO / "pics/lenet-5"),
+                      cwd=tmp_path, monkeypatch=monkeypatch)  # another network's
+    assert line.endswith("give --pics-dir (another folder)")
     assert not list(tmp_path.iterdir())
 
 

@@ -121,9 +121,19 @@ def test_a_flag_the_criterion_or_schedule_ignores_is_an_error(args, message, no_
     assert not no_work
 
 
-def test_quick_sweep_refuses_the_committed_results(no_work, monkeypatch):
-    code = run_script("sweep_pruning.py", "--quick", "--results-dir", str(REPO / "results"),
-                      monkeypatch=monkeypatch)
+@pytest.mark.parametrize("script, args", [
+    ("sweep_pruning.py", ["--results-dir", "results"]),
+    # another network's committed folders: the MLP's, and a LeNet's from an MLP run
+    ("sweep_pruning.py", ["--network", "lenet-300-100", "--results-dir", "results"]),
+    ("prune_network.py", ["--network", "lenet-300-100", "--pics-dir", "pics"]),
+    ("prune_network.py", ["--pics-dir", "pics/lenet-5/sub"]),
+    ("compare_with_papers.py", ["--network", "lenet-300-100", "--results-dir", "results"]),
+    ("compare_with_papers.py", ["--network", "lenet-5", "--results-dir",
+                                "benchmarks/results"])])
+def test_quick_runs_refuse_every_committed_folder(script, args, no_work, monkeypatch):
+    args = [str(REPO / a) if a.startswith(("results", "pics", "benchmarks")) else a
+            for a in args]
+    code = run_script(script, "--quick", *args, monkeypatch=monkeypatch)
     assert "--quick never writes the committed" in code and not no_work
 
 
