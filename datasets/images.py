@@ -121,7 +121,10 @@ def check_arrays(arrays, files):
         if y.ndim != 1 or len(y) != len(arrays[images]):
             raise DataError(f"{files[key]}: {key} must hold one label per image of {images} "
                             f"({len(arrays[images])}), got shape {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        if not np.issubdtype(y.dtype, np.integer):  # strings, bytes, floats: no range to show
+            raise DataError(f"{files[key]}: {key} must be integer class indices >= 0, got "
+                            f"{y.dtype} labels")
+        if y.min() < 0:
             raise DataError(f"{files[key]}: {key} must be integer class indices >= 0, got "
                             f"{y.dtype} from {y.min()} to {y.max()}")
     classes = int(arrays["y_train"].max()) + 1
