@@ -169,8 +169,8 @@ def test_gradual_pruning_refuses_a_step_that_empties_a_layer_as_a_one_shot_prune
         keras.layers.Dense(2, name="big", kernel_initializer="ones")])
     model.compile(keras.optimizers.SGD(1e-4), "mse")
     x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
-    with pytest.raises(ValueError, match=r"global-sparsity pruning at sparsity 0\.79\d* \(step 5 of "
-                                         r"the schedule\) removes every weight of small/kernel"):
+    with pytest.raises(ValueError, match=r"global-sparsity pruning at sparsity 0\.79\d* \(step 5 "
+                                         r"of the schedule\) removes every weight of small/kernel"):
         model.fit(x, x[:, :2], batch_size=8, epochs=2, verbose=0, callbacks=[
             GradualPruning(PolynomialDecay(0.8, end_step=6, frequency=1))])
     assert all(mask.any() for mask in get_masks(model).values())
