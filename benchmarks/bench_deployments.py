@@ -153,7 +153,7 @@ def run(args, results_path, plot_path):
     import numpy as np  # TensorFlow starts here, once the flags are checked (utils/cli.py)
     import tensorflow as tf
 
-    from benchmarks.timing import machine_facts, time_calls
+    from benchmarks.timing import check_batches, machine_facts, time_calls
     from datasets.images import load as load_data
     from deploy.litert import TFLiteNetwork, convert
     from deploy.saved_model import directory_bytes, saved_model_bytes
@@ -166,6 +166,7 @@ def run(args, results_path, plot_path):
 
     model, _ = load_checkpoint(args.dense_dir, "train_network_dense.py", CUSTOM_OBJECTS)
     data = load_data(args.dataset, args.data_dir)
+    check_batches(args.batches, data["test"][0].shape[1])
     if data["sha256"] != args.data_sha256:
         raise ValueError(f"{data['source']} is not the data the checkpoints were trained on "
                          f"(sha256 {data['sha256'][:12]}..., theirs {args.data_sha256[:12]}...)")

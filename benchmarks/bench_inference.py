@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from benchmarks.timing import RESULTS_DIR, machine_facts, results_file, time_calls
+from benchmarks.timing import (RESULTS_DIR, check_batches, machine_facts, results_file,
+                               time_calls)
 from datasets.images import load as load_data
 from deploy.dead_units import drop_dead_units
 from deploy.litert import TFLiteNetwork, convert
@@ -129,8 +130,9 @@ def load_variants(args, chosen):
 
 def run_benchmark(args, chosen):
     """Time the `chosen` variants at every batch size; print the table, return the results."""
-    variants, nonzeros, density = load_variants(args, chosen)
     x_test, y_test = load_data(data_dir=args.data_dir)["test"]
+    check_batches(args.batches, x_test.shape[1])
+    variants, nonzeros, density = load_variants(args, chosen)
 
     results = dict(machine=machine_facts(), density=density, nonzero_weights=nonzeros,
                    baselines=DENSE, timings={}, accuracy={})

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from utils import memory
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -36,6 +38,16 @@ def time_calls(fns, repeats=7, min_seconds=0.1, warmup=2):
             per_call[name].append((time.perf_counter() - start) / calls[name])
     return {name: dict(median_s=float(np.median(t)), min_s=min(t), max_s=max(t), repeats=repeats,
                        calls_per_repeat=calls[name], times_s=t) for name, t in per_call.items()}
+
+
+def check_batches(batches, pixels):
+    """Raise ValueError, before anything is timed, if the largest of `batches` (images of
+    `pixels` float32 values, and room for the networks' activations: LeNet-5's first conv
+    holds 15 values a pixel, twice) cannot fit in this machine's free memory."""
+    too_big = memory.shortfall(max(batches) * pixels * 4 * 32)
+    if too_big:
+        raise ValueError(f"--batches {max(batches)}: a batch of {max(batches):,} images of "
+                         f"{pixels} pixels {too_big}: choose smaller batches")
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -967,6 +967,11 @@ def test_the_deployment_benchmark_refuses_what_it_would_score_as_something_else(
                       cwd=tmp_path, monkeypatch=monkeypatch)  # another network's
     assert line.endswith("give --pics-dir (another folder)")
     assert not list(tmp_path.iterdir())
+    line = run_script(*bench, "--results-dir", "r", "--pics-dir", "p", "--batches", "1",
+                      str(10 ** 11), cwd=tmp_path, monkeypatch=monkeypatch)
+    assert line.startswith("error: --batches 100000000000: a batch of 100,000,000,000 images of "
+                           "784 pixels needs about ")
+    assert not list(tmp_path.iterdir())
 
 
 def test_killing_the_papers_comparison_lets_its_running_stage_clean_up(tmp_path):
