@@ -242,6 +242,12 @@ def prune_low_magnitude(model, criterion="global-sparsity", value=0.9, *, layers
     masks = compute_masks(chosen, criterion, values if isinstance(value, dict) else value,
                           pattern, norm)
     criteria.check_masks(masks, [w.key for w in chosen], criterion, value)
+    untouched = [w.key for w, v, mask in zip(chosen, values, masks)
+                 if criterion == "layer-sparsity" and v > 0 and mask.all()]
+    if untouched:  # e.g. blocks larger than the kernel: one block, and half of it rounds to 0
+        warnings.warn(f"pruning: nothing pruned in {untouched}: at layer-sparsity {value} each "
+                      f"holds too few weights, blocks or groups of this pattern to remove one",
+                      stacklevel=2)
     for weight, mask in zip(chosen, masks):
         set_mask(weight, mask, pattern)
     retrace(model)

@@ -123,6 +123,15 @@ def test_stacked_rnn_cells_keep_their_masks_through_load_and_clone_without_a_war
                   keras.models.clone_model(model)):
         assert sorted(get_masks(again)) == sorted(masks)
 
+def test_a_pattern_too_coarse_to_remove_anything_is_named():
+    """Blocks larger than the kernel: one block each, and half of one rounds to none."""
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="a"),
+                              keras.layers.Dense(2, name="b")])
+    with pytest.warns(UserWarning, match=r"nothing pruned in \['a/kernel', 'b/kernel'\]: at "
+                                         r"layer-sparsity 0.5 each holds too few"):
+        masks = get_masks(prune_low_magnitude(model, "layer-sparsity", 0.5, pattern="1000x1000"))
+    assert all(mask.all() for mask in masks.values())
+
 def test_lora_over_zeros_whose_masks_are_gone_is_named_by_restore_masks_and_the_first_fit():
     """Keras refuses enable_lora on a masked kernel, but not once the masks are gone (stripped,
     or loaded where Keras rebuilds a layer from its arguments): LoRA's product would then fill
