@@ -148,10 +148,17 @@ def _kernel(layer):
     return keras.ops.convert_to_numpy(layer.kernel.value)
 
 
-def _groups(layer, structure):
-    """The layer's kernel as [members, groups] of `structure` (`criteria.as_groups`), along the
-    axes `pruning.registry` gives its kind: a column per output unit or input channel."""
-    return criteria.as_groups(_kernel(layer), structure, registry.layout_of(layer, "kernel"))
+def _groups(layer, structure, attribute="kernel"):
+    """The layer's weight `attribute` as [members, groups] of `structure`
+    (`criteria.as_groups`), along the axes `pruning.registry` gives its kind: a column per output
+    unit or input channel."""
+    values = keras.ops.convert_to_numpy(getattr(layer, attribute).value)
+    return criteria.as_groups(values, structure, registry.layout_of(layer, attribute))
+
+
+def _zero_groups(layer, structure, attribute="kernel"):
+    """Whether each group of `structure` (output unit or input channel) is all zero."""
+    return ~_groups(layer, structure, attribute).any(axis=0)
 
 
 def _bias(layer):
@@ -182,7 +189,7 @@ def _constants(nodes, inputs, tensors):
     for n in nodes:
         kind = _kind(n.layer, tensors, n)
         if kind == "weighted" and _elementwise(n.layer.activation):
-            dead = ~_groups(n.layer, "units").any(axis=0)
+            dead = _zero_groups(n.layer, "units")
             value = keras.ops.convert_to_numpy(n.layer.activation(_bias(n.layer)))
             out = [np.where(dead, value, np.nan)]
         elif kind in ("channelwise", "flatten"):
@@ -303,16 +310,11 @@ def _blockers(nodes, kinds, outputs, start):
 
 def _pruned_groups(layer):
     """(units, inputs) all zero in `layer`'s prunable weights and its sub-layers'."""
-    units = inputs = 0
-    for owner in (layer, *(sub for sub, _, _ in registry.walk(layer))):
-        for attribute in registry.kinds(owner):
-            variable = getattr(owner, attribute, None)
-            if isinstance(variable, keras.Variable):
-                values = keras.ops.convert_to_numpy(variable.value)
-                layout = registry.layout_of(owner, attribute)
-                units += int((~criteria.as_groups(values, "units", layout).any(axis=0)).sum())
-                inputs += int((~criteria.as_groups(values, "inputs", layout).any(axis=0)).sum())
-    return units, inputs
+    weights = [(owner, attribute) for owner in (layer, *(s for s, _, _ in registry.walk(layer)))
+               for attribute in registry.kinds(owner)
+               if isinstance(getattr(owner, attribute, None), keras.Variable)]
+    return tuple(sum(int(_zero_groups(owner, structure, attribute).sum())
+                     for owner, attribute in weights) for structure in ("units", "inputs"))
 
 
 def _warn_kept(nodes, kinds, outputs, kept, const):
@@ -324,7 +326,7 @@ def _warn_kept(nodes, kinds, outputs, kept, const):
             why = stuck and (f"kept {stuck} pruned units of {layer.name}: they feed "
                              f"{', '.join(_blockers(nodes, kinds, outputs, n.outputs[0]))}")
         elif kind == "weighted":
-            dead = int((~_groups(layer, "units").any(axis=0)).sum())
+            dead = int(_zero_groups(layer, "units").sum())
             why = dead and (f"kept {dead} pruned units of {layer.name}: its activation "
                             f"{getattr(layer.activation, '__name__', layer.activation)} mixes "
                             f"them with the others")
